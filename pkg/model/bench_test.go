@@ -1,0 +1,68 @@
+package model
+
+import (
+	"context"
+	"sync"
+	"testing"
+)
+
+var (
+	benchOnce  sync.Once
+	benchModel *Model
+)
+
+func defaultModel() *Model {
+	benchOnce.Do(func() { benchModel = Default(nil) })
+	return benchModel
+}
+
+// flops returns the floating-point operations of prefilling n tokens after
+// p0 cached ones (multiply-adds count 2; attention included).
+func flops(c Config, p0, n int) float64 {
+	q, kv := c.Heads*c.HeadDim, c.KVDim()
+	var perTok float64
+	for l := 0; l < c.Layers; l++ {
+		perTok += float64(c.Dim * q * 2) // wq, wo
+		if c.producesKV(l) {
+			perTok += float64(2 * c.Dim * kv)
+		}
+		perTok += float64(3 * c.Dim * c.FFNDim)
+	}
+	total := 2 * perTok * float64(n)
+	// Attention: QK and PV, 2 flops each per key per head dim.
+	keys := float64(n)*float64(p0) + float64(n)*float64(n+1)/2
+	total += float64(c.Layers) * float64(c.Heads) * keys * float64(c.HeadDim) * 4
+	return total + 2*float64(c.Dim*c.Vocab)
+}
+
+func BenchmarkPrefill(b *testing.B) {
+	m := defaultModel()
+	toks := prompt(256)
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := m.NewSequence(16).Prefill(ctx, toks); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sec := b.Elapsed().Seconds()
+	b.ReportMetric(float64(len(toks)*b.N)/sec, "tok/s")
+	b.ReportMetric(flops(m.Config(), 0, len(toks))*float64(b.N)/sec/1e9, "GFLOP/s")
+}
+
+func BenchmarkDecode(b *testing.B) {
+	m := defaultModel()
+	ctx := context.Background()
+	s := m.NewSequence(16)
+	if _, err := s.Prefill(ctx, prompt(256)); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if s.Len() >= m.Config().ContextLen {
+			s.Truncate(256)
+		}
+		if _, err := s.Decode(ctx, 65); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+}

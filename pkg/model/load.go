@@ -1,0 +1,309 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/kvcache/kvcache/pkg/gguf"
+	"github.com/kvcache/kvcache/pkg/tokenizer"
+)
+
+// CLAKey is the GGUF metadata key (bool) marking a cross-layer-attention
+// model: layers 2i+1 have no attn_k/attn_v and reuse layer 2i's KV.
+const CLAKey = "kvcache.cla"
+
+// Load reads a llama-architecture GGUF file. Cancelling ctx aborts between
+// tensors.
+func Load(ctx context.Context, path string) (*Model, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("model: load: %w", err)
+	}
+	defer f.Close()
+	m, err := fromGGUF(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("model: load %s: %w", path, err)
+	}
+	if m.name == "" {
+		m.name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	}
+	return m, nil
+}
+
+// FromGGUF builds a model from a parsed GGUF file, dequantizing all weights
+// to float32 and checking every tensor's shape against the metadata.
+func FromGGUF(f *gguf.File) (*Model, error) {
+	m, err := fromGGUF(context.Background(), f)
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	return m, nil
+}
+
+// ConfigFromGGUF reads the hyperparameters of a llama GGUF file.
+func ConfigFromGGUF(f *gguf.File) (Config, error) {
+	var c Config
+	arch, err := f.String("general.architecture")
+	if err != nil {
+		return c, err
+	}
+	if arch != "llama" {
+		return c, fmt.Errorf("%w: architecture %q (want llama)", gguf.ErrUnsupported, arch)
+	}
+	var firstErr error
+	geti := func(key string, def int) int {
+		v, err := f.Uint(key)
+		if errors.Is(err, gguf.ErrNotFound) && def >= 0 {
+			return def
+		}
+		if err == nil && v > 1<<31 {
+			err = fmt.Errorf("%w: %s = %d is absurd", ErrBadConfig, key, v)
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		return int(v)
+	}
+	getf := func(key string, def float64) float64 {
+		v, err := f.Float(key)
+		if errors.Is(err, gguf.ErrNotFound) {
+			return def
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		if raw, _ := f.Value(key); err == nil {
+			if f32, ok := raw.(float32); ok {
+				// Use the shortest decimal of a float32 (1e-05, not
+				// 9.999999747378752e-06), as configs are written.
+				v, _ = strconv.ParseFloat(strconv.FormatFloat(float64(f32), 'g', -1, 32), 64)
+			}
+		}
+		return v
+	}
+	c.Dim = geti("llama.embedding_length", -1)
+	c.Layers = geti("llama.block_count", -1)
+	c.FFNDim = geti("llama.feed_forward_length", -1)
+	c.Heads = geti("llama.attention.head_count", -1)
+	c.ContextLen = geti("llama.context_length", -1)
+	if firstErr != nil {
+		return c, firstErr
+	}
+	c.KVHeads = geti("llama.attention.head_count_kv", c.Heads)
+	if c.Heads > 0 {
+		c.HeadDim = geti("llama.attention.key_length", c.Dim/c.Heads)
+	}
+	if vl := geti("llama.attention.value_length", c.HeadDim); vl != c.HeadDim && firstErr == nil {
+		firstErr = fmt.Errorf("%w: value_length %d != key_length %d", gguf.ErrUnsupported, vl, c.HeadDim)
+	}
+	if rd := geti("llama.rope.dimension_count", c.HeadDim); rd != c.HeadDim && firstErr == nil {
+		firstErr = fmt.Errorf("%w: partial rope (dimension_count %d, head dim %d)", gguf.ErrUnsupported, rd, c.HeadDim)
+	}
+	c.NormEps = getf("llama.attention.layer_norm_rms_epsilon", 1e-5)
+	c.RopeTheta = getf("llama.rope.freq_base", 10000)
+	c.RopeScale = 1
+	st, err := f.String("llama.rope.scaling.type")
+	switch {
+	case errors.Is(err, gguf.ErrNotFound) || st == "none" || st == "":
+		if err != nil { // no type: llama.cpp treats a bare factor as linear
+			c.RopeScale = getf("llama.rope.scaling.factor", 1)
+		}
+	case err != nil:
+		return c, err
+	case st == "linear":
+		c.RopeScale = getf("llama.rope.scaling.factor", 1)
+	default:
+		return c, fmt.Errorf("%w: rope scaling type %q", gguf.ErrUnsupported, st)
+	}
+	if c.RopeScale == 0 {
+		c.RopeScale = 1
+	}
+	if ti, ok := f.Tensor("token_embd.weight"); ok && len(ti.Dims) == 2 && ti.Dims[1] < 1<<31 {
+		c.Vocab = int(ti.Dims[1])
+	}
+	if cla, err := f.Bool(CLAKey); err == nil {
+		c.CLA = cla
+	}
+	if firstErr != nil {
+		return c, firstErr
+	}
+	return c, c.Validate()
+}
+
+func fromGGUF(ctx context.Context, f *gguf.File) (*Model, error) {
+	cfg, err := ConfigFromGGUF(f)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{cfg: cfg}
+	m.name, _ = f.String("general.name")
+	// Weights are described by an unloaded model's tensor list (shapes and
+	// names), then filled from the file.
+	m.embed = []float32{}
+	m.outNorm = []float32{}
+	m.layers = make([]layer, cfg.Layers)
+	for l := range m.layers {
+		m.layers[l] = layer{attnNorm: []float32{}, wq: []float32{}, wo: []float32{}, ffnNorm: []float32{},
+			wGate: []float32{}, wUp: []float32{}, wDown: []float32{}}
+		if cfg.producesKV(l) {
+			m.layers[l].wk, m.layers[l].wv = []float32{}, []float32{}
+		}
+	}
+	_, hasOutput := f.Tensor("output.weight")
+	m.tied = !hasOutput
+	load := func(name string, dims []uint64) ([]float32, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		ti, ok := f.Tensor(name)
+		if !ok {
+			return nil, fmt.Errorf("%w: missing tensor %q", ErrBadWeights, name)
+		}
+		if !slices.Equal(ti.Dims, dims) {
+			return nil, fmt.Errorf("%w: tensor %q has shape %v, want %v", ErrBadWeights, name, ti.Dims, dims)
+		}
+		return f.TensorData(name)
+	}
+	// Walk the canonical tensor list; each entry's data pointer is replaced.
+	targets := m.tensorTargets()
+	for _, t := range m.tensors() {
+		data, err := load(t.name, t.dims)
+		if err != nil {
+			return nil, err
+		}
+		*targets[t.name] = data
+	}
+	if m.tied {
+		m.output = m.embed
+	}
+	m.tok, err = tokenizer.FromGGUF(f)
+	if err != nil {
+		return nil, err
+	}
+	src, _ := f.String("tokenizer.chat_template")
+	m.template = tokenizer.DetectTemplate(src)
+	if m.tok.VocabSize() > cfg.Vocab {
+		return nil, fmt.Errorf("%w: tokenizer has %d tokens, model vocab %d", ErrBadWeights, m.tok.VocabSize(), cfg.Vocab)
+	}
+	return m, nil
+}
+
+// tensorTargets maps GGUF tensor names to the model fields holding them.
+func (m *Model) tensorTargets() map[string]*[]float32 {
+	t := map[string]*[]float32{
+		"token_embd.weight":  &m.embed,
+		"output_norm.weight": &m.outNorm,
+		"output.weight":      &m.output,
+	}
+	for i := range m.layers {
+		l := &m.layers[i]
+		p := fmt.Sprintf("blk.%d.", i)
+		t[p+"attn_norm.weight"] = &l.attnNorm
+		t[p+"attn_q.weight"] = &l.wq
+		t[p+"attn_k.weight"] = &l.wk
+		t[p+"attn_v.weight"] = &l.wv
+		t[p+"attn_output.weight"] = &l.wo
+		t[p+"ffn_norm.weight"] = &l.ffnNorm
+		t[p+"ffn_gate.weight"] = &l.wGate
+		t[p+"ffn_up.weight"] = &l.wUp
+		t[p+"ffn_down.weight"] = &l.wDown
+	}
+	return t
+}
+
+// WriteGGUF writes the model as a llama GGUF file with matrices encoded as
+// typ (F32, F16, BF16, Q8_0 or Q4_0; 1-D norm weights are always F32).
+// Tokenizer metadata is written for the byte-level tokenizer only.
+func (m *Model) WriteGGUF(w io.Writer, typ gguf.TensorType) error {
+	gw, err := m.ggufWriter(typ, m.tensors())
+	if err != nil {
+		return err
+	}
+	if _, err := gw.WriteTo(w); err != nil {
+		return fmt.Errorf("model: write: %w", err)
+	}
+	return nil
+}
+
+// ggufWriter prepares a GGUF writer with the model's metadata and the given
+// tensors.
+func (m *Model) ggufWriter(typ gguf.TensorType, tensors []namedTensor) (*gguf.Writer, error) {
+	c := m.cfg
+	gw := gguf.NewWriter()
+	kv := []struct {
+		k string
+		v any
+	}{
+		{"general.architecture", "llama"},
+		{"general.name", m.name},
+		{"llama.context_length", uint32(c.ContextLen)},
+		{"llama.embedding_length", uint32(c.Dim)},
+		{"llama.block_count", uint32(c.Layers)},
+		{"llama.feed_forward_length", uint32(c.FFNDim)},
+		{"llama.attention.head_count", uint32(c.Heads)},
+		{"llama.attention.head_count_kv", uint32(c.KVHeads)},
+		{"llama.attention.key_length", uint32(c.HeadDim)},
+		{"llama.attention.value_length", uint32(c.HeadDim)},
+		{"llama.rope.dimension_count", uint32(c.HeadDim)},
+		{"llama.attention.layer_norm_rms_epsilon", float32(c.NormEps)},
+		{"llama.rope.freq_base", float32(c.RopeTheta)},
+		{"llama.vocab_size", uint32(c.Vocab)},
+	}
+	if c.ropeScale() != 1 {
+		kv = append(kv, struct {
+			k string
+			v any
+		}{"llama.rope.scaling.type", "linear"}, struct {
+			k string
+			v any
+		}{"llama.rope.scaling.factor", float32(c.RopeScale)})
+	}
+	if c.CLA {
+		kv = append(kv, struct {
+			k string
+			v any
+		}{CLAKey, true})
+	}
+	for _, e := range kv {
+		if err := gw.SetKV(e.k, e.v); err != nil {
+			return nil, err
+		}
+	}
+	if b, ok := m.tok.(tokenizer.Bytes); ok {
+		if err := tokenizer.WriteBytesGGUF(gw, b); err != nil {
+			return nil, err
+		}
+	}
+	if m.template != nil {
+		if err := gw.SetKV("tokenizer.chat_template", templateSource(m.template)); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range tensors {
+		tt := typ
+		if len(t.dims) == 1 {
+			tt = gguf.F32
+		}
+		if err := gw.AddTensor(t.name, tt, t.dims, t.data); err != nil {
+			return nil, fmt.Errorf("model: write: %w", err)
+		}
+	}
+	return gw, nil
+}
+
+// templateSource returns a marker string that DetectTemplate maps back to t.
+func templateSource(t tokenizer.Template) string {
+	switch t.Name() {
+	case "llama3":
+		return "{{ '<|start_header_id|>' }}"
+	case "chatml":
+		return "{{ '<|im_start|>' }}"
+	}
+	return ""
+}

@@ -1,0 +1,211 @@
+package model
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/kvcache/kvcache/pkg/gguf"
+)
+
+// maxChunk bounds the rows processed at once by Prefill (and so its scratch
+// memory). Chunking does not change results.
+const maxChunk = 256
+
+// Sequence is one token sequence being processed by a Model, with its KV
+// cache paged in blocks of BlockTokens tokens. Block i covers tokens
+// [i*B, (i+1)*B). A Sequence is not safe for concurrent use.
+type Sequence struct {
+	m     *Model
+	block int
+	n     int
+	// k and v hold, per KV layer, [token][kvHead][headDim] f16-representable
+	// float32 values; keys are post-RoPE.
+	k, v [][]float32
+}
+
+// NewSequence starts an empty sequence whose KV is paged in blocks of
+// blockTokens tokens (clamped to at least 1).
+func (m *Model) NewSequence(blockTokens int) *Sequence {
+	kl := m.cfg.KVLayers()
+	return &Sequence{m: m, block: max(1, blockTokens), k: make([][]float32, kl), v: make([][]float32, kl)}
+}
+
+// Len returns the number of tokens in the sequence.
+func (s *Sequence) Len() int { return s.n }
+
+// BlockTokens returns the block size B.
+func (s *Sequence) BlockTokens() int { return s.block }
+
+// FullBlocks returns the number of complete blocks, Len()/B.
+func (s *Sequence) FullBlocks() int { return s.n / s.block }
+
+// KVLayers returns the number of KV-producing layers (Layers, or Layers/2
+// with CLA); Export/Import blocks carry exactly these layers.
+func (s *Sequence) KVLayers() int { return s.m.cfg.KVLayers() }
+
+// BlockLen returns the length of the k (and of the v) slice of one block:
+// KVLayers * B * KVHeads * HeadDim.
+func (s *Sequence) BlockLen() int { return s.m.cfg.KVLayers() * s.block * s.m.cfg.KVDim() }
+
+// Truncate drops tokens from position n on, e.g. to discard a generated
+// tail. It is a no-op when n >= Len().
+func (s *Sequence) Truncate(n int) {
+	s.n = max(0, min(n, s.n))
+	// Also drops KV a failed forward pass appended beyond Len.
+	kd := s.m.cfg.KVDim()
+	for l := range s.k {
+		s.k[l] = s.k[l][:min(len(s.k[l]), s.n*kd)]
+		s.v[l] = s.v[l][:min(len(s.v[l]), s.n*kd)]
+	}
+}
+
+// ExportBlock copies full block i into k and v, each of length BlockLen(),
+// laid out [kvLayer][token][kvHead][headDim].
+func (s *Sequence) ExportBlock(i int, k, v []float32) error {
+	bl := s.BlockLen()
+	if i < 0 || (i+1)*s.block > s.n {
+		return fmt.Errorf("%w: export of block %d needs %d tokens, have %d", ErrBadBlock, i, (i+1)*s.block, s.n)
+	}
+	if len(k) != bl || len(v) != bl {
+		return fmt.Errorf("%w: export buffers have %d/%d values, want %d", ErrBadBlock, len(k), len(v), bl)
+	}
+	per := s.block * s.m.cfg.KVDim()
+	for l := range s.k {
+		copy(k[l*per:(l+1)*per], s.k[l][i*per:(i+1)*per])
+		copy(v[l*per:(l+1)*per], s.v[l][i*per:(i+1)*per])
+	}
+	return nil
+}
+
+// ImportBlock appends block i from k and v (layout as ExportBlock). It must
+// be the block right after the current length (Len() == i*B), and the
+// sequence must have room for it. Values are rounded to f16, as if computed.
+// Len advances by B.
+func (s *Sequence) ImportBlock(i int, k, v []float32) error {
+	bl := s.BlockLen()
+	if i < 0 || i*s.block != s.n {
+		return fmt.Errorf("%w: import of block %d at length %d (want length %d)", ErrBadBlock, i, s.n, i*s.block)
+	}
+	if len(k) != bl || len(v) != bl {
+		return fmt.Errorf("%w: import buffers have %d/%d values, want %d", ErrBadBlock, len(k), len(v), bl)
+	}
+	if s.n+s.block > s.m.cfg.ContextLen {
+		return fmt.Errorf("%w: %d + %d tokens > %d", ErrContextFull, s.n, s.block, s.m.cfg.ContextLen)
+	}
+	per := s.block * s.m.cfg.KVDim()
+	for l := range s.k {
+		s.k[l] = appendRounded(s.k[l], k[l*per:(l+1)*per])
+		s.v[l] = appendRounded(s.v[l], v[l*per:(l+1)*per])
+	}
+	s.n += s.block
+	return nil
+}
+
+func appendRounded(dst, src []float32) []float32 {
+	n := len(dst)
+	dst = append(dst, src...)
+	roundHalf(dst[n:])
+	return dst
+}
+
+func roundHalf(x []float32) {
+	for i, v := range x {
+		x[i] = gguf.RoundHalf(v)
+	}
+}
+
+// Prefill appends tokens and returns the logits (length Vocab) of the last
+// one. On error (including context cancellation) the sequence is left as it
+// was before the call.
+func (s *Sequence) Prefill(ctx context.Context, tokens []int) ([]float32, error) {
+	cfg := s.m.cfg
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("%w: no tokens to prefill", ErrBadToken)
+	}
+	if s.n+len(tokens) > cfg.ContextLen {
+		return nil, fmt.Errorf("%w: %d + %d tokens > %d", ErrContextFull, s.n, len(tokens), cfg.ContextLen)
+	}
+	for i, t := range tokens {
+		if t < 0 || t >= cfg.Vocab {
+			return nil, fmt.Errorf("%w: token %d at index %d (vocab %d)", ErrBadToken, t, i, cfg.Vocab)
+		}
+	}
+	start := s.n
+	var logits []float32
+	for len(tokens) > 0 {
+		c := min(len(tokens), maxChunk)
+		var err error
+		logits, err = s.forward(ctx, tokens[:c], len(tokens) == c)
+		if err != nil {
+			s.Truncate(start)
+			return nil, err
+		}
+		tokens = tokens[c:]
+	}
+	return logits, nil
+}
+
+// Decode appends one token and returns its logits.
+func (s *Sequence) Decode(ctx context.Context, token int) ([]float32, error) {
+	return s.Prefill(ctx, []int{token})
+}
+
+// forward runs the transformer over toks at positions Len().., appending
+// their KV, and returns the last row's logits when wantLogits.
+func (s *Sequence) forward(ctx context.Context, toks []int, wantLogits bool) ([]float32, error) {
+	m := s.m
+	c := m.cfg
+	n, d, qd, kd, f := len(toks), c.Dim, c.Heads*c.HeadDim, c.KVDim(), c.FFNDim
+	p0 := s.n
+
+	x := make([]float32, n*d)
+	for i, t := range toks {
+		copy(x[i*d:(i+1)*d], m.embed[t*d:(t+1)*d])
+	}
+	xn := make([]float32, n*d)
+	tmp := make([]float32, n*d)
+	q := make([]float32, n*qd)
+	att := make([]float32, n*qd)
+	kb := make([]float32, n*kd)
+	vb := make([]float32, n*kd)
+	g := make([]float32, n*f)
+	u := make([]float32, n*f)
+	cos, sin := ropeTable(p0, n, c.HeadDim, c.RopeTheta, c.ropeScale())
+
+	for li := range m.layers {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("model: prefill: %w", err)
+		}
+		ly := &m.layers[li]
+		rmsNorm(xn, x, ly.attnNorm, n, d, c.NormEps)
+		matmul(q, xn, ly.wq, n, d, qd)
+		rope(q, n, c.Heads, c.HeadDim, cos, sin)
+		kl := c.kvLayer(li)
+		if ly.wk != nil {
+			matmul(kb, xn, ly.wk, n, d, kd)
+			matmul(vb, xn, ly.wv, n, d, kd)
+			rope(kb, n, c.KVHeads, c.HeadDim, cos, sin)
+			s.k[kl] = appendRounded(s.k[kl], kb)
+			s.v[kl] = appendRounded(s.v[kl], vb)
+		}
+		attention(att, q, s.k[kl], s.v[kl], p0, n, c.Heads, c.KVHeads, c.HeadDim)
+		matmul(tmp, att, ly.wo, n, qd, d)
+		addInto(x, tmp)
+
+		rmsNorm(xn, x, ly.ffnNorm, n, d, c.NormEps)
+		matmul(g, xn, ly.wGate, n, d, f)
+		matmul(u, xn, ly.wUp, n, d, f)
+		swiglu(g, u)
+		matmul(tmp, g, ly.wDown, n, f, d)
+		addInto(x, tmp)
+	}
+	s.n += n
+	if !wantLogits {
+		return nil, nil
+	}
+	last := x[(n-1)*d : n*d]
+	rmsNorm(xn[:d], last, m.outNorm, 1, d, c.NormEps)
+	logits := make([]float32, c.Vocab)
+	matmul(logits, xn[:d], m.output, 1, d, c.Vocab)
+	return logits, nil
+}

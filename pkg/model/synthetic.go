@@ -1,0 +1,95 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/kvcache/kvcache/pkg/tokenizer"
+)
+
+// DefaultSeed seeds the embedded default model's weights.
+const DefaultSeed = 0x6b76636163686531 // "kvcache1"
+
+// DefaultOptions selects a variant of the embedded default model. The zero
+// value (or nil) is the standard model.
+type DefaultOptions struct {
+	// CLA shares KV between adjacent layer pairs, halving KV per token.
+	CLA bool
+}
+
+// Default returns the embedded default model: DefaultConfig shape with
+// deterministic synthetic weights from DefaultSeed and the byte-level
+// tokenizer, so a worker runs with nothing downloaded. Each call builds a
+// fresh copy (about 38 MB of weights; build once and share it).
+func Default(opts *DefaultOptions) *Model {
+	cfg := DefaultConfig()
+	name := "kvcache-synthetic-10m"
+	if opts != nil && opts.CLA {
+		cfg.CLA = true
+		name += "-cla"
+	}
+	m, err := Synthetic(name, cfg, DefaultSeed)
+	if err != nil {
+		panic(err) // DefaultConfig is valid by construction
+	}
+	return m
+}
+
+// Synthetic builds a model with deterministic pseudo-random weights: each
+// matrix ~ N(0, 1/fan_in), embeddings ~ N(0, 1), norm weights near 1. The
+// output projection is untied; its rows for control tokens (ids >= 256) are
+// damped so greedy decoding rarely emits them. The vocabulary must be
+// tokenizer.ByteVocab (the byte-level tokenizer) or larger.
+func Synthetic(name string, cfg Config, seed uint64) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Vocab < tokenizer.ByteVocab {
+		return nil, fmt.Errorf("%w: synthetic vocab %d < %d", ErrBadConfig, cfg.Vocab, tokenizer.ByteVocab)
+	}
+	cfg.RopeScale = cfg.ropeScale()
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	normal := func(n int, std float64) []float32 {
+		s := make([]float32, n)
+		for i := range s {
+			s[i] = float32(r.NormFloat64() * std)
+		}
+		return s
+	}
+	ones := func(n int) []float32 {
+		s := normal(n, 0.05)
+		for i := range s {
+			s[i] += 1
+		}
+		return s
+	}
+	d, q, kv, f := cfg.Dim, cfg.Heads*cfg.HeadDim, cfg.KVDim(), cfg.FFNDim
+	inv := func(fanIn int) float64 { return 1 / math.Sqrt(float64(fanIn)) }
+	m := &Model{cfg: cfg, name: name, tok: tokenizer.Bytes{}, template: tokenizer.ChatML{}}
+	m.embed = normal(cfg.Vocab*d, 1)
+	for l := 0; l < cfg.Layers; l++ {
+		var ly layer
+		ly.attnNorm = ones(d)
+		ly.wq = normal(q*d, inv(d))
+		if cfg.producesKV(l) {
+			ly.wk = normal(kv*d, inv(d))
+			ly.wv = normal(kv*d, inv(d))
+		}
+		ly.wo = normal(d*q, inv(q))
+		ly.ffnNorm = ones(d)
+		ly.wGate = normal(f*d, inv(d))
+		ly.wUp = normal(f*d, inv(d))
+		ly.wDown = normal(d*f, inv(f))
+		m.layers = append(m.layers, ly)
+	}
+	m.outNorm = ones(d)
+	m.output = normal(cfg.Vocab*d, 2*inv(d))
+	for id := 256; id < cfg.Vocab; id++ {
+		row := m.output[id*d : (id+1)*d]
+		for i := range row {
+			row[i] *= 0.05
+		}
+	}
+	return m, nil
+}
