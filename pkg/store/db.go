@@ -1,0 +1,255 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/kvcache/kvcache/pkg/prefix"
+)
+
+// DB is the durable Store: one bbolt file per node. Reads run in bbolt read
+// transactions concurrently with each other and with the single writer
+// goroutine, which group-commits Puts and Deletes (writer.go).
+//
+// The file never shrinks: space freed by Delete and eviction is reused for
+// later blocks but not returned to the file system (bbolt.Compact into a new
+// file would, offline).
+type DB struct {
+	cfg  config
+	bolt *bbolt.DB
+
+	ops        chan *op      // to the writer; unbuffered, so senders queue while it commits
+	closing    chan struct{} // closed by Close
+	writerDone chan struct{} // closed when the writer has exited
+	closed     atomic.Bool
+
+	mu       sync.Mutex      // guards idx and inflight
+	idx      *index          // mirror of the file plus the commit in progress
+	inflight map[blockID]*op // Puts accepted and not yet acknowledged
+
+	hits, misses, evictions, puts, putBytes atomic.Int64
+	commits, batchedOps                     atomic.Int64 // group-commit efficiency, for benchmarks
+}
+
+var _ Store = (*DB)(nil)
+
+// Open opens or creates the store file at path. A nil opts means defaults.
+// It rebuilds the in-memory index (sizes, parents, access times) from the
+// file's metadata, so Stats after a reopen describe the same blocks.
+func Open(path string, opts *Options) (*DB, error) {
+	cfg := newConfig(opts)
+	b, err := bbolt.Open(path, 0o600, &bbolt.Options{
+		Timeout: cfg.lockTimeout,
+		// The map freelist allocates runs of free pages in O(1); the array
+		// one degrades badly with the fragmentation that evicting
+		// multi-megabyte blocks causes.
+		FreelistType: bbolt.FreelistMapType,
+		// Writing the freelist on every commit costs 8 bytes per free page
+		// (megabytes once evictions have freed gigabytes); without it Open
+		// rebuilds the freelist by walking the tree, which is cheap here
+		// because blocks are overflow runs counted from their first page.
+		NoFreelistSync:  true,
+		InitialMmapSize: int(cfg.mmapSize),
+		NoSync:          cfg.noSync,
+		// We keep our own counters; bbolt's cost atomics on every read tx.
+		NoStatistics: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	// Grow the file in 64 MiB steps (default 16 MiB): each growth is a
+	// truncate plus fsync inside a commit.
+	b.AllocSize = 64 << 20
+
+	db := &DB{
+		cfg:        cfg,
+		bolt:       b,
+		ops:        make(chan *op),
+		closing:    make(chan struct{}),
+		writerDone: make(chan struct{}),
+		inflight:   make(map[blockID]*op),
+	}
+	if err := b.Update(initLayout); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := b.View(func(tx *bbolt.Tx) (err error) {
+		db.idx, err = loadIndex(tx)
+		return err
+	}); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	cfg.log.Info("store opened", "path", path, "blocks", len(db.idx.entries), "bytes", db.idx.used)
+	go db.run()
+	return db, nil
+}
+
+// read runs fn in a read transaction with the blocks bucket.
+func (db *DB) read(ctx context.Context, fn func(blocks *bbolt.Bucket) error) error {
+	if db.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := db.bolt.View(func(tx *bbolt.Tx) error { return fn(tx.Bucket(bucketBlocks)) })
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+// touch records an access to the present keys. found may be nil (all).
+func (db *DB) touch(ns prefix.Namespace, keys []prefix.Key, found []bool) {
+	now := db.cfg.now().UnixNano()
+	db.mu.Lock()
+	for i, k := range keys {
+		if found == nil || found[i] {
+			db.idx.touch(makeID(ns, k), now)
+		}
+	}
+	db.mu.Unlock()
+}
+
+// Get implements Store. The block is copied out inside the read transaction.
+func (db *DB) Get(ctx context.Context, ns prefix.Namespace, key prefix.Key, dst []byte) ([]byte, error) {
+	keys := []prefix.Key{key}
+	if err := checkKeys(ns, keys); err != nil {
+		return nil, err
+	}
+	id := makeID(ns, key)
+	var out []byte
+	err := db.read(ctx, func(blocks *bbolt.Bucket) error {
+		b := blocks.Bucket(id[:])
+		if b == nil {
+			return ErrNotFound
+		}
+		out = append(dst[:0], b.Get(keyValue)...)
+		return nil
+	})
+	switch {
+	case err == nil:
+		db.hits.Add(1)
+		db.touch(ns, keys, nil)
+	case errors.Is(err, ErrNotFound):
+		db.misses.Add(1)
+	}
+	return out, err
+}
+
+// View implements Store. The slices given to fn point into bbolt's mmap.
+func (db *DB) View(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, fn func(i int, block []byte, found bool) error) error {
+	if err := checkKeys(ns, keys); err != nil {
+		return err
+	}
+	found := make([]bool, len(keys))
+	err := db.read(ctx, func(blocks *bbolt.Bucket) error {
+		for i, k := range keys {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			id := makeID(ns, k)
+			var v []byte
+			if b := blocks.Bucket(id[:]); b != nil {
+				v, found[i] = b.Get(keyValue), true
+				db.hits.Add(1)
+			} else {
+				db.misses.Add(1)
+			}
+			if err := fn(i, v, found[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.touch(ns, keys, found)
+	return err
+}
+
+// present reports, from one read transaction, which keys are stored; with
+// prefixOnly it stops at the first absent key.
+func (db *DB) present(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, prefixOnly bool) ([]bool, int, error) {
+	if err := checkKeys(ns, keys); err != nil {
+		return nil, 0, err
+	}
+	found := make([]bool, len(keys))
+	run := 0
+	err := db.read(ctx, func(blocks *bbolt.Bucket) error {
+		// A cursor seek answers presence without opening the nested bucket.
+		c := blocks.Cursor()
+		broken := false
+		for i, k := range keys {
+			id := makeID(ns, k)
+			got, _ := c.Seek(id[:])
+			found[i] = bytes.Equal(got, id[:])
+			if !found[i] {
+				broken = true
+				if prefixOnly {
+					return nil
+				}
+			} else if !broken {
+				run++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return found, run, nil
+}
+
+// Lookup implements Store.
+func (db *DB) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) (int, error) {
+	_, n, err := db.present(ctx, ns, keys, true)
+	return n, err
+}
+
+// Contains implements Store.
+func (db *DB) Contains(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) ([]bool, error) {
+	found, _, err := db.present(ctx, ns, keys, false)
+	return found, err
+}
+
+// Stats implements Store. BytesUsed and Blocks include the commit in
+// progress, if any.
+func (db *DB) Stats() Stats {
+	db.mu.Lock()
+	used, blocks := db.idx.used, int64(len(db.idx.entries))
+	db.mu.Unlock()
+	var size int64
+	if fi, err := os.Stat(db.bolt.Path()); err == nil {
+		size = fi.Size()
+	}
+	return Stats{
+		BytesUsed: used,
+		Capacity:  db.cfg.capacity,
+		Blocks:    blocks,
+		Hits:      db.hits.Load(),
+		Misses:    db.misses.Load(),
+		Evictions: db.evictions.Load(),
+		Puts:      db.puts.Load(),
+		PutBytes:  db.putBytes.Load(),
+		FileBytes: size,
+	}
+}
+
+// Close waits for the commit in progress, writes access times and closes
+// the file. Puts not yet taken into a commit fail with ErrClosed.
+func (db *DB) Close() error {
+	if !db.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(db.closing)
+	<-db.writerDone
+	return db.bolt.Close()
+}
