@@ -1,0 +1,231 @@
+// Package cachenode assembles a cache node: the bbolt store, the kvcache.v1
+// gRPC service with health and reflection, and the metrics endpoint. The
+// cachenode command is a thin flag parser over it; tests start real nodes on
+// port 0 through Start.
+package cachenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
+
+	"github.com/kvcache/kvcache/pkg/server"
+	"github.com/kvcache/kvcache/pkg/store"
+)
+
+// Config describes one node. Zero values mean the documented defaults.
+type Config struct {
+	Listen        string // gRPC address; default ":7070"
+	MetricsListen string // HTTP address of /metrics and /healthz; "" = none
+	Data          string // directory of the bbolt file; required
+	Capacity      int64  // byte budget; 0 = unlimited
+	MaxBlockBytes int    // largest block accepted; default 64 MiB
+	NodeID        string // name in Stats and logs; default the host name
+	NoSync        bool   // skip fsync: benchmarks of the network path only
+	// ShutdownGrace bounds how long in-flight calls may run after the
+	// context is cancelled before they are cut. Default 10s.
+	ShutdownGrace time.Duration
+	Logger        *slog.Logger
+}
+
+// Node is a running cache node.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	st      *store.DB
+	grpc    *grpc.Server
+	health  *health.Server
+	lis     net.Listener
+	http    *http.Server
+	httpLis net.Listener
+	done    chan error
+}
+
+// DBFile is the name of the store file inside Config.Data.
+const DBFile = "blocks.db"
+
+// Start opens the store and starts serving. It returns once both listeners
+// are bound, so Addr is valid; serving stops when ctx is cancelled (or on
+// Stop), and Wait reports how it ended.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Data == "" {
+		return nil, errors.New("cachenode: a data directory is required")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = ":7070"
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 10 * time.Second
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID, _ = os.Hostname()
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("node", cfg.NodeID)
+	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
+		return nil, fmt.Errorf("cachenode: data directory: %w", err)
+	}
+	st, err := store.Open(filepath.Join(cfg.Data, DBFile), &store.Options{
+		Capacity: cfg.Capacity, MaxBlockBytes: cfg.MaxBlockBytes, NoSync: cfg.NoSync, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cachenode: open store: %w", err)
+	}
+	n := &Node{cfg: cfg, log: log, st: st, done: make(chan error, 1)}
+	if err := n.listen(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	go n.serve(ctx)
+	return n, nil
+}
+
+func (n *Node) listen() error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(newStoreCollector(n.st))
+	m := newRPCMetrics(reg)
+
+	logOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithLevels(func(c codes.Code) logging.Level {
+			switch c {
+			case codes.OK, codes.NotFound, codes.Canceled:
+				return logging.LevelDebug
+			case codes.Internal, codes.Unknown, codes.DataLoss:
+				return logging.LevelError
+			}
+			return logging.LevelWarn
+		}),
+	}
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		n.log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	panics := recovery.WithRecoveryHandler(func(p any) error {
+		n.log.Error("panic in handler", "panic", p)
+		return status.Errorf(codes.Internal, "internal error")
+	})
+	n.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
+		grpc.ChainUnaryInterceptor(m.unary, logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(panics)),
+		grpc.ChainStreamInterceptor(m.stream, logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(panics)),
+	)
+	kvcachev1.RegisterKVCacheServer(n.grpc, server.New(n.st, &server.Options{
+		MaxBlockBytes: n.cfg.MaxBlockBytes, NodeID: n.cfg.NodeID, Logger: n.log,
+	}))
+	n.health = health.NewServer()
+	healthpb.RegisterHealthServer(n.grpc, n.health)
+	reflection.Register(n.grpc)
+
+	lis, err := net.Listen("tcp", n.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("cachenode: listen %s: %w", n.cfg.Listen, err)
+	}
+	n.lis = lis
+	if n.cfg.MetricsListen != "" {
+		hl, err := net.Listen("tcp", n.cfg.MetricsListen)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("cachenode: metrics listen %s: %w", n.cfg.MetricsListen, err)
+		}
+		n.httpLis = hl
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			resp, err := n.health.Check(r.Context(), &healthpb.HealthCheckRequest{})
+			if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				http.Error(w, "not serving", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+	return nil
+}
+
+func (n *Node) serve(ctx context.Context) {
+	errc := make(chan error, 2)
+	go func() { errc <- n.grpc.Serve(n.lis) }()
+	if n.http != nil {
+		go func() {
+			if err := n.http.Serve(n.httpLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	n.health.SetServingStatus(kvcachev1.KVCache_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	n.log.Info("cache node serving", "grpc", n.lis.Addr().String(), "metrics", n.MetricsAddr(), "capacity", n.cfg.Capacity)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	n.done <- n.shutdown(serveErr)
+}
+
+// shutdown drains in-flight calls for up to ShutdownGrace, then closes the
+// store so bbolt's file is left clean.
+func (n *Node) shutdown(cause error) error {
+	n.health.Shutdown() // health checkers see NOT_SERVING and stop routing here
+	stopped := make(chan struct{})
+	go func() { n.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(n.cfg.ShutdownGrace):
+		n.log.Warn("grace period over, cutting remaining calls")
+		n.grpc.Stop()
+		<-stopped
+	}
+	if n.http != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = n.http.Shutdown(sctx)
+		cancel()
+	}
+	err := n.st.Close()
+	n.log.Info("cache node stopped", "err", errors.Join(cause, err))
+	return errors.Join(cause, err)
+}
+
+// Addr is the bound gRPC address.
+func (n *Node) Addr() string { return n.lis.Addr().String() }
+
+// MetricsAddr is the bound metrics address, or "" without one.
+func (n *Node) MetricsAddr() string {
+	if n.httpLis == nil {
+		return ""
+	}
+	return n.httpLis.Addr().String()
+}
+
+// Wait blocks until the node has stopped and its store is closed.
+func (n *Node) Wait() error {
+	err := <-n.done
+	n.done <- err
+	return err
+}
