@@ -1,0 +1,79 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Errors returned by the client. Each wraps the underlying cause with %w.
+var (
+	// ErrInvalid: the request was malformed (wrong key or namespace length,
+	// no keys, a block the node refused as inconsistent). Not retried.
+	ErrInvalid = errors.New("kvcache: invalid request")
+	// ErrCorrupt: a block failed its checksum, on the node (DataLoss) or
+	// when the client verified it after fetching.
+	ErrCorrupt = errors.New("kvcache: corrupt block")
+	// ErrFull: the node has no room (store full, or block over its limit).
+	ErrFull = errors.New("kvcache: no space")
+	// ErrUnavailable: no owner of the key could be reached in time.
+	ErrUnavailable = errors.New("kvcache: unavailable")
+	// ErrNoNodes: the configuration names no nodes.
+	ErrNoNodes = errors.New("kvcache: no cache nodes configured")
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("kvcache: client closed")
+)
+
+// fromCode maps a gRPC code to the client's sentinel. It is the only place
+// that does so.
+func fromCode(c codes.Code) error {
+	switch c {
+	case codes.InvalidArgument, codes.OutOfRange, codes.FailedPrecondition:
+		return ErrInvalid
+	case codes.DataLoss:
+		return ErrCorrupt
+	case codes.ResourceExhausted:
+		return ErrFull
+	case codes.Canceled:
+		return context.Canceled
+	case codes.DeadlineExceeded:
+		return context.DeadlineExceeded
+	}
+	return ErrUnavailable
+}
+
+// wrapRPC turns an error from a gRPC call into one that matches a sentinel
+// with errors.Is while keeping the node's message.
+func wrapRPC(node string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("node %s: %w", node, err)
+	}
+	s, _ := status.FromError(err)
+	return fmt.Errorf("node %s: %w: %s", node, fromCode(s.Code()), s.Message())
+}
+
+// retryable reports whether a failed idempotent call may succeed on another
+// attempt or another replica.
+func retryable(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// RejectedError is a block the node refused, with the node's code and reason.
+type RejectedError struct {
+	Node   string
+	Code   codes.Code
+	Reason string
+}
+
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("node %s rejected block: %s: %s", e.Node, e.Code, e.Reason)
+}
+
+// Unwrap lets errors.Is match the sentinel of the node's code.
+func (e *RejectedError) Unwrap() error { return fromCode(e.Code) }

@@ -1,0 +1,198 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
+
+	"github.com/kvcache/kvcache/pkg/kvblock"
+	"github.com/kvcache/kvcache/pkg/prefix"
+)
+
+// FetchRaw fetches the longest prefix of keys that the cluster can deliver
+// intact, as encoded blocks, and returns them (len = prefix length). Every
+// block is verified before it is returned: header, checksum, its position
+// in the chain and its parent key. A block that is missing, unreachable or
+// corrupt on one owner is asked of the next. dst, when given, lends its
+// buffers so repeated fetches do not allocate.
+//
+// FetchRaw fails only when ctx ends or the request is invalid; anything
+// else shortens the prefix.
+func (c *Client) FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst [][]byte) ([][]byte, error) {
+	if len(keys) == 0 {
+		return dst[:0], nil
+	}
+	got := make([][]byte, len(keys))
+	for i := range got {
+		if i < len(dst) {
+			got[i] = dst[i][:0]
+		}
+	}
+	ok := make([]bool, len(keys))
+	owners := c.readOwners(keys)
+	from := make([]string, len(keys))
+	var rep repairs
+	todo := make([]int, len(keys))
+	for i := range todo {
+		todo[i] = i
+	}
+	for rank := 0; len(todo) > 0; rank++ {
+		groups := groupByOwner(owners, todo, rank)
+		if len(groups) == 0 {
+			break
+		}
+		var (
+			wg       sync.WaitGroup
+			mu       sync.Mutex
+			firstErr error
+		)
+		for node, idx := range groups {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) error {
+					return c.getStream(ctx, s, ns, keys, idx, got, ok)
+				})
+				if err == nil {
+					// The node answered: keys it did not deliver it lacks
+					// (or sit after its first miss, which a repair Put
+					// then finds already stored).
+					for _, i := range idx {
+						if ok[i] {
+							from[i] = node
+						} else {
+							rep.miss(i, node)
+						}
+					}
+				}
+				if err != nil && errors.Is(err, ErrInvalid) {
+					mu.Lock()
+					firstErr = cmpErr(firstErr, err)
+					mu.Unlock()
+				} else if err != nil {
+					c.log.Debug("fetch from node failed", "node", node, "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return nil, firstErr
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		for i := range keys {
+			if ok[i] && !c.verify(got[i], keys, i) {
+				ok[i] = false
+			}
+		}
+		n := prefixLen(ok)
+		todo = todo[:0]
+		for i := n; i < len(keys); i++ {
+			if !ok[i] {
+				todo = append(todo, i)
+			}
+		}
+	}
+	n := prefixLen(ok)
+	c.flushRepairs(&rep, ns, keys, n, from)
+	return got[:n], nil
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// verify checks a fetched block against where it must sit in the chain, so
+// a block stored under the wrong key is never served as a hit.
+func (c *Client) verify(block []byte, keys []prefix.Key, i int) bool {
+	h, err := kvblock.Inspect(block)
+	if err != nil {
+		c.log.Warn("fetched block failed verification", "key", keys[i].String(), "err", err)
+		return false
+	}
+	if h.HasParent && (i == 0 || h.Parent != keys[i-1]) {
+		c.log.Warn("fetched block has the wrong parent", "key", keys[i].String())
+		return false
+	}
+	return true
+}
+
+// getStream reads one Get stream into got[idx[j]]. It marks ok only for
+// blocks received whole; the caller verifies them. Block data is copied
+// once, from the transport's buffers into got (getCodec), reusing got's
+// capacity.
+func (c *Client) getStream(ctx context.Context, s kvcachev1.KVCacheClient, ns prefix.Namespace, keys []prefix.Key, idx []int, got [][]byte, ok []bool) error {
+	stream, err := s.Get(ctx, &kvcachev1.GetRequest{Namespace: ns[:], Keys: keyBytes(keys, idx), StopAtMiss: true}, grpc.ForceCodecV2(getStreamCodec))
+	if err != nil {
+		return err
+	}
+	var framing error // why into refused a message; grpc reports it only as Internal
+	msg := &getChunk{into: func(m *getChunk, n int) ([]byte, error) {
+		j := int(m.Index)
+		if j >= len(idx) {
+			framing = fmt.Errorf("%w: node answered index %d of %d keys", ErrUnavailable, j, len(idx))
+			return nil, framing
+		}
+		if m.Missing {
+			return nil, nil
+		}
+		i := idx[j]
+		size, off := int(m.BlockSize), int(m.Offset)
+		if off == 0 {
+			if cap(got[i]) < size {
+				got[i] = make([]byte, 0, size)
+			}
+			got[i] = got[i][:0]
+		}
+		if off != len(got[i]) || off+n > size {
+			framing = fmt.Errorf("%w: chunk at %d of a %d-byte block after %d bytes", ErrUnavailable, off, size, len(got[i]))
+			return nil, framing
+		}
+		got[i] = got[i][:off+n]
+		return got[i][off:], nil
+	}}
+	for {
+		if err := stream.RecvMsg(msg); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return cmpErr(framing, err)
+		}
+		if msg.Missing {
+			return nil
+		}
+		i := idx[msg.Index]
+		if len(got[i]) == int(msg.BlockSize) {
+			ok[i] = true
+		}
+	}
+}
+
+// Fetch fetches the longest intact cached prefix of keys and decodes block
+// i into kvs[i], reusing its buffers. It returns how many blocks were
+// decoded. A block that fails to decode ends the prefix there.
+func (c *Client) Fetch(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, kvs []*kvblock.KV) (int, error) {
+	if len(kvs) < len(keys) {
+		return 0, fmt.Errorf("%w: %d KV buffers for %d keys", ErrInvalid, len(kvs), len(keys))
+	}
+	raw, err := c.FetchRaw(ctx, ns, keys, nil)
+	if err != nil {
+		return 0, err
+	}
+	for i, b := range raw {
+		if _, err := kvblock.Decode(b, kvs[i]); err != nil {
+			c.log.Warn("fetched block failed to decode", "key", keys[i].String(), "err", err)
+			return i, nil
+		}
+	}
+	return len(raw), nil
+}

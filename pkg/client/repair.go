@@ -1,0 +1,181 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
+
+	"github.com/kvcache/kvcache/pkg/kvblock"
+	"github.com/kvcache/kvcache/pkg/prefix"
+)
+
+// Read repair: when a read finds a block on one owner after another owner
+// answered that it does not have it, the block is copied to that owner in
+// the background. Jobs carry only keys and node names (the repairer
+// re-reads the block from the source), so the queue's memory is bounded
+// by its length, not by block sizes, and the read path only enqueues.
+
+// RepairStats counts read repairs.
+type RepairStats struct {
+	// Queued repairs; Repaired copied; Failed could not be copied;
+	// Dropped did not fit in the queue or duplicated one in flight.
+	Queued, Repaired, Failed, Dropped int64
+}
+
+type repairJob struct {
+	ns       prefix.Namespace
+	key      prefix.Key
+	src, dst string
+}
+
+type repairer struct {
+	q                                 chan repairJob
+	mu                                sync.Mutex
+	inflight                          map[repairJob]struct{}
+	closed                            bool
+	queued, repaired, failed, dropped atomic.Int64
+	cancel                            context.CancelFunc
+	wg                                sync.WaitGroup
+}
+
+const repairWorkers = 2
+
+func (r *repairer) start(c *Client) {
+	if c.cfg.RepairQueue < 0 {
+		return
+	}
+	r.q = make(chan repairJob, c.cfg.RepairQueue)
+	r.inflight = map[repairJob]struct{}{}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	for range repairWorkers {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			for j := range r.q {
+				if err := c.repairOne(ctx, j); err != nil {
+					r.failed.Add(1)
+					c.log.Debug("read repair failed", "key", j.key.String(), "from", j.src, "to", j.dst, "err", err)
+				} else {
+					r.repaired.Add(1)
+				}
+				r.mu.Lock()
+				delete(r.inflight, j)
+				r.mu.Unlock()
+			}
+		}()
+	}
+}
+
+// schedule enqueues a repair unless an identical one is in flight or the
+// queue is full. It never blocks.
+func (r *repairer) schedule(j repairJob) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.q == nil || r.closed {
+		return
+	}
+	if _, dup := r.inflight[j]; dup {
+		r.dropped.Add(1)
+		return
+	}
+	select {
+	case r.q <- j:
+		r.inflight[j] = struct{}{}
+		r.queued.Add(1)
+	default:
+		r.dropped.Add(1)
+	}
+}
+
+// stop abandons queued repairs: they are an optimisation, never owed.
+func (r *repairer) stop() {
+	r.mu.Lock()
+	if r.q == nil || r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	close(r.q)
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+}
+
+// repairOne copies one block from src to dst.
+func (c *Client) repairOne(ctx context.Context, j repairJob) error {
+	keys := []prefix.Key{j.key}
+	got := make([][]byte, 1)
+	ok := make([]bool, 1)
+	err := c.attempt(ctx, j.src, func(ctx context.Context, s kvcachev1.KVCacheClient) error {
+		return c.getStream(ctx, s, j.ns, keys, []int{0}, got, ok)
+	})
+	if err != nil {
+		return fmt.Errorf("read from %s: %w", j.src, err)
+	}
+	if !ok[0] {
+		return fmt.Errorf("read from %s: block gone", j.src)
+	}
+	if _, err := kvblock.Inspect(got[0]); err != nil {
+		return fmt.Errorf("read from %s: %w: %w", j.src, ErrCorrupt, err)
+	}
+	blocks := []Block{{Key: j.key, Data: got[0]}}
+	var results []*kvcachev1.PutResult
+	err = c.attempt(ctx, j.dst, func(ctx context.Context, s kvcachev1.KVCacheClient) (err error) {
+		results, err = c.putStream(ctx, s, j.ns, blocks, []int{0})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("write to %s: %w", j.dst, err)
+	}
+	if len(results) != 1 || results[0].GetOutcome() == kvcachev1.PutResult_REJECTED {
+		return fmt.Errorf("write to %s: %w: rejected", j.dst, ErrUnavailable)
+	}
+	return nil
+}
+
+// RepairStats returns the read repair counters.
+func (c *Client) RepairStats() RepairStats {
+	r := &c.repair
+	return RepairStats{Queued: r.queued.Load(), Repaired: r.repaired.Load(), Failed: r.failed.Load(), Dropped: r.dropped.Load()}
+}
+
+// repairs remembers, during one read, which owners answered without a
+// block so the owner that had it can be copied back to them.
+type repairs struct {
+	mu     sync.Mutex
+	missed map[int][]string // key index -> owners that answered "missing"
+}
+
+func (r *repairs) miss(i int, node string) {
+	r.mu.Lock()
+	if r.missed == nil {
+		r.missed = map[int][]string{}
+	}
+	r.missed[i] = append(r.missed[i], node)
+	r.mu.Unlock()
+}
+
+// flush schedules repairs for keys [0, n) found on from[i], onto the
+// write owners of the key that missed it.
+func (c *Client) flushRepairs(r *repairs, ns prefix.Namespace, keys []prefix.Key, n int, from []string) {
+	if len(r.missed) == 0 || c.repair.q == nil {
+		return
+	}
+	var owners []string
+	for i, nodes := range r.missed {
+		if i >= n || from[i] == "" {
+			continue
+		}
+		owners = c.picker.Owners(keys[i], owners)
+		for _, node := range nodes {
+			if node != from[i] && slices.Contains(owners, node) {
+				c.repair.schedule(repairJob{ns: ns, key: keys[i], src: from[i], dst: node})
+			}
+		}
+	}
+}
