@@ -1,0 +1,309 @@
+// Command kvdemo shows the KV cache at work on one machine: it starts three
+// cache nodes and two workers (the embedded model, every worker using all
+// three nodes), sends a shared-prefix workload alternately to both workers,
+// prints one line per request and a summary, and stops everything it
+// started, also on error or Ctrl-C.
+//
+//	make demo    # builds ./bin and runs: kvdemo --bin ./bin
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "kvdemo:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	bin                     string
+	nodes, workers          int
+	codec                   string
+	maxTokens               int
+	systemTokens, docTokens int
+	timeout                 time.Duration
+}
+
+func run() error {
+	var o options
+	flag.StringVar(&o.bin, "bin", "./bin", "directory holding the cachenode and worker binaries")
+	flag.IntVar(&o.nodes, "nodes", 3, "cache nodes to start")
+	flag.IntVar(&o.workers, "workers", 2, "workers to start")
+	flag.StringVar(&o.codec, "codec", "int8", "codec the workers append with")
+	flag.IntVar(&o.maxTokens, "max-tokens", 8, "tokens generated per request")
+	flag.IntVar(&o.systemTokens, "system-tokens", 1000, "length of the shared system prompt")
+	flag.IntVar(&o.docTokens, "doc-tokens", 1000, "length of the shared document")
+	flag.DurationVar(&o.timeout, "timeout", 110*time.Second, "give up after this long")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+
+	dir, err := os.MkdirTemp("", "kvdemo-")
+	if err != nil {
+		return err
+	}
+	var procs []*proc
+	// Cleanup runs on every path out of run, Ctrl-C included: the signal
+	// only cancels ctx, so the deferred stops still happen.
+	defer func() {
+		for i := len(procs) - 1; i >= 0; i-- {
+			if err := procs[i].stop(5 * time.Second); err != nil {
+				fmt.Fprintln(os.Stderr, "kvdemo:", err)
+			}
+		}
+		os.RemoveAll(dir)
+		fmt.Printf("stopped %d processes, removed %s\n", len(procs), dir)
+	}()
+
+	start := time.Now()
+	workers, err := startCluster(ctx, o, dir, &procs)
+	if err != nil {
+		return err
+	}
+	info, err := modelInfo(ctx, workers[0].url)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("started %d cache nodes and %d workers in %.1fs; model %s, %d B of f16 KV per token, %d-token blocks, codec %s\n\n",
+		o.nodes, o.workers, time.Since(start).Seconds(), info.ID, info.KVBytesPerToken, info.BlockTokens, info.Codec)
+
+	rows, err := runWorkload(ctx, o, workers, os.Stdout)
+	if err != nil {
+		return err
+	}
+	printSummary(os.Stdout, summarize(rows, info.KVBytesPerToken), info.Codec)
+	fmt.Printf("total time          %.1fs\n", time.Since(start).Seconds())
+	return nil
+}
+
+// endpoint is a started worker.
+type endpoint struct {
+	name, url string
+}
+
+// startCluster starts the nodes and then the workers, appending every
+// child to procs as soon as it runs so the caller can stop it.
+func startCluster(ctx context.Context, o options, dir string, procs *[]*proc) ([]endpoint, error) {
+	var addrs []string
+	for i := range o.nodes {
+		name := fmt.Sprintf("node-%d", i+1)
+		data := filepath.Join(dir, name)
+		p, err := startProc(dir, name, "grpc", filepath.Join(o.bin, "cachenode"),
+			"--listen", "127.0.0.1:0", "--metrics-listen", "", "--data", data, "--node-id", name)
+		if err != nil {
+			return nil, err
+		}
+		*procs = append(*procs, p)
+		a, err := p.waitAddr(ctx)
+		if err != nil {
+			return nil, err
+		}
+		addrs = append(addrs, a)
+	}
+	var eps []endpoint
+	for i := range o.workers {
+		name := fmt.Sprintf("worker-%d", i+1)
+		p, err := startProc(dir, name, "http", filepath.Join(o.bin, "worker"),
+			"--listen", "127.0.0.1:0", "--cache-nodes", strings.Join(addrs, ","), "--codec", o.codec)
+		if err != nil {
+			return nil, err
+		}
+		*procs = append(*procs, p)
+		eps = append(eps, endpoint{name: name})
+	}
+	for i, p := range (*procs)[o.nodes:] {
+		a, err := p.waitAddr(ctx)
+		if err != nil {
+			return nil, err
+		}
+		eps[i].url = "http://" + a
+		if err := waitHealthy(ctx, eps[i].url); err != nil {
+			return nil, err
+		}
+	}
+	return eps, nil
+}
+
+// waitHealthy polls /healthz until it answers 200.
+func waitHealthy(ctx context.Context, url string) error {
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/healthz", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not healthy: %w", url, ctx.Err())
+		case <-time.After(delay):
+		}
+	}
+}
+
+type served struct {
+	ID              string `json:"id"`
+	KVBytesPerToken int    `json:"kv_bytes_per_token"`
+	BlockTokens     int    `json:"block_tokens"`
+	Codec           string `json:"codec"`
+}
+
+func modelInfo(ctx context.Context, url string) (served, error) {
+	var list struct{ Data []served }
+	if err := call(ctx, http.MethodGet, url+"/v1/models", nil, &list); err != nil {
+		return served{}, err
+	}
+	if len(list.Data) == 0 {
+		return served{}, errors.New("worker serves no model")
+	}
+	return list.Data[0], nil
+}
+
+// chatAnswer is the part of a chat completion the demo reads.
+type chatAnswer struct {
+	Choices []struct {
+		Message message `json:"message"`
+	} `json:"choices"`
+	Usage struct {
+		PromptTokens        int `json:"prompt_tokens"`
+		PromptTokensDetails struct {
+			CachedTokens int `json:"cached_tokens"`
+		} `json:"prompt_tokens_details"`
+	} `json:"usage"`
+	Timings timings `json:"timings"`
+}
+
+// runWorkload sends the steps alternately to the workers, one at a time,
+// printing a table line per request.
+func runWorkload(ctx context.Context, o options, eps []endpoint, out io.Writer) ([]row, error) {
+	steps := workload(o.systemTokens, o.docTokens)
+	tb := newTable(out)
+	var (
+		rows         []row
+		conversation []message
+		computedBy   = map[string]string{} // group -> worker that computed the prefix a hit reuses
+	)
+	for i, s := range steps {
+		ep := eps[i%len(eps)]
+		msgs := s.Messages
+		if s.Conversation {
+			if len(conversation) == 0 {
+				conversation = append(conversation, steps[0].Messages[0]) // the shared system prompt
+				computedBy["chat"] = computedBy["system"]
+			}
+			conversation = append(conversation, msgs...)
+			msgs = conversation
+		}
+		var ans chatAnswer
+		body := map[string]any{"messages": msgs, "max_tokens": o.maxTokens, "temperature": 0}
+		if err := call(ctx, http.MethodPost, ep.url+"/v1/chat/completions", body, &ans); err != nil {
+			return rows, fmt.Errorf("request %d (%s %s) on %s: %w", i+1, s.Group, s.Label, ep.name, err)
+		}
+		r := row{N: i + 1, Group: s.Group, Label: s.Label, Worker: ep.name, PromptTokens: ans.Usage.PromptTokens,
+			CachedTokens: ans.Usage.PromptTokensDetails.CachedTokens, Timings: ans.Timings}
+		if r.hit() {
+			r.PrefixFrom = computedBy[s.Group]
+		}
+		// A miss computes the group's shared prefix; a conversation turn
+		// also computes the blocks the next turn reuses last.
+		if !r.hit() || s.Conversation {
+			computedBy[s.Group] = ep.name
+		}
+		if s.Conversation && len(ans.Choices) > 0 {
+			conversation = append(conversation, ans.Choices[0].Message)
+		}
+		rows = append(rows, r)
+		tb.add(r)
+		// Appends are asynchronous by design; waiting for them to land
+		// makes the next request's hit deterministic instead of a race.
+		if err := waitAppended(ctx, ep.url); err != nil {
+			return rows, err
+		}
+	}
+	return rows, nil
+}
+
+// waitAppended polls the worker's append_pending gauge until it is 0.
+func waitAppended(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		if n, err := gauge(ctx, url+"/metrics", "kvcache_worker_append_pending"); err == nil && n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s to append: %w", url, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// gauge reads one unlabelled series from a Prometheus text exposition.
+func gauge(ctx context.Context, url, name string) (float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s", url, name)
+}
+
+// call sends body as JSON (nil: no body) and decodes a 200 answer into out.
+func call(ctx context.Context, method, url string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, bytes.TrimSpace(raw))
+	}
+	return json.Unmarshal(raw, out)
+}

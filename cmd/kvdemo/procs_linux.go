@@ -1,0 +1,9 @@
+package main
+
+import "syscall"
+
+// sysProcAttr makes the kernel kill a child if kvdemo itself dies without
+// running its cleanup (kill -9), so no cache node or worker outlives it.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}

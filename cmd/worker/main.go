@@ -1,0 +1,129 @@
+// Command worker serves an OpenAI-compatible completion API on a
+// transformer that reuses KV-cache blocks from a kvcache cluster.
+//
+//	worker --listen :8080 --cache-nodes n1:7070,n2:7070,n3:7070 --codec int8
+//
+// Without --model it serves the embedded synthetic model (nothing to
+// download); without --cache-nodes every prompt is computed in full.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kvcache/kvcache/pkg/client"
+	"github.com/kvcache/kvcache/pkg/kvblock"
+	"github.com/kvcache/kvcache/pkg/model"
+	"github.com/kvcache/kvcache/pkg/worker"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		cfg                   worker.Config
+		listen, nodes, path   string
+		codec                 string
+		replicas              int
+		cla                   bool
+		callTimeout, putGrace time.Duration
+		level                 slog.Level
+	)
+	flag.StringVar(&listen, "listen", ":8080", "HTTP listen address")
+	flag.StringVar(&nodes, "cache-nodes", "", "comma-separated cache node addresses (host:port); empty runs without a cache")
+	flag.StringVar(&path, "model", "", "GGUF model file (default: the embedded synthetic model)")
+	flag.BoolVar(&cla, "cla", false, "embedded model only: cross-layer attention variant (half the KV per token)")
+	flag.StringVar(&codec, "codec", "int8", "codec of appended blocks: f16, bf16, fp8_e4m3, int8, int4, int2")
+	flag.IntVar(&cfg.BlockTokens, "block-tokens", worker.DefaultBlockTokens, "tokens per cache block (part of the cache namespace)")
+	flag.IntVar(&replicas, "replicas", 2, "cache nodes owning each block")
+	flag.DurationVar(&cfg.LookupTimeout, "lookup-timeout", 200*time.Millisecond, "deadline of a cache lookup")
+	flag.DurationVar(&cfg.FetchTimeout, "fetch-timeout", 200*time.Millisecond, "deadline of a cache fetch, plus --fetch-per-block per block")
+	flag.DurationVar(&cfg.FetchPerBlock, "fetch-per-block", 2*time.Millisecond, "fetch deadline added per block")
+	flag.DurationVar(&callTimeout, "call-timeout", 2*time.Second, "deadline of each cache RPC attempt (background appends)")
+	flag.IntVar(&cfg.MaxConcurrent, "max-concurrent", 1, "forward passes run at once (each already uses every core)")
+	flag.BoolVar(&cfg.PromptOnly, "prompt-only", false, "append only prompt blocks, not blocks completed while generating")
+	flag.DurationVar(&putGrace, "shutdown-grace", 10*time.Second, "time in-flight requests and queued appends get on SIGTERM")
+	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	flag.Parse()
+
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = log
+	var err error
+	if cfg.Codec, err = kvblock.ParseCodec(codec); err != nil {
+		return fmt.Errorf("--codec: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	start := time.Now()
+	if path != "" {
+		if cla {
+			return errors.New("--cla applies to the embedded model only; a GGUF file declares CLA in its metadata")
+		}
+		if cfg.Model, err = model.Load(ctx, path); err != nil {
+			return fmt.Errorf("load model: %w", err)
+		}
+	} else {
+		cfg.Model = model.Default(&model.DefaultOptions{CLA: cla})
+	}
+	if addrs := splitList(nodes); len(addrs) > 0 {
+		c, err := client.New(client.Config{Nodes: addrs, Replicas: replicas, CallTimeout: callTimeout, Logger: log})
+		if err != nil {
+			return fmt.Errorf("cache client: %w", err)
+		}
+		defer c.Close()
+		cfg.Cache = c
+	}
+	w, err := worker.New(cfg)
+	if err != nil {
+		return err
+	}
+	info := w.Info()
+	log.Info("model ready", "model", info.Name, "layers", info.Layers, "kv_layers", info.KVLayers,
+		"context", info.ContextLen, "kv_bytes_per_token_f16", cfg.Model.KVBytesPerToken(), "load_s", time.Since(start).Seconds())
+
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	log.Info("worker serving", "http", lis.Addr().String(), "cache_nodes", nodes, "codec", cfg.Codec.String(), "block_tokens", w.BlockTokens())
+
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), putGrace)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	return errors.Join(err, w.Close(sctx))
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

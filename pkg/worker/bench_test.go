@@ -1,0 +1,132 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvcache/kvcache/pkg/kvblock"
+	"github.com/kvcache/kvcache/pkg/model"
+)
+
+// Benchmarks on the embedded default model with a real cache node on
+// loopback and the int8 codec. They are heavy (a 4,000-token prefill takes
+// seconds), so they skip under -short; plain `go test` never runs them.
+//
+//	go test -run XXX -bench . -benchtime 3x ./pkg/worker/
+
+var (
+	defOnce  sync.Once
+	defModel *model.Model
+)
+
+func defaultModel(b *testing.B) *model.Model {
+	if testing.Short() {
+		b.Skip("heavy: default model")
+	}
+	defOnce.Do(func() { defModel = model.Default(nil) })
+	return defModel
+}
+
+// BenchmarkTTFT compares time to first token for a prompt whose prefix is
+// cached (hit) with the same-length prompt computed in full (miss). The
+// prompt is the prefix plus an 8-token question.
+func BenchmarkTTFT(b *testing.B) {
+	for _, n := range []int{1000, 4000} {
+		b.Run(fmt.Sprintf("prefix=%d", n), func(b *testing.B) {
+			m := defaultModel(b)
+			_, c := startNode(b)
+			w := newWorker(b, Config{Model: m, Cache: c, Codec: kvblock.Int8})
+			seed := 0
+			b.Run("miss", func(b *testing.B) {
+				var prefill, toks float64
+				for b.Loop() {
+					seed++ // a prefix never seen: lookup misses
+					res, err := w.Generate(context.Background(), Request{Prompt: textPrompt(1000+seed, n+8), MaxTokens: 1})
+					if err != nil || res.CachedTokens != 0 {
+						b.Fatalf("miss: %v, %d cached", err, res.CachedTokens)
+					}
+					prefill += res.Timings.PrefillMS
+					toks += float64(res.Timings.PrefillTokens)
+				}
+				b.ReportMetric(b.Elapsed().Seconds()*1e3/float64(b.N), "ttft_ms")
+				b.ReportMetric(prefill/toks, "prefill_ms/tok")
+			})
+			b.Run("hit", func(b *testing.B) {
+				prompt := textPrompt(1000+max(seed, 1), n+8)
+				if _, err := w.Generate(context.Background(), Request{Prompt: prompt, MaxTokens: 1}); err != nil {
+					b.Fatal(err)
+				}
+				flush(b, w)
+				var fetch, cached float64
+				for b.Loop() {
+					res, err := w.Generate(context.Background(), Request{Prompt: prompt, MaxTokens: 1})
+					if err != nil || res.CachedTokens == 0 {
+						b.Fatalf("hit: %v, %d cached", err, res.CachedTokens)
+					}
+					fetch += res.Timings.LookupMS + res.Timings.FetchMS
+					cached += float64(res.CachedTokens)
+				}
+				b.ReportMetric(b.Elapsed().Seconds()*1e3/float64(b.N), "ttft_ms")
+				b.ReportMetric(fetch/cached, "fetch_ms/tok")
+				b.ReportMetric(cached/float64(b.N), "cached_tokens")
+			})
+		})
+	}
+}
+
+// BenchmarkRestore isolates fetch-and-decode: lookup, fetch over loopback,
+// int8 decode and import of a cached prefix into a new sequence.
+func BenchmarkRestore(b *testing.B) {
+	for _, n := range []int{1000, 4000} {
+		b.Run(fmt.Sprintf("prefix=%d", n), func(b *testing.B) {
+			m := defaultModel(b)
+			_, c := startNode(b)
+			w := newWorker(b, Config{Model: m, Cache: c, Codec: kvblock.Int8})
+			prompt := textPrompt(7, n+1)
+			if _, err := w.Generate(context.Background(), Request{Prompt: prompt, MaxTokens: 1}); err != nil {
+				b.Fatal(err)
+			}
+			flush(b, w)
+			var bytes int
+			start := time.Now()
+			for b.Loop() {
+				var t Timings
+				if got := w.restore(context.Background(), m.NewSequence(w.BlockTokens()), prompt, &t); got*w.BlockTokens() != n/w.BlockTokens()*w.BlockTokens() {
+					b.Fatalf("restored %d blocks", got)
+				}
+				bytes = t.FetchedBytes
+			}
+			per := float64(time.Since(start).Microseconds()) / 1e3 / float64(b.N) / float64(n)
+			b.ReportMetric(per, "ms/tok")
+			b.ReportMetric(float64(bytes)/float64(n), "bytes/tok")
+			b.ReportMetric(float64(bytes*b.N)/b.Elapsed().Seconds()/1e6, "MB/s")
+		})
+	}
+}
+
+// BenchmarkCodecQuality reports, on the default model, the teacher-forced
+// greedy agreement and mean logit cosine of a cache hit against the
+// no-cache run for each lossy codec (the tests assert these on the tiny
+// model). The interesting output is the metrics, not ns/op.
+func BenchmarkCodecQuality(b *testing.B) {
+	m := defaultModel(b)
+	var prompts [][]int
+	for i := range 4 {
+		prompts = append(prompts, textPrompt(200+i, 200+100*i))
+	}
+	for _, codec := range []kvblock.Codec{kvblock.Int8, kvblock.FP8E4M3, kvblock.Int4, kvblock.Int2} {
+		b.Run(codec.String(), func(b *testing.B) {
+			var q quality
+			for b.Loop() {
+				q = measureQuality(b, m, codec, prompts, 16)
+			}
+			b.ReportMetric(100*q.agreement(), "agree_%")
+			// 1-cosine: the cosines all print as 1.000 otherwise.
+			b.ReportMetric(1-q.meanCos(), "1-mean_cos")
+			b.ReportMetric(1-q.cosMin, "1-min_cos")
+		})
+	}
+}

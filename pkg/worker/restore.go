@@ -1,0 +1,107 @@
+package worker
+
+import (
+	"context"
+	"math"
+	"time"
+
+	"github.com/kvcache/kvcache/pkg/kvblock"
+	"github.com/kvcache/kvcache/pkg/model"
+	"github.com/kvcache/kvcache/pkg/prefix"
+)
+
+// restore imports the longest usable cached prefix of prompt into seq and
+// returns how many blocks it imported. Usable blocks end before the
+// prompt's last token, which must be computed to get logits. Every failure
+// (timeout, unreachable node, bad block) only shortens the prefix: the
+// blocks not imported are simply prefilled.
+func (w *Worker) restore(ctx context.Context, seq *model.Sequence, prompt []int, t *Timings) int {
+	if w.cfg.Cache == nil {
+		return 0
+	}
+	b := w.cfg.BlockTokens
+	usable := (len(prompt) - 1) / b
+	if usable == 0 {
+		return 0
+	}
+	keys := prefix.BlockKeys(w.ns, toU32(prompt[:usable*b]), b)
+
+	t0 := time.Now()
+	lctx, cancel := context.WithTimeout(ctx, w.cfg.LookupTimeout)
+	n, err := w.cfg.Cache.Lookup(lctx, w.ns, keys)
+	cancel()
+	t.LookupMS = msSince(t0)
+	if err != nil {
+		w.cacheError("lookup", err)
+		return 0
+	}
+	n = min(n, len(keys))
+	if n == 0 {
+		return 0
+	}
+
+	t1 := time.Now()
+	defer func() { t.FetchMS = msSince(t1) }()
+	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchTimeout+time.Duration(n)*w.cfg.FetchPerBlock)
+	blocks, err := w.cfg.Cache.FetchRaw(fctx, w.ns, keys[:n], nil)
+	cancel()
+	if err != nil {
+		w.cacheError("fetch", err)
+		return 0
+	}
+	var kv kvblock.KV
+	for i, blk := range blocks {
+		h, err := kvblock.Decode(blk, &kv)
+		if err == nil {
+			err = w.checkBlock(&h, &kv, keys, i)
+		}
+		if err == nil {
+			err = seq.ImportBlock(i, kv.K, kv.V)
+		}
+		if err != nil {
+			w.cacheError("decode", err)
+			break
+		}
+		t.FetchedBlocks++
+		t.FetchedBytes += len(blk)
+	}
+	return t.FetchedBlocks
+}
+
+// checkBlock rejects a decoded block that cannot be block i of this
+// prompt. The client already verified checksum and parent; this guards the
+// engine against a block that is intact but wrong (another shape, another
+// position, values outside f16 that would poison attention).
+func (w *Worker) checkBlock(h *kvblock.Header, kv *kvblock.KV, keys []prefix.Key, i int) error {
+	switch {
+	case h.Shape != w.shape:
+		return blockErrorf("block %d has shape %+v, want %+v", i, h.Shape, w.shape)
+	case h.StartPos != uint32(i*w.cfg.BlockTokens):
+		return blockErrorf("block %d starts at %d, want %d", i, h.StartPos, i*w.cfg.BlockTokens)
+	case !h.RoPE:
+		return blockErrorf("block %d holds pre-RoPE keys", i)
+	case h.HasParent != (i > 0) || (i > 0 && h.Parent != keys[i-1]):
+		return blockErrorf("block %d has the wrong parent", i)
+	case !inF16Range(kv.K) || !inF16Range(kv.V):
+		return blockErrorf("block %d has values outside the f16 range", i)
+	}
+	return nil
+}
+
+func inF16Range(x []float32) bool {
+	for _, v := range x {
+		// The negated comparison is also true for NaN.
+		if !(math.Abs(float64(v)) <= 65504) {
+			return false
+		}
+	}
+	return true
+}
+
+func toU32(tokens []int) []uint32 {
+	u := make([]uint32, len(tokens))
+	for i, t := range tokens {
+		u[i] = uint32(t)
+	}
+	return u
+}
