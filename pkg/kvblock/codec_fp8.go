@@ -49,10 +49,7 @@ func encodeFP8(L *layout, x []float32, params, codes []byte) {
 				if dirty {
 					row = sanitizeRow(buf[:D], row)
 				}
-				cr = cr[:len(row)]
-				for i, v := range row {
-					cr[i] = e4m3(v * inv)
-				}
+				quantFP8(cr, row, inv)
 			}
 		}
 	}
@@ -75,4 +72,40 @@ func decodeFP8(L *layout, params, codes []byte, y []float32) {
 			}
 		}
 	}
+}
+
+// quantFP8 is cr[i] = e4m3(row[i]*inv), four values at a time: when all
+// four scaled magnitudes are in the normal E4M3 range [2^-6, 448) the
+// conversion is a rebias and one rounding add (e4m3Norm); otherwise the four
+// take the general e4m3.
+func quantFP8(cr []byte, row []float32, inv float32) {
+	cr = cr[:len(row)]
+	i := 0
+	for ; i+4 <= len(row); i += 4 {
+		x := row[i : i+4 : i+4]
+		d := cr[i : i+4 : i+4]
+		b0 := math.Float32bits(x[0] * inv)
+		b1 := math.Float32bits(x[1] * inv)
+		b2 := math.Float32bits(x[2] * inv)
+		b3 := math.Float32bits(x[3] * inv)
+		const lo, span = 0x3c800000, 0x43e00000 - 0x3c800000
+		if max(b0&0x7fffffff-lo, b1&0x7fffffff-lo, b2&0x7fffffff-lo, b3&0x7fffffff-lo) >= span {
+			d[0] = e4m3(math.Float32frombits(b0))
+			d[1] = e4m3(math.Float32frombits(b1))
+			d[2] = e4m3(math.Float32frombits(b2))
+			d[3] = e4m3(math.Float32frombits(b3))
+			continue
+		}
+		binary.LittleEndian.PutUint32(d, e4m3Norm(b0)|e4m3Norm(b1)<<8|e4m3Norm(b2)<<16|e4m3Norm(b3)<<24)
+	}
+	for ; i < len(row); i++ {
+		cr[i] = e4m3(row[i] * inv)
+	}
+}
+
+// e4m3Norm is e4m3 for float32 bits b with magnitude in [2^-6, 448).
+func e4m3Norm(b uint32) uint32 {
+	a := b&0x7fffffff - 120<<23 // rebias 127 -> 7
+	a += 0x7ffff + (a>>20)&1
+	return min(a>>20, 0x7e) | (b>>24)&0x80
 }

@@ -19,32 +19,48 @@ import (
 const roundMagic = 12582912
 
 func encodeInt8(L *layout, x []float32, params, codes []byte) {
-	D := L.s.HeadDim
+	D, H := L.s.HeadDim, L.s.KVHeads
 	var buf [MaxHeadDim]float32
+	// Rows are processed in batches: first every row's absmax and scale,
+	// then every row's codes. The scale is a long dependency chain (absmax,
+	// divide, round to f16, reciprocal); batching lets the chains of
+	// several rows overlap instead of stalling each row's quantize loop.
+	const batch = 8
+	var inv [batch]float32
+	var dirty [batch]bool
 	r := 0
 	for l := 0; l < L.s.Layers; l++ {
 		for t := 0; t < L.s.Tokens; t++ {
-			for h := 0; h < L.s.KVHeads; h++ {
-				row := x[r*D : r*D+D]
-				cr := codes[r*D : r*D+D]
-				var s16 uint16
-				if t < L.nSink {
-					clear(cr)
-				} else {
+			if t < L.nSink {
+				clear(codes[r*D : (r+H)*D])
+				clear(params[2*r : 2*(r+H)])
+				r += H
+				continue
+			}
+			for h0 := 0; h0 < H; h0 += batch {
+				nb := min(batch, H-h0)
+				for i := 0; i < nb; i++ {
+					row := x[(r+i)*D : (r+i)*D+D]
 					m := absmaxBits(row)
-					if m > f16MaxBits {
-						row = sanitizeRow(buf[:D], row)
-						m = absmaxBits(row)
+					dirty[i] = m > f16MaxBits
+					if dirty[i] {
+						m = absmaxBits(sanitizeRow(buf[:D], row))
 					}
-					s16 = ceilF16(math.Float32frombits(m) / 127)
-					var inv float32
+					s16 := ceilF16Fast(math.Float32frombits(m) / 127)
+					inv[i] = 0
 					if s := f16Table[s16]; s > 0 {
-						inv = 1 / s
+						inv[i] = 1 / s
 					}
-					quantInt8(cr, row, inv)
+					binary.LittleEndian.PutUint16(params[2*(r+i):], s16)
 				}
-				binary.LittleEndian.PutUint16(params[2*r:], s16)
-				r++
+				for i := 0; i < nb; i++ {
+					row := x[(r+i)*D : (r+i)*D+D]
+					if dirty[i] {
+						row = sanitizeRow(buf[:D], row)
+					}
+					quantInt8(codes[(r+i)*D:(r+i)*D+D], row, inv[i])
+				}
+				r += nb
 			}
 		}
 	}
@@ -53,18 +69,31 @@ func encodeInt8(L *layout, x []float32, params, codes []byte) {
 func quantInt8(dst []byte, src []float32, inv float32) {
 	dst = dst[:len(src)]
 	i := 0
-	for ; i+4 <= len(src); i += 4 {
-		s := src[i : i+4 : i+4]
-		d := dst[i : i+4 : i+4]
+	for ; i+8 <= len(src); i += 8 {
+		s := src[i : i+8 : i+8]
+		d := dst[i : i+8 : i+8]
 		d[0] = byte(math.Float32bits(s[0]*inv + roundMagic))
 		d[1] = byte(math.Float32bits(s[1]*inv + roundMagic))
 		d[2] = byte(math.Float32bits(s[2]*inv + roundMagic))
 		d[3] = byte(math.Float32bits(s[3]*inv + roundMagic))
+		d[4] = byte(math.Float32bits(s[4]*inv + roundMagic))
+		d[5] = byte(math.Float32bits(s[5]*inv + roundMagic))
+		d[6] = byte(math.Float32bits(s[6]*inv + roundMagic))
+		d[7] = byte(math.Float32bits(s[7]*inv + roundMagic))
 	}
 	for ; i < len(src); i++ {
 		dst[i] = byte(math.Float32bits(src[i]*inv + roundMagic))
 	}
 }
+
+// int8Floats maps a code byte to float32(int8(code)); a load is cheaper
+// than the sign extension and int->float conversion.
+var int8Floats = func() (t [256]float32) {
+	for c := range t {
+		t[c] = float32(int8(c))
+	}
+	return t
+}()
 
 func decodeInt8(L *layout, params, codes []byte, y []float32) {
 	D := L.s.HeadDim
@@ -72,13 +101,27 @@ func decodeInt8(L *layout, params, codes []byte, y []float32) {
 	params = params[:2*rows]
 	codes = codes[:rows*D]
 	y = y[:rows*D]
+	tab := &int8Floats
 	for r := 0; r < rows; r++ {
 		s := f16Table[binary.LittleEndian.Uint16(params[2*r:])]
 		cr := codes[r*D : r*D+D]
 		out := y[r*D : r*D+D]
 		out = out[:len(cr)]
-		for i, c := range cr {
-			out[i] = float32(int8(c)) * s
+		i := 0
+		for ; i+8 <= len(cr); i += 8 {
+			w := binary.LittleEndian.Uint64(cr[i:])
+			o := out[i : i+8 : i+8]
+			o[0] = tab[uint8(w)] * s
+			o[1] = tab[uint8(w>>8)] * s
+			o[2] = tab[uint8(w>>16)] * s
+			o[3] = tab[uint8(w>>24)] * s
+			o[4] = tab[uint8(w>>32)] * s
+			o[5] = tab[uint8(w>>40)] * s
+			o[6] = tab[uint8(w>>48)] * s
+			o[7] = tab[uint8(w>>56)] * s
+		}
+		for ; i < len(cr); i++ {
+			out[i] = tab[cr[i]] * s
 		}
 	}
 }

@@ -68,9 +68,9 @@ func encodeKIVIKeys(L *layout, x []float32, params, codes []byte) {
 					minmaxRows(mn[:D], mx[:D], base, off, stride, n, kmn[:D], kmx[:D])
 				}
 				for d := 0; d < D; d++ {
-					z16 := floorF16(mn[d])
+					z16 := floorF16Fast(mn[d])
 					z := f16Table[z16]
-					s16 := ceilF16((mx[d] - z) / qmax)
+					s16 := ceilF16Fast((mx[d] - z) / qmax)
 					s := f16Table[s16]
 					zf[d] = z
 					inv[d] = 0
@@ -102,14 +102,32 @@ func minmaxRows(mn, mx []float32, x []float32, off, stride, n int, kmn, kmx []in
 	D := len(mn)
 	kmn = kmn[:D]
 	kmx = kmx[:D]
-	for d, b := range float32Bits(x[off : off+D]) {
+	u := float32Bits(x)
+	for d, b := range u[off : off+D] {
 		k := orderKey(b)
 		kmn[d], kmx[d] = k, k
 	}
-	for i := 1; i < n; i++ {
-		row := float32Bits(x[off+i*stride:][:D])
-		for d, b := range row {
-			k := orderKey(b)
+	// Rows are read whole (they are a multiple of 4 KiB apart, so walking
+	// a group column-wise would thrash the L1 sets) and four at a time, to
+	// cut the read-modify-write of the running min/max per element by 4.
+	i := 1
+	for ; i+4 <= n; i += 4 {
+		o := off + i*stride
+		r0 := u[o:][:D]
+		r1 := u[o+stride:][:D]
+		r2 := u[o+2*stride:][:D]
+		r3 := u[o+3*stride:][:D]
+		for d := range kmn {
+			k0, k1, k2, k3 := orderKey(r0[d]), orderKey(r1[d]), orderKey(r2[d]), orderKey(r3[d])
+			kmn[d] = min(kmn[d], min(k0, k1), min(k2, k3))
+			kmx[d] = max(kmx[d], max(k0, k1), max(k2, k3))
+		}
+	}
+	for ; i < n; i++ {
+		o := off + i*stride
+		row := u[o:][:D]
+		for d := range kmn {
+			k := orderKey(row[d])
 			kmn[d] = min(kmn[d], k)
 			kmx[d] = max(kmx[d], k)
 		}
@@ -134,6 +152,26 @@ func quantPack(dst []byte, u []uint8, row, zf, inv []float32, bits int) {
 	zf = zf[:D]
 	inv = inv[:D]
 	switch {
+	case bits == 4 && D%8 == 0:
+		dst = dst[:D/2]
+		for j := 0; j < D; j += 8 {
+			x := row[j : j+8 : j+8]
+			z := zf[j : j+8 : j+8]
+			v := inv[j : j+8 : j+8]
+			d := dst[j/2 : j/2+4 : j/2+4]
+			c0 := math.Float32bits((x[0]-z[0])*v[0] + (1 << 23))
+			c1 := math.Float32bits((x[1]-z[1])*v[1] + (1 << 23))
+			d[0] = byte(c0&15 | (c1&15)<<4)
+			c2 := math.Float32bits((x[2]-z[2])*v[2] + (1 << 23))
+			c3 := math.Float32bits((x[3]-z[3])*v[3] + (1 << 23))
+			d[1] = byte(c2&15 | (c3&15)<<4)
+			c4 := math.Float32bits((x[4]-z[4])*v[4] + (1 << 23))
+			c5 := math.Float32bits((x[5]-z[5])*v[5] + (1 << 23))
+			d[2] = byte(c4&15 | (c5&15)<<4)
+			c6 := math.Float32bits((x[6]-z[6])*v[6] + (1 << 23))
+			c7 := math.Float32bits((x[7]-z[7])*v[7] + (1 << 23))
+			d[3] = byte(c6&15 | (c7&15)<<4)
+		}
 	case bits == 4 && D%2 == 0:
 		dst = dst[:D/2]
 		for j := range dst {
@@ -162,30 +200,6 @@ func quantPack(dst []byte, u []uint8, row, zf, inv []float32, bits int) {
 		}
 		pack(dst, u, bits)
 	}
-}
-
-// minmax returns the min and max of a non-empty, NaN-free s, in order-key
-// space with four accumulator pairs (the builtin float min/max are several
-// times slower because of their NaN and -0 rules).
-func minmax(s []float32) (float32, float32) {
-	u := float32Bits(s)
-	k := orderKey(u[0])
-	mn0, mx0 := k, k
-	mn1, mx1, mn2, mx2, mn3, mx3 := k, k, k, k, k, k
-	i := 0
-	for ; i+4 <= len(u); i += 4 {
-		v := u[i : i+4 : i+4]
-		k0, k1, k2, k3 := orderKey(v[0]), orderKey(v[1]), orderKey(v[2]), orderKey(v[3])
-		mn0, mx0 = min(mn0, k0), max(mx0, k0)
-		mn1, mx1 = min(mn1, k1), max(mx1, k1)
-		mn2, mx2 = min(mn2, k2), max(mx2, k2)
-		mn3, mx3 = min(mn3, k3), max(mx3, k3)
-	}
-	for ; i < len(u); i++ {
-		k := orderKey(u[i])
-		mn0, mx0 = min(mn0, k), max(mx0, k)
-	}
-	return keyFloat(min(mn0, mn1, mn2, mn3)), keyFloat(max(mx0, mx1, mx2, mx3))
 }
 
 func pack(dst []byte, u []uint8, bits int) {
@@ -236,52 +250,182 @@ func unpack(u []uint8, src []byte, bits int) {
 	}
 }
 
+// maxValueGroups bounds the value groups per row Encode writes: it always
+// uses groups of min(DefaultGroup, HeadDim) channels.
+const maxValueGroups = (MaxHeadDim + DefaultGroup - 1) / DefaultGroup
+
 func encodeKIVIValues(L *layout, x []float32, params, codes []byte) {
 	T, H, D := L.s.Tokens, L.s.KVHeads, L.s.HeadDim
 	bits := L.codec.kivi()
-	qmax := float32(int(1)<<bits - 1)
 	vg, RB := L.vg, L.rowBytes
 	NG := ceilDiv(D, vg)
+	// The fused path packs a group's codes straight into 32-bit words.
+	fast := D%vg == 0 && (bits == 4 && vg%8 == 0 || bits == 2 && vg%16 == 0)
 	var buf [MaxHeadDim]float32
 	var u [MaxHeadDim + 8]uint8
+	var zs, invs [maxValueGroups]float32
 	r := 0
 	for l := 0; l < L.s.Layers; l++ {
 		for t := 0; t < T; t++ {
+			if t < L.nSink {
+				clear(codes[r*RB : (r+H)*RB])
+				clear(params[r*NG*4 : (r+H)*NG*4])
+				r += H
+				continue
+			}
 			for h := 0; h < H; h++ {
 				cr := codes[r*RB:][:RB]
 				p := params[r*NG*4:][:NG*4]
 				row := x[r*D:][:D]
 				r++
-				if t < L.nSink {
-					clear(cr)
-					clear(p)
-					continue
-				}
-				if absmaxBits(row) > f16MaxBits {
+				if !valueParams(p, zs[:NG], invs[:NG], row, vg, bits) {
 					row = sanitizeRow(buf[:D], row)
+					valueParams(p, zs[:NG], invs[:NG], row, vg, bits)
 				}
-				for j := 0; j < NG; j++ {
-					d0 := j * vg
-					seg := row[d0:min(D, d0+vg)]
-					mn, mx := minmax(seg)
-					z16 := floorF16(mn)
-					z := f16Table[z16]
-					s16 := ceilF16((mx - z) / qmax)
-					var inv float32
-					if s := f16Table[s16]; s > 0 {
-						inv = 1 / s
+				switch {
+				case fast && bits == 4:
+					quantGroups4(cr, row, zs[:NG], invs[:NG], vg)
+				case fast:
+					quantGroups2(cr, row, zs[:NG], invs[:NG], vg)
+				default:
+					for j := 0; j < NG; j++ {
+						d0 := j * vg
+						seg := row[d0:min(D, d0+vg)]
+						z, inv := zs[j], invs[j]
+						us := u[d0 : d0+len(seg)]
+						for i, v := range seg {
+							us[i] = uint8(math.Float32bits((v-z)*inv + (1 << 23)))
+						}
 					}
-					binary.LittleEndian.PutUint16(p[4*j:], s16)
-					binary.LittleEndian.PutUint16(p[4*j+2:], z16)
-					us := u[d0 : d0+len(seg)]
-					for i, v := range seg {
-						us[i] = uint8(math.Float32bits((v-z)*inv + (1 << 23)))
-					}
+					pack(cr, u[:D], bits)
 				}
-				pack(cr, u[:D], bits)
 			}
 		}
 	}
+}
+
+// valueParams writes the (scale, zero) pairs of a row's value groups to p
+// and their zero and reciprocal scale to zs and invs. It first finds every
+// group's min and max, then derives all parameters, so the groups' long
+// rounding chains overlap. It reports false, leaving p undefined, when the
+// row holds NaN, infinite or out-of-range values.
+func valueParams(p []byte, zs, invs []float32, row []float32, vg, bits int) bool {
+	qmax := float32(int(1)<<bits - 1)
+	D := len(row)
+	NG := len(zs)
+	invs = invs[:NG]
+	p = p[:4*NG]
+	var mns, mxs [maxValueGroups]int32
+	for j := 0; j < NG; j++ {
+		d0 := j * vg
+		mns[j], mxs[j] = minmaxKeys(row[d0:min(D, d0+vg)])
+	}
+	mn := min(slicesMin(mns[:NG]), keyMax)
+	mx := max(slicesMax(mxs[:NG]), keyMin)
+	if mn < keyMin || mx > keyMax {
+		return false
+	}
+	for j := 0; j < NG; j++ {
+		z16 := floorF16Fast(keyFloat(mns[j]))
+		z := f16Table[z16]
+		s16 := ceilF16Fast((keyFloat(mxs[j]) - z) / qmax)
+		var inv float32
+		if s := f16Table[s16]; s > 0 {
+			inv = 1 / s
+		}
+		zs[j], invs[j] = z, inv
+		binary.LittleEndian.PutUint16(p[4*j:], s16)
+		binary.LittleEndian.PutUint16(p[4*j+2:], z16)
+	}
+	return true
+}
+
+func slicesMin(s []int32) int32 {
+	m := s[0]
+	for _, v := range s[1:] {
+		m = min(m, v)
+	}
+	return m
+}
+
+func slicesMax(s []int32) int32 {
+	m := s[0]
+	for _, v := range s[1:] {
+		m = max(m, v)
+	}
+	return m
+}
+
+// quantGroups4 quantizes and packs a row whose groups of vg (a multiple of
+// 8, dividing len(row)) channels share a zero and reciprocal scale.
+func quantGroups4(dst []byte, row []float32, zs, invs []float32, vg int) {
+	dst = dst[:len(row)/2]
+	for j := range zs {
+		z, inv := zs[j], invs[j]
+		seg := row[j*vg : (j+1)*vg]
+		d := dst[j*vg/2 : (j+1)*vg/2]
+		seg = seg[:2*len(d)]
+		for k := 0; k+4 <= len(d); k += 4 {
+			x := seg[2*k : 2*k+8 : 2*k+8]
+			dk := d[k : k+4 : k+4]
+			c0 := math.Float32bits((x[0]-z)*inv + (1 << 23))
+			c1 := math.Float32bits((x[1]-z)*inv + (1 << 23))
+			dk[0] = byte(c0&15 | (c1&15)<<4)
+			c2 := math.Float32bits((x[2]-z)*inv + (1 << 23))
+			c3 := math.Float32bits((x[3]-z)*inv + (1 << 23))
+			dk[1] = byte(c2&15 | (c3&15)<<4)
+			c4 := math.Float32bits((x[4]-z)*inv + (1 << 23))
+			c5 := math.Float32bits((x[5]-z)*inv + (1 << 23))
+			dk[2] = byte(c4&15 | (c5&15)<<4)
+			c6 := math.Float32bits((x[6]-z)*inv + (1 << 23))
+			c7 := math.Float32bits((x[7]-z)*inv + (1 << 23))
+			dk[3] = byte(c6&15 | (c7&15)<<4)
+		}
+	}
+}
+
+// quantGroups2 is quantGroups4 for 2-bit codes, vg a multiple of 16.
+func quantGroups2(dst []byte, row []float32, zs, invs []float32, vg int) {
+	dst = dst[:len(row)/4]
+	for j := range zs {
+		z, inv := zs[j], invs[j]
+		seg := row[j*vg : (j+1)*vg]
+		d := dst[j*vg/4 : (j+1)*vg/4]
+		for i := 0; i+16 <= len(seg); i += 16 {
+			x := seg[i : i+16 : i+16]
+			dk := d[i/4 : i/4+4 : i/4+4]
+			for q := 0; q < 4; q++ {
+				y := x[4*q : 4*q+4 : 4*q+4]
+				c0 := math.Float32bits((y[0]-z)*inv + (1 << 23))
+				c1 := math.Float32bits((y[1]-z)*inv + (1 << 23))
+				c2 := math.Float32bits((y[2]-z)*inv + (1 << 23))
+				c3 := math.Float32bits((y[3]-z)*inv + (1 << 23))
+				dk[q] = byte(c0&3 | (c1&3)<<2 | (c2&3)<<4 | (c3&3)<<6)
+			}
+		}
+	}
+}
+
+// minmaxKeys returns the min and max order keys of a non-empty s.
+func minmaxKeys(s []float32) (int32, int32) {
+	u := float32Bits(s)
+	k := orderKey(u[0])
+	mn0, mx0 := k, k
+	mn1, mx1, mn2, mx2, mn3, mx3 := k, k, k, k, k, k
+	i := 0
+	for ; i+4 <= len(u); i += 4 {
+		v := u[i : i+4 : i+4]
+		k0, k1, k2, k3 := orderKey(v[0]), orderKey(v[1]), orderKey(v[2]), orderKey(v[3])
+		mn0, mx0 = min(mn0, k0), max(mx0, k0)
+		mn1, mx1 = min(mn1, k1), max(mx1, k1)
+		mn2, mx2 = min(mn2, k2), max(mx2, k2)
+		mn3, mx3 = min(mn3, k3), max(mx3, k3)
+	}
+	for ; i < len(u); i++ {
+		k := orderKey(u[i])
+		mn0, mx0 = min(mn0, k), max(mx0, k)
+	}
+	return min(mn0, mn1, mn2, mn3), max(mx0, mx1, mx2, mx3)
 }
 
 func decodeKIVIKeys(L *layout, params, codes []byte, y []float32) {
@@ -317,6 +461,44 @@ func dequantChannels(out []float32, cr []byte, sf, zf []float32, u []uint8, bits
 	sf = sf[:D]
 	zf = zf[:D]
 	cf := &codeFloats
+	if bits == 4 && D%8 == 0 {
+		cr = cr[:D/2]
+		for j := 0; j < D; j += 8 {
+			w := binary.LittleEndian.Uint32(cr[j/2:])
+			o := out[j : j+8 : j+8]
+			s := sf[j : j+8 : j+8]
+			z := zf[j : j+8 : j+8]
+			o[0] = cf[w&15]*s[0] + z[0]
+			o[1] = cf[w>>4&15]*s[1] + z[1]
+			o[2] = cf[w>>8&15]*s[2] + z[2]
+			o[3] = cf[w>>12&15]*s[3] + z[3]
+			o[4] = cf[w>>16&15]*s[4] + z[4]
+			o[5] = cf[w>>20&15]*s[5] + z[5]
+			o[6] = cf[w>>24&15]*s[6] + z[6]
+			o[7] = cf[w>>28]*s[7] + z[7]
+		}
+		return
+	}
+	if bits == 2 && D%16 == 0 {
+		cr = cr[:D/4]
+		for j := 0; j < D; j += 16 {
+			w := binary.LittleEndian.Uint32(cr[j/4:])
+			o := out[j : j+16 : j+16]
+			s := sf[j : j+16 : j+16]
+			z := zf[j : j+16 : j+16]
+			for q := 0; q < 16; q += 4 {
+				v := w >> (2 * q)
+				oq := o[q : q+4 : q+4]
+				sq := s[q : q+4 : q+4]
+				zq := z[q : q+4 : q+4]
+				oq[0] = cf[v&3]*sq[0] + zq[0]
+				oq[1] = cf[v>>2&3]*sq[1] + zq[1]
+				oq[2] = cf[v>>4&3]*sq[2] + zq[2]
+				oq[3] = cf[v>>6&3]*sq[3] + zq[3]
+			}
+		}
+		return
+	}
 	if bits == 4 && D%2 == 0 {
 		cr = cr[:D/2]
 		for j, b := range cr {
@@ -342,12 +524,50 @@ func decodeKIVIValues(L *layout, params, codes []byte, y []float32) {
 	vg, RB := L.vg, L.rowBytes
 	NG := ceilDiv(D, vg)
 	rows := L.s.Layers * T * H
+	fast := D%vg == 0 && (bits == 4 && vg%8 == 0 || bits == 2 && vg%16 == 0)
 	var u [MaxHeadDim + 8]uint8
 	var lut [16]float32
 	for r := 0; r < rows; r++ {
 		p := params[r*NG*4:][:NG*4]
 		out := y[r*D:][:D]
-		unpack(u[:], codes[r*RB:][:RB], bits)
+		cr := codes[r*RB:][:RB]
+		if fast {
+			for j := 0; j < NG; j++ {
+				s := f16Table[binary.LittleEndian.Uint16(p[4*j:])]
+				z := f16Table[binary.LittleEndian.Uint16(p[4*j+2:])]
+				for c := 0; c <= qmax; c++ {
+					lut[c] = codeFloats[c]*s + z
+				}
+				seg := out[j*vg : (j+1)*vg]
+				if bits == 4 {
+					cs := cr[j*vg/2 : (j+1)*vg/2]
+					for i := 0; i+8 <= len(seg); i += 8 {
+						w := binary.LittleEndian.Uint32(cs[i/2:])
+						o := seg[i : i+8 : i+8]
+						o[0] = lut[w&15]
+						o[1] = lut[w>>4&15]
+						o[2] = lut[w>>8&15]
+						o[3] = lut[w>>12&15]
+						o[4] = lut[w>>16&15]
+						o[5] = lut[w>>20&15]
+						o[6] = lut[w>>24&15]
+						o[7] = lut[w>>28]
+					}
+				} else {
+					cs := cr[j*vg/4 : (j+1)*vg/4]
+					for i := 0; i+16 <= len(seg); i += 16 {
+						w := binary.LittleEndian.Uint32(cs[i/4:])
+						o := seg[i : i+16 : i+16]
+						o[0], o[1], o[2], o[3] = lut[w&3], lut[w>>2&3], lut[w>>4&3], lut[w>>6&3]
+						o[4], o[5], o[6], o[7] = lut[w>>8&3], lut[w>>10&3], lut[w>>12&3], lut[w>>14&3]
+						o[8], o[9], o[10], o[11] = lut[w>>16&3], lut[w>>18&3], lut[w>>20&3], lut[w>>22&3]
+						o[12], o[13], o[14], o[15] = lut[w>>24&3], lut[w>>26&3], lut[w>>28&3], lut[w>>30]
+					}
+				}
+			}
+			continue
+		}
+		unpack(u[:], cr, bits)
 		for j := 0; j < NG; j++ {
 			s := f16Table[binary.LittleEndian.Uint16(p[4*j:])]
 			z := f16Table[binary.LittleEndian.Uint16(p[4*j+2:])]

@@ -232,3 +232,63 @@ var (
 	keyMax = orderKey(f16MaxBits)
 	keyMin = orderKey(f16MaxBits | 0x80000000)
 )
+
+// Fast paths of the conversions, for the loops that take four values at a
+// time and fall back to f16Sat/bf16Sat/f16Table when a value is outside the
+// common range.
+
+const f16MinNormBits = 0x38800000 // float32 bits of 2^-14, the smallest normal f16
+
+// f16Normal4 reports whether all four float32 bit patterns have a magnitude
+// in [2^-14, 65504], where f16Norm is exact.
+func f16Normal4(b0, b1, b2, b3 uint32) bool {
+	const lo, span = f16MinNormBits, f16MaxBits - f16MinNormBits
+	return max(b0&0x7fffffff-lo, b1&0x7fffffff-lo, b2&0x7fffffff-lo, b3&0x7fffffff-lo) <= span
+}
+
+// f16Norm is f16Sat (= F16Bits) for float32 bits b whose magnitude is in
+// [2^-14, 65504]: rebias the exponent and round to nearest even in one add.
+func f16Norm(b uint32) uint64 {
+	a := b & 0x7fffffff
+	return uint64((a+0xc8000fff+(a>>13)&1)>>13 | (b>>16)&0x8000)
+}
+
+// bf16Round is bf16Sat for float32 bits whose magnitude is below 0x7f7f8000
+// (finite, not rounding to infinity).
+func bf16Round(b uint32) uint64 {
+	return uint64((b + 0x7fff + (b>>16)&1) >> 16)
+}
+
+// f16SatFast is f16Sat with the common normal case inlined.
+func f16SatFast(x float32) uint16 {
+	b := math.Float32bits(x)
+	if b&0x7fffffff-f16MinNormBits > f16MaxBits-f16MinNormBits {
+		return f16Sat(x)
+	}
+	return uint16(f16Norm(b))
+}
+
+// ceilF16Fast is ceilF16 with the f16 rounding inlined.
+func ceilF16Fast(x float32) uint16 {
+	h := f16SatFast(x)
+	if f16Table[h] < x && h < 0x7bff {
+		h++
+	}
+	return h
+}
+
+// floorF16Fast is floorF16 with the f16 rounding inlined.
+func floorF16Fast(x float32) uint16 {
+	h := f16SatFast(x)
+	if f16Table[h] > x {
+		switch {
+		case h == 0: // +0 -> smallest negative subnormal
+			h = 0x8001
+		case h&0x8000 == 0:
+			h--
+		case h != 0xfbff:
+			h++
+		}
+	}
+	return h
+}
