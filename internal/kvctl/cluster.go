@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"text/tabwriter"
@@ -44,7 +45,9 @@ func runCluster(ctx context.Context, e *Env, args []string) error {
 	// Active checks run on demand (Refresh), not in the background: this
 	// is a one-shot view.
 	c, err := client.New(client.Config{Nodes: nf.list(), CallTimeout: nf.timeout, Replicas: 1,
-		Health: client.HealthConfig{Interval: -1, Timeout: nf.timeout, EjectAfter: 1, WarmUp: -1}, RepairQueue: -1})
+		Health: client.HealthConfig{Interval: -1, Timeout: nf.timeout, EjectAfter: 1, WarmUp: -1}, RepairQueue: -1,
+		// Health transitions are this command's output, not log lines.
+		Logger: slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn + 1}))})
 	if err != nil {
 		return err
 	}
