@@ -128,11 +128,11 @@ func (n *Node) listen() error {
 		n.log.Error("panic in handler", "panic", p)
 		return status.Errorf(codes.Internal, "internal error")
 	})
-	n.grpc = grpc.NewServer(
+	n.grpc = grpc.NewServer(append(server.GRPCOptions(),
 		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
 		grpc.ChainUnaryInterceptor(m.unary, logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(panics)),
 		grpc.ChainStreamInterceptor(m.stream, logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(panics)),
-	)
+	)...)
 	kvcachev1.RegisterKVCacheServer(n.grpc, server.New(n.st, &server.Options{
 		MaxBlockBytes: n.cfg.MaxBlockBytes, NodeID: n.cfg.NodeID, Logger: n.log,
 	}))

@@ -7,6 +7,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -135,40 +136,64 @@ func (s *Server) Lookup(ctx context.Context, req *kvcachev1.LookupRequest) (*kvc
 	return &kvcachev1.LookupResponse{PrefixLen: uint32(n), Present: present}, nil
 }
 
-// Get implements kvcachev1.KVCacheServer. Each block is sent from inside its
-// own read transaction straight out of the mmap (gRPC serialises a message
-// before Send returns), so a block is copied once, into the send buffer, and
-// a slow client never pins a transaction for more than one block.
+// Get implements kvcachev1.KVCacheServer.
+//
+// Blocks are sent straight out of bbolt's memory map: with Codec installed
+// (GRPCOptions) a message references the mapped bytes and the transport
+// copies them once, into its write buffer. Mapped bytes are valid only while
+// their read transaction is open, so a transaction ends only after the
+// transport has released every buffer sent from it (sendTracker); it is
+// also ended and a new one begun every getWindowBytes, so one long Get
+// never pins a transaction (and the pages it sees) for long. Without Codec,
+// Send copies each message before returning and the same code is merely
+// conservative.
 func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCache_GetServer) error {
 	ns, keys, err := s.parseKeys(req.GetNamespace(), req.GetKeys())
 	if err != nil {
 		return toStatus(err)
 	}
-	chunk := s.opts.ChunkBytes
+	chunkBytes := s.opts.ChunkBytes
 	if c := int(req.GetMaxChunkBytes()); c > 0 {
-		chunk = min(c, maxChunkBytes)
+		chunkBytes = min(c, maxChunkBytes)
 	}
 	ctx := stream.Context()
-	errStop := errors.New("stop")
-	msg := new(kvcachev1.GetResponse)
-	for i := range keys {
-		err := s.st.View(ctx, ns, keys[i:i+1], func(_ int, block []byte, found bool) error {
-			*msg = kvcachev1.GetResponse{Index: uint32(i)}
+	track := newSendTracker()
+	msg := &chunk{track: track}
+	for start := 0; start < len(keys); {
+		sent := 0
+		next, stop := start, false
+		// The store's View stops between keys when its context ends, which
+		// would close the transaction with buffers in flight; it gets a
+		// context that does not end, and fn checks ctx itself.
+		err := s.st.View(context.WithoutCancel(ctx), ns, keys[start:], func(j int, block []byte, found bool) (err error) {
+			i := start + j
+			defer func() {
+				// Every way out of the transaction waits for the transport.
+				if err != nil || i == len(keys)-1 {
+					track.wait(ctx)
+				}
+			}()
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			next = i + 1
+			msg.GetResponse = kvcachev1.GetResponse{Index: uint32(i)}
 			if !found {
 				msg.Missing = true
-				if err := stream.Send(msg); err != nil {
+				if err := stream.SendMsg(msg); err != nil {
 					return err
 				}
 				if req.GetStopAtMiss() {
-					return errStop
+					stop = true
+					return errWindow
 				}
 				return nil
 			}
 			msg.BlockSize = uint32(len(block))
-			for off := 0; off < len(block) || off == 0; off += chunk {
-				end := min(off+chunk, len(block))
+			for off := 0; off < len(block) || off == 0; off += chunkBytes {
+				end := min(off+chunkBytes, len(block))
 				msg.Offset, msg.Data = uint32(off), block[off:end]
-				if err := stream.Send(msg); err != nil {
+				if err := stream.SendMsg(msg); err != nil {
 					return err
 				}
 				if end == len(block) {
@@ -176,17 +201,30 @@ func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCache_GetServ
 				}
 			}
 			msg.Data = nil
+			if sent += len(block); sent >= getWindowBytes {
+				return errWindow
+			}
 			return nil
 		})
-		if errors.Is(err, errStop) {
+		switch {
+		case errors.Is(err, errWindow) && !stop:
+		case errors.Is(err, errWindow):
 			return nil
-		}
-		if err != nil {
+		case err != nil:
 			return toStatus(err)
 		}
+		start = next
 	}
 	return nil
 }
+
+// getWindowBytes is how many block bytes Get sends from one read
+// transaction before it waits for the transport and begins another.
+const getWindowBytes = 64 << 20
+
+// errWindow ends a Get read transaction early (window full, or a miss with
+// stop_at_miss).
+var errWindow = errors.New("server: end of read window")
 
 // Delete implements kvcachev1.KVCacheServer.
 func (s *Server) Delete(ctx context.Context, req *kvcachev1.DeleteRequest) (*kvcachev1.DeleteResponse, error) {
@@ -231,7 +269,8 @@ func (s *Server) Put(stream kvcachev1.KVCache_PutServer) error {
 	)
 	reject := func(key []byte, err error) {
 		mu.Lock()
-		results = append(results, &kvcachev1.PutResult{Key: key, Outcome: kvcachev1.PutResult_REJECTED, Code: int32(codeOf(err)), Reason: err.Error()})
+		// req's buffers are reused by the next message: copy the key.
+		results = append(results, &kvcachev1.PutResult{Key: bytes.Clone(key), Outcome: kvcachev1.PutResult_REJECTED, Code: int32(codeOf(err)), Reason: err.Error()})
 		mu.Unlock()
 	}
 	commit := func(p *pending) {
@@ -259,8 +298,34 @@ func (s *Server) Put(stream kvcachev1.KVCache_PutServer) error {
 			return nil
 		})
 	}
+	// Chunk data lands directly in the block being assembled: a block's
+	// first chunk in a fresh block buffer (req.pre), the next ones after it.
+	req := &putChunk{into: func(m *putChunk, n int) []byte {
+		if m.offset != 0 {
+			if skip || cur == nil || int(m.offset) != cur.got || cur.got+n > cur.size {
+				return nil // the loop reports the framing error
+			}
+			*cur.buf = (*cur.buf)[:cur.got+n]
+			return (*cur.buf)[cur.got:]
+		}
+		if cur != nil || m.blockSize == 0 || int(m.blockSize) > s.opts.MaxBlockBytes || n > int(m.blockSize) {
+			return nil
+		}
+		m.pre = s.getBuf(int(m.blockSize))
+		*m.pre = (*m.pre)[:n]
+		return *m.pre
+	}}
+	defer func() {
+		if req.pre != nil {
+			s.pool.Put(req.pre)
+		}
+	}()
 	for {
-		req, err := stream.Recv()
+		if req.pre != nil { // a first chunk whose block was rejected
+			s.pool.Put(req.pre)
+			req.pre = nil
+		}
+		err := stream.RecvMsg(req)
 		if err == io.EOF {
 			break
 		}
@@ -276,7 +341,7 @@ func (s *Server) Put(stream kvcachev1.KVCache_PutServer) error {
 				_ = g.Wait()
 				return toStatus(fmt.Errorf("%w: chunk at offset %d, expected a new block or offset %d", errInvalid, req.GetOffset(), cur.gotOr0()))
 			}
-			if err := cur.add(req.GetData()); err != nil {
+			if err := cur.add(req.GetData(), req.placed); err != nil {
 				_ = g.Wait()
 				return toStatus(err)
 			}
@@ -314,8 +379,9 @@ func (s *Server) Put(stream kvcachev1.KVCache_PutServer) error {
 				skip = true
 				continue
 			}
-			cur = s.newPending(ns, key, int(req.GetBlockSize()))
-			if err := cur.add(req.GetData()); err != nil {
+			cur = s.newPending(ns, key, int(req.GetBlockSize()), req.pre)
+			req.pre = nil
+			if err := cur.add(req.GetData(), req.placed); err != nil {
 				_ = g.Wait()
 				return toStatus(err)
 			}
@@ -351,16 +417,30 @@ func (p *pending) gotOr0() int {
 	return p.got
 }
 
-func (p *pending) add(data []byte) error {
+// add appends a chunk's data; placed means it is already in place at the
+// end of the buffer (putChunk.into put it there).
+func (p *pending) add(data []byte, placed bool) error {
 	if p.got+len(data) > p.size {
 		return fmt.Errorf("%w: chunk overruns block_size %d", errInvalid, p.size)
 	}
-	*p.buf = append(*p.buf, data...)
+	if !placed {
+		*p.buf = append(*p.buf, data...)
+	}
 	p.got += len(data)
 	return nil
 }
 
-func (s *Server) newPending(ns prefix.Namespace, key prefix.Key, size int) *pending {
+// newPending starts assembling a block in buf (a buffer from getBuf whose
+// contents become the block's first chunk), or in a new buffer if nil.
+func (s *Server) newPending(ns prefix.Namespace, key prefix.Key, size int, buf *[]byte) *pending {
+	if buf == nil {
+		buf = s.getBuf(size)
+	}
+	return &pending{ns: ns, key: key, size: size, buf: buf}
+}
+
+// getBuf returns an empty block buffer with capacity for size bytes.
+func (s *Server) getBuf(size int) *[]byte {
 	bp, _ := s.pool.Get().(*[]byte)
 	if bp == nil {
 		bp = new([]byte)
@@ -369,5 +449,5 @@ func (s *Server) newPending(ns prefix.Namespace, key prefix.Key, size int) *pend
 		*bp = make([]byte, 0, size)
 	}
 	*bp = (*bp)[:0]
-	return &pending{ns: ns, key: key, size: size, buf: bp}
+	return bp
 }
