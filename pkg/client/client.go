@@ -81,6 +81,7 @@ type Client struct {
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
+	extra  map[string]*nodeConns // all connections per node for calls (connpool.go)
 	closed bool
 
 	async asyncAppender
@@ -156,6 +157,7 @@ func (c *Client) Close() error {
 		errs = append(errs, cc.Close())
 	}
 	c.conns = nil
+	errs = append(errs, c.closeExtra("")...)
 	return errors.Join(errs...)
 }
 
@@ -164,7 +166,7 @@ func (c *Client) stub(node string) (kvcachev1.KVCacheClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return kvcachev1.NewKVCacheClient(cc), nil
+	return kvcachev1.NewKVCacheClient(c.connSet(node, cc)), nil
 }
 
 // conn returns the node's connection, dialling it lazily.
@@ -177,6 +179,16 @@ func (c *Client) conn(node string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[node]; ok {
 		return cc, nil
 	}
+	cc, err := c.dial(node)
+	if err != nil {
+		return nil, err
+	}
+	c.conns[node] = cc
+	return cc, nil
+}
+
+// dial makes a new connection to node.
+func (c *Client) dial(node string) (*grpc.ClientConn, error) {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)),
@@ -191,7 +203,6 @@ func (c *Client) conn(node string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w: %v", node, ErrUnavailable, err)
 	}
-	c.conns[node] = cc
 	return cc, nil
 }
 
@@ -204,6 +215,7 @@ func (c *Client) dropConn(node string) {
 	if cc != nil {
 		_ = cc.Close()
 	}
+	c.closeExtra(node)
 }
 
 // attempt runs an idempotent call against one node with a per-attempt

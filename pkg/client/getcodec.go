@@ -1,13 +1,12 @@
 package client
 
 import (
-	"errors"
-	"fmt"
-
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec we delegate to
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/kvcache/kvcache/internal/grpcmem"
 )
 
 // getCodec is the codec of Get streams. On the wire it is the standard
@@ -35,141 +34,48 @@ func (c getCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 // getChunk is one GetResponse as getStream consumes it. into returns where
 // the n data bytes of the message go (len n), or an error that fails the
-// stream; it is called once the other fields are known.
+// stream; it is called once the other fields are known. copied, if set,
+// sees every piece of dst right after it is filled (while it is in cache),
+// with the piece's offset in dst.
 type getChunk struct {
 	Index     uint32
 	Missing   bool
 	BlockSize uint32
 	Offset    uint32
 	into      func(m *getChunk, n int) ([]byte, error)
-}
-
-var errMalformed = errors.New("malformed GetResponse")
-
-// cursor reads a BufferSlice as one byte stream without joining it.
-type cursor struct {
-	bufs mem.BufferSlice
-	i    int // current buffer
-	off  int // offset in it
-}
-
-func (c *cursor) cur() []byte {
-	for c.i < len(c.bufs) {
-		if b := c.bufs[c.i].ReadOnlyData(); c.off < len(b) {
-			return b[c.off:]
-		}
-		c.i, c.off = c.i+1, 0
-	}
-	return nil
-}
-
-func (c *cursor) done() bool { return c.cur() == nil }
-
-func (c *cursor) varint() (uint64, error) {
-	var v uint64
-	for shift := uint(0); shift < 64; shift += 7 {
-		b := c.cur()
-		if b == nil {
-			return 0, errMalformed
-		}
-		c.off++
-		v |= uint64(b[0]&0x7f) << shift
-		if b[0] < 0x80 {
-			return v, nil
-		}
-	}
-	return 0, errMalformed
-}
-
-// skip advances n bytes.
-func (c *cursor) skip(n int) error {
-	for n > 0 {
-		b := c.cur()
-		if b == nil {
-			return errMalformed
-		}
-		k := min(n, len(b))
-		c.off += k
-		n -= k
-	}
-	return nil
-}
-
-// copyTo fills dst from the cursor.
-func (c *cursor) copyTo(dst []byte) error {
-	for len(dst) > 0 {
-		b := c.cur()
-		if b == nil {
-			return errMalformed
-		}
-		k := copy(dst, b)
-		c.off += k
-		dst = dst[k:]
-	}
-	return nil
+	copied    func(m *getChunk, at int, p []byte)
 }
 
 func (m *getChunk) unmarshal(data mem.BufferSlice) error {
 	m.Index, m.Missing, m.BlockSize, m.Offset = 0, false, 0, 0
-	c := cursor{bufs: data}
-	var (
-		payload cursor // where field 5 starts
-		n       = -1   // its length; -1 when absent
-	)
-	for !c.done() {
-		tag, err := c.varint()
-		if err != nil {
-			return err
+	var payload grpcmem.Field // the last occurrence wins, as in proto
+	err := grpcmem.Scan(data, func(num protowire.Number, v uint64) {
+		switch num {
+		case 1:
+			m.Index = uint32(v)
+		case 2:
+			m.Missing = v != 0
+		case 3:
+			m.BlockSize = uint32(v)
+		case 4:
+			m.Offset = uint32(v)
 		}
-		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
-		switch typ {
-		case protowire.VarintType:
-			v, err := c.varint()
-			if err != nil {
-				return err
-			}
-			switch num {
-			case 1:
-				m.Index = uint32(v)
-			case 2:
-				m.Missing = v != 0
-			case 3:
-				m.BlockSize = uint32(v)
-			case 4:
-				m.Offset = uint32(v)
-			}
-		case protowire.BytesType:
-			l, err := c.varint()
-			if err != nil || l > uint64(data.Len()) {
-				return errMalformed
-			}
-			if num == 5 {
-				payload, n = c, int(l) // the last occurrence wins, as in proto
-			}
-			if err := c.skip(int(l)); err != nil {
-				return err
-			}
-		case protowire.Fixed32Type:
-			if err := c.skip(4); err != nil {
-				return err
-			}
-		case protowire.Fixed64Type:
-			if err := c.skip(8); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("%w: wire type %d", errMalformed, typ)
+	}, func(num protowire.Number, f grpcmem.Field) {
+		if num == 5 {
+			payload = f
 		}
+	})
+	if err != nil {
+		return err
 	}
-	if n < 0 {
-		n = 0
-	}
+	n := payload.Len()
 	dst, err := m.into(m, n)
 	if err != nil {
 		return err
 	}
-	if len(dst) < n {
-		return errMalformed
+	var fn func(int, []byte)
+	if m.copied != nil {
+		fn = func(at int, p []byte) { m.copied(m, at, p) }
 	}
-	return payload.copyTo(dst[:n])
+	return payload.CopyTo(dst, fn)
 }
