@@ -60,6 +60,11 @@ type Config struct {
 	// is full, further blocks are dropped (and counted), never waited for.
 	// Default 1024.
 	AsyncQueue int
+	// HedgeAfter is how long a read waits for a node's first answer before
+	// it also asks the next replica, so a dead or stalled node costs a
+	// hedge delay rather than the caller's deadline. Default 50ms; negative
+	// disables hedging.
+	HedgeAfter time.Duration
 	// DialOptions are added to the defaults (insecure transport, large
 	// messages). Tests pass a bufconn dialer here.
 	DialOptions []grpc.DialOption
@@ -98,6 +103,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 2 * time.Second
+	}
+	if cfg.HedgeAfter == 0 {
+		cfg.HedgeAfter = defaultHedgeAfter
 	}
 	if cfg.Retries < 0 {
 		cfg.Retries = 0
@@ -288,97 +296,71 @@ func keyBytes(keys []prefix.Key, idx []int) [][]byte {
 	return out
 }
 
-// groupByOwner groups the key indexes in todo by their rank-th owner (keys
-// with fewer owners are left out), preserving order within a group.
-func groupByOwner(owners [][]string, todo []int, rank int) map[string][]int {
-	g := map[string][]int{}
-	for _, i := range todo {
-		if rank < len(owners[i]) {
-			g[owners[i][rank]] = append(g[owners[i][rank]], i)
-		}
-	}
-	return g
-}
-
 // Lookup returns how many keys, from the first, are cached somewhere in the
 // cluster. Each key is asked of its preferred owner, all owners in
-// parallel; keys an owner misses or cannot answer are asked of the next
-// replica. Unreachable nodes count as misses: Lookup fails only when ctx
-// ends or the request itself is invalid.
+// parallel; keys an owner misses, cannot answer, or leaves unanswered past
+// the hedge delay are asked of the next replica. Unreachable nodes count as
+// misses: Lookup fails only when ctx ends or the request itself is invalid.
 func (c *Client) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) (int, error) {
 	if len(keys) == 0 {
 		return 0, nil
 	}
-	owners := c.readOwners(keys)
 	present := make([]bool, len(keys))
 	from := make([]string, len(keys))
-	var rep repairs
-	todo := make([]int, len(keys))
-	for i := range todo {
-		todo[i] = i
-	}
-	for rank := 0; len(todo) > 0; rank++ {
-		groups := groupByOwner(owners, todo, rank)
-		if len(groups) == 0 {
-			break
-		}
-		var (
-			wg       sync.WaitGroup
-			mu       sync.Mutex
-			firstErr error
-		)
-		for node, idx := range groups {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var resp *kvcachev1.LookupResponse
-				err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) (err error) {
-					resp, err = s.Lookup(ctx, &kvcachev1.LookupRequest{Namespace: ns[:], Keys: keyBytes(keys, idx), All: len(groups) > 1 || rank > 0})
-					return err
-				})
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					if errors.Is(err, ErrInvalid) && firstErr == nil {
-						firstErr = err
-					}
-					return
+	var (
+		rep      repairs
+		firstErr error
+	)
+	fanout(ctx, c, c.readOwners(keys), func() []int { return unresolved(present, firstErr) },
+		func(ctx context.Context, node string, idx []int, _ bool) (resp *kvcachev1.LookupResponse, err error) {
+			err = c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) (err error) {
+				resp, err = s.Lookup(ctx, &kvcachev1.LookupRequest{Namespace: ns[:], Keys: keyBytes(keys, idx), All: true})
+				return err
+			})
+			return resp, err
+		},
+		func(node string, idx []int, resp *kvcachev1.LookupResponse, err error) {
+			if err != nil {
+				if errors.Is(err, ErrInvalid) {
+					firstErr = cmpErr(firstErr, err)
 				}
-				if p := resp.GetPresent(); len(p) == len(idx) {
-					for j, i := range idx {
-						present[i] = p[j]
-						if p[j] {
-							from[i] = node
-						} else {
-							rep.miss(i, node)
-						}
-					}
-				} else {
-					for j := 0; j < int(resp.GetPrefixLen()) && j < len(idx); j++ {
-						present[idx[j]] = true
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		if firstErr != nil {
-			return 0, firstErr
-		}
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		// Only a miss inside the prefix is worth asking a replica about.
-		n := prefixLen(present)
-		todo = todo[:0]
-		for i := n; i < len(keys); i++ {
-			if !present[i] {
-				todo = append(todo, i)
+				return
 			}
-		}
+			p := resp.GetPresent()
+			for j, i := range idx {
+				switch {
+				case j < len(p) && p[j], len(p) == 0 && j < int(resp.GetPrefixLen()):
+					present[i], from[i] = true, node
+				default:
+					rep.miss(i, node)
+				}
+			}
+		})
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
 	}
 	n := prefixLen(present)
 	c.flushRepairs(&rep, ns, keys, n, from)
 	return n, nil
+}
+
+// unresolved lists the keys worth asking another owner about: the misses
+// from the first one on (a miss beyond the prefix changes nothing), or
+// none once the request has proved invalid.
+func unresolved(found []bool, invalid error) []int {
+	if invalid != nil {
+		return nil
+	}
+	var out []int
+	for i := prefixLen(found); i < len(found); i++ {
+		if !found[i] {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 func prefixLen(present []bool) int {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"google.golang.org/grpc"
 
@@ -29,76 +28,59 @@ func (c *Client) FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefi
 		return dst[:0], nil
 	}
 	got := make([][]byte, len(keys))
-	for i := range got {
-		if i < len(dst) {
-			got[i] = dst[i][:0]
-		}
-	}
 	ok := make([]bool, len(keys))
-	owners := c.readOwners(keys)
 	from := make([]string, len(keys))
-	var rep repairs
-	todo := make([]int, len(keys))
-	for i := range todo {
-		todo[i] = i
+	var (
+		rep      repairs
+		firstErr error
+	)
+	type received struct {
+		got [][]byte
+		ok  []bool
 	}
-	for rank := 0; len(todo) > 0; rank++ {
-		groups := groupByOwner(owners, todo, rank)
-		if len(groups) == 0 {
-			break
-		}
-		var (
-			wg       sync.WaitGroup
-			mu       sync.Mutex
-			firstErr error
-		)
-		for node, idx := range groups {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) error {
-					return c.getStream(ctx, s, ns, keys, idx, got, ok)
-				})
-				if err == nil {
+	fanout(ctx, c, c.readOwners(keys), func() []int { return unresolved(ok, firstErr) },
+		func(ctx context.Context, node string, idx []int, first bool) (received, error) {
+			// Each call fills its own slots: a hedged key may be in two
+			// calls at once. Only the first call for a key borrows dst.
+			r := received{got: make([][]byte, len(keys)), ok: make([]bool, len(keys))}
+			if first {
+				for _, i := range idx {
+					if i < len(dst) {
+						r.got[i] = dst[i][:0]
+					}
+				}
+			}
+			err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) error {
+				return c.getStream(ctx, s, ns, keys, idx, r.got, r.ok)
+			})
+			return r, err
+		},
+		func(node string, idx []int, r received, err error) {
+			// Blocks received whole count even if the stream broke later.
+			for _, i := range idx {
+				if r.ok[i] {
+					if !ok[i] && c.verify(r.got[i], keys, i) {
+						got[i], ok[i], from[i] = r.got[i], true, node
+					}
+				} else if err == nil {
 					// The node answered: keys it did not deliver it lacks
 					// (or sit after its first miss, which a repair Put
 					// then finds already stored).
-					for _, i := range idx {
-						if ok[i] {
-							from[i] = node
-						} else {
-							rep.miss(i, node)
-						}
-					}
+					rep.miss(i, node)
 				}
-				if err != nil && errors.Is(err, ErrInvalid) {
-					mu.Lock()
-					firstErr = cmpErr(firstErr, err)
-					mu.Unlock()
-				} else if err != nil {
-					c.log.Debug("fetch from node failed", "node", node, "err", err)
-				}
-			}()
-		}
-		wg.Wait()
-		if firstErr != nil {
-			return nil, firstErr
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		for i := range keys {
-			if ok[i] && !c.verify(got[i], keys, i) {
-				ok[i] = false
 			}
-		}
-		n := prefixLen(ok)
-		todo = todo[:0]
-		for i := n; i < len(keys); i++ {
-			if !ok[i] {
-				todo = append(todo, i)
+			switch {
+			case err != nil && errors.Is(err, ErrInvalid):
+				firstErr = cmpErr(firstErr, err)
+			case err != nil:
+				c.log.Debug("fetch from node failed", "node", node, "err", err)
 			}
-		}
+		})
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	n := prefixLen(ok)
 	c.flushRepairs(&rep, ns, keys, n, from)
@@ -176,6 +158,7 @@ func (c *Client) getStream(ctx context.Context, s kvcachev1.KVCacheClient, ns pr
 		} else if err != nil {
 			return cmpErr(framing, err)
 		}
+		noteProgress(ctx)
 		if msg.Missing {
 			return nil
 		}

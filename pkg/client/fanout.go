@@ -1,0 +1,170 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// defaultHedgeAfter is how long a read waits for the first answer of a
+// node before it also asks the next replica. Lookups answer in well under
+// a millisecond, so 50ms of silence means a node that is gone or stalled
+// (a dead host's address often drops packets instead of refusing them).
+const defaultHedgeAfter = 50 * time.Millisecond
+
+// errSlow marks a node that left a read unanswered past the hedge delay.
+var errSlow = errors.New("no answer within the hedge delay")
+
+type progressKey struct{}
+
+// noteProgress records that a call has heard from its node, so fanout
+// will not hedge it: a large fetch that is streaming is slow because it is
+// big, not because the node is gone.
+func noteProgress(ctx context.Context) {
+	if p, _ := ctx.Value(progressKey{}).(*atomic.Bool); p != nil {
+		p.Store(true)
+	}
+}
+
+// fanout resolves keys by asking their owners, in read order, in parallel,
+// one call per node. A key a node misses or cannot answer is asked of its
+// next owner; so is every key of a call that has heard nothing from its
+// node after the hedge delay, while that call goes on. want reports the
+// keys still worth asking (unresolved keys that matter); merge takes each
+// call's result. want and merge run on fanout's goroutine only, so the
+// caller's result arrays need no lock. first tells call that no other call
+// has asked for any of its keys, so it may use the caller's buffers.
+//
+// fanout returns once no wanted key has a call in flight or an owner left
+// to ask, after cancelling and waiting for calls no longer needed, so no
+// call outlives it.
+func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func() []int,
+	call func(ctx context.Context, node string, idx []int, first bool) (R, error),
+	merge func(node string, idx []int, r R, err error)) {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type flight struct {
+		node   string
+		idx    []int
+		start  time.Time
+		alive  atomic.Bool
+		hedged bool
+	}
+	type result struct {
+		f   *flight
+		r   R
+		err error
+	}
+	results := make(chan result)
+	next := make([]int, len(owners))     // rank of the next owner to ask, per key
+	inflight := make([]int, len(owners)) // calls asking for the key
+	flights := map[*flight]struct{}{}
+
+	launch := func(keys []int) {
+		groups := map[string][]int{}
+		var order []string
+		for _, i := range keys {
+			if next[i] >= len(owners[i]) {
+				continue
+			}
+			n := owners[i][next[i]]
+			next[i]++
+			if _, ok := groups[n]; !ok {
+				order = append(order, n)
+			}
+			groups[n] = append(groups[n], i)
+		}
+		for _, n := range order {
+			f := &flight{node: n, idx: groups[n], start: time.Now()}
+			first := true
+			for _, i := range f.idx {
+				inflight[i]++
+				first = first && next[i] == 1
+			}
+			flights[f] = struct{}{}
+			go func() {
+				r, err := call(context.WithValue(cctx, progressKey{}, &f.alive), f.node, f.idx, first)
+				results <- result{f, r, err}
+			}()
+		}
+	}
+	// pending reports whether waiting can still resolve a wanted key.
+	pending := func(wanted []int) bool {
+		for _, i := range wanted {
+			if inflight[i] > 0 || next[i] < len(owners[i]) {
+				return true
+			}
+		}
+		return false
+	}
+
+	launch(want())
+	hedge := c.cfg.HedgeAfter
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for len(flights) > 0 {
+		wanted := want()
+		if !pending(wanted) {
+			break
+		}
+		// Arm the timer for the oldest call that has heard nothing yet.
+		var oldest time.Time
+		for f := range flights {
+			if !f.hedged && !f.alive.Load() && (oldest.IsZero() || f.start.Before(oldest)) {
+				oldest = f.start
+			}
+		}
+		var hedgeC <-chan time.Time
+		if hedge > 0 && !oldest.IsZero() {
+			timer.Reset(time.Until(oldest.Add(hedge)))
+			hedgeC = timer.C
+		}
+		select {
+		case res := <-results:
+			delete(flights, res.f)
+			for _, i := range res.f.idx {
+				inflight[i]--
+			}
+			merge(res.f.node, res.f.idx, res.r, res.err)
+			var again []int
+			for _, i := range want() {
+				if inflight[i] == 0 {
+					again = append(again, i)
+				}
+			}
+			launch(again)
+		case <-hedgeC:
+			isWanted := map[int]bool{}
+			for _, i := range wanted {
+				isWanted[i] = true
+			}
+			var again []int
+			for f := range flights {
+				if f.hedged || f.alive.Load() || time.Since(f.start) < hedge {
+					continue
+				}
+				f.hedged = true
+				c.members.suspect(f.node, errSlow)
+				for _, i := range f.idx {
+					if isWanted[i] {
+						again = append(again, i)
+						isWanted[i] = false // once per key per hedge
+					}
+				}
+			}
+			launch(again)
+		case <-ctx.Done():
+			// cancel below; the drain waits for calls to notice.
+		}
+		timer.Stop() // since Go 1.23 no stale tick can follow a Stop
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	cancel()
+	for len(flights) > 0 {
+		res := <-results
+		delete(flights, res.f)
+	}
+}
