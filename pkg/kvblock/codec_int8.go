@@ -67,6 +67,10 @@ func encodeInt8(L *layout, x []float32, params, codes []byte) {
 }
 
 func quantInt8(dst []byte, src []float32, inv float32) {
+	if useSIMD && len(src)%16 == 0 {
+		simdQuantInt8(dst, src, inv)
+		return
+	}
 	dst = dst[:len(src)]
 	i := 0
 	for ; i+8 <= len(src); i += 8 {

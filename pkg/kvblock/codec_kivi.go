@@ -31,7 +31,9 @@ import (
 // conversion in the inner loops.
 var codeFloats = [16]float32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 
-func encodeKIVIKeys(L *layout, x []float32, params, codes []byte) {
+// scratch holds the sanitized copy of a group with NaN/Inf (rare); it is
+// allocated on first use and kept by the caller across calls.
+func encodeKIVIKeys(L *layout, x []float32, params, codes []byte, scratch *[]float32) {
 	T, H, D := L.s.Tokens, L.s.KVHeads, L.s.HeadDim
 	bits := L.codec.kivi()
 	qmax := float32(int(1)<<bits - 1)
@@ -40,7 +42,6 @@ func encodeKIVIKeys(L *layout, x []float32, params, codes []byte) {
 	var mn, mx, zf, inv [MaxHeadDim]float32
 	var kmn, kmx [MaxHeadDim]int32
 	var u [MaxHeadDim + 8]uint8
-	var scratch []float32 // sanitized copy of a group with NaN/Inf; rare
 	for l := 0; l < L.s.Layers; l++ {
 		for g := 0; g < G; g++ {
 			t0 := g * kg
@@ -58,13 +59,14 @@ func encodeKIVIKeys(L *layout, x []float32, params, codes []byte) {
 				base, off, stride := x, ((l*T+ts)*H+h)*D, H*D
 				n := t1 - ts
 				if !minmaxRows(mn[:D], mx[:D], base, off, stride, n, kmn[:D], kmx[:D]) {
-					if scratch == nil {
-						scratch = make([]float32, kg*D)
+					if len(*scratch) < kg*D {
+						*scratch = make([]float32, kg*D)
 					}
+					sc := *scratch
 					for i := 0; i < n; i++ {
-						sanitizeRow(scratch[i*D:(i+1)*D], base[off+i*stride:][:D])
+						sanitizeRow(sc[i*D:(i+1)*D], base[off+i*stride:][:D])
 					}
-					base, off, stride = scratch, 0, D
+					base, off, stride = sc, 0, D
 					minmaxRows(mn[:D], mx[:D], base, off, stride, n, kmn[:D], kmx[:D])
 				}
 				for d := 0; d < D; d++ {
@@ -102,6 +104,24 @@ func minmaxRows(mn, mx []float32, x []float32, off, stride, n int, kmn, kmx []in
 	D := len(mn)
 	kmn = kmn[:D]
 	kmx = kmx[:D]
+	if useSIMD && D%16 == 0 {
+		simdMinmaxRowKeys(kmn, kmx, x, off, stride, n)
+	} else {
+		minmaxRowKeys(kmn, kmx, x, off, stride, n)
+	}
+	ok := true
+	mx = mx[:D]
+	for d := range kmn {
+		ok = ok && kmn[d] >= keyMin && kmx[d] <= keyMax
+		mn[d], mx[d] = keyFloat(kmn[d]), keyFloat(kmx[d])
+	}
+	return ok
+}
+
+// minmaxRowKeys is the scalar order-key loop of minmaxRows.
+func minmaxRowKeys(kmn, kmx []int32, x []float32, off, stride, n int) {
+	D := len(kmn)
+	kmx = kmx[:D]
 	u := float32Bits(x)
 	for d, b := range u[off : off+D] {
 		k := orderKey(b)
@@ -132,13 +152,6 @@ func minmaxRows(mn, mx []float32, x []float32, off, stride, n int, kmn, kmx []in
 			kmx[d] = max(kmx[d], k)
 		}
 	}
-	ok := true
-	mx = mx[:D]
-	for d := range kmn {
-		ok = ok && kmn[d] >= keyMin && kmx[d] <= keyMax
-		mn[d], mx[d] = keyFloat(kmn[d]), keyFloat(kmx[d])
-	}
-	return ok
 }
 
 // quantPack quantizes a row channel by channel (x -> (x-zero)*inv) and
@@ -148,6 +161,10 @@ func minmaxRows(mn, mx []float32, x []float32, off, stride, n int, kmn, kmx []in
 // stores the unpacked codes.
 func quantPack(dst []byte, u []uint8, row, zf, inv []float32, bits int) {
 	D := len(u)
+	if useSIMD && (bits == 4 || bits == 2) && D%16 == 0 {
+		simdQuantPack(dst, row, zf, inv, bits)
+		return
+	}
 	row = row[:D]
 	zf = zf[:D]
 	inv = inv[:D]
@@ -283,6 +300,8 @@ func encodeKIVIValues(L *layout, x []float32, params, codes []byte) {
 					valueParams(p, zs[:NG], invs[:NG], row, vg, bits)
 				}
 				switch {
+				case useSIMD && vg%16 == 0 && D%vg == 0:
+					simdQuantGroups(cr, row, zs[:NG], invs[:NG], vg, bits)
 				case fast && bits == 4:
 					quantGroups4(cr, row, zs[:NG], invs[:NG], vg)
 				case fast:
@@ -316,9 +335,13 @@ func valueParams(p []byte, zs, invs []float32, row []float32, vg, bits int) bool
 	invs = invs[:NG]
 	p = p[:4*NG]
 	var mns, mxs [maxValueGroups]int32
-	for j := 0; j < NG; j++ {
-		d0 := j * vg
-		mns[j], mxs[j] = minmaxKeys(row[d0:min(D, d0+vg)])
+	if useSIMD && vg%16 == 0 && D%vg == 0 {
+		simdGroupKeys(row, vg, mns[:NG], mxs[:NG])
+	} else {
+		for j := 0; j < NG; j++ {
+			d0 := j * vg
+			mns[j], mxs[j] = minmaxKeys(row[d0:min(D, d0+vg)])
+		}
 	}
 	mn := min(slicesMin(mns[:NG]), keyMax)
 	mx := max(slicesMax(mxs[:NG]), keyMin)

@@ -191,6 +191,9 @@ func floorF16(x float32) uint16 {
 // rows that need sanitize. Integer CMOVs on the raw bits run about 3x faster
 // than the builtin float max, which must honour NaN and -0.
 func absmaxBits(s []float32) uint32 {
+	if useSIMD && len(s) > 0 && len(s)%16 == 0 {
+		return simdAbsmaxBits(s)
+	}
 	u := float32Bits(s)
 	var m0, m1, m2, m3 uint32
 	i := 0
