@@ -31,6 +31,7 @@ func run() error {
 		level    slog.Level
 	)
 	flag.StringVar(&cfg.Listen, "listen", ":7070", "gRPC listen address")
+	flag.StringVar(&cfg.DataListen, "data-listen", ":7071", "TCP address of the bulk data plane, advertised to clients by port (empty to disable)")
 	flag.StringVar(&cfg.Data, "data", "./data", "directory for the block store file")
 	flag.StringVar(&capacity, "capacity", "0", "byte budget of the store, e.g. 20GiB (0 = unlimited)")
 	flag.StringVar(&maxBlock, "max-block", "64MiB", "largest block accepted")

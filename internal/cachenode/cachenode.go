@@ -29,6 +29,7 @@ import (
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
+	"github.com/kvcache/kvcache/internal/dataplane"
 	"github.com/kvcache/kvcache/pkg/server"
 	"github.com/kvcache/kvcache/pkg/store"
 )
@@ -37,6 +38,10 @@ import (
 type Config struct {
 	Listen        string // gRPC address; default ":7070"
 	MetricsListen string // HTTP address of /metrics and /healthz; "" = none
+	// DataListen is the TCP address of the bulk data plane
+	// (internal/dataplane, docs/dataplane.md); "" = none. The node
+	// advertises its port in Stats.
+	DataListen    string
 	Data          string // directory of the bbolt file; required
 	Capacity      int64  // byte budget; 0 = unlimited
 	MaxBlockBytes int    // largest block accepted; default 64 MiB
@@ -56,6 +61,8 @@ type Node struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	lis     net.Listener
+	data    *dataplane.Server
+	dataLis net.Listener
 	http    *http.Server
 	httpLis net.Listener
 	done    chan error
@@ -133,8 +140,19 @@ func (n *Node) listen() error {
 		grpc.ChainUnaryInterceptor(m.unary, logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(panics)),
 		grpc.ChainStreamInterceptor(m.stream, logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(panics)),
 	)...)
+	var dataAddr string
+	if n.cfg.DataListen != "" {
+		dl, err := net.Listen("tcp", n.cfg.DataListen)
+		if err != nil {
+			return fmt.Errorf("cachenode: data listen %s: %w", n.cfg.DataListen, err)
+		}
+		n.dataLis = dl
+		_, port, _ := net.SplitHostPort(dl.Addr().String())
+		dataAddr = ":" + port // host-relative: the node may not know its external address
+		n.data = dataplane.NewServer(n.st, &dataplane.ServerOptions{Logger: n.log, OnRequest: m.dataRequest})
+	}
 	kvcachev1.RegisterKVCacheServer(n.grpc, server.New(n.st, &server.Options{
-		MaxBlockBytes: n.cfg.MaxBlockBytes, NodeID: n.cfg.NodeID, Logger: n.log,
+		MaxBlockBytes: n.cfg.MaxBlockBytes, NodeID: n.cfg.NodeID, DataAddr: dataAddr, Logger: n.log,
 	}))
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.grpc, n.health)
@@ -142,6 +160,7 @@ func (n *Node) listen() error {
 
 	lis, err := net.Listen("tcp", n.cfg.Listen)
 	if err != nil {
+		n.closeData()
 		return fmt.Errorf("cachenode: listen %s: %w", n.cfg.Listen, err)
 	}
 	n.lis = lis
@@ -149,6 +168,7 @@ func (n *Node) listen() error {
 		hl, err := net.Listen("tcp", n.cfg.MetricsListen)
 		if err != nil {
 			lis.Close()
+			n.closeData()
 			return fmt.Errorf("cachenode: metrics listen %s: %w", n.cfg.MetricsListen, err)
 		}
 		n.httpLis = hl
@@ -170,6 +190,13 @@ func (n *Node) listen() error {
 func (n *Node) serve(ctx context.Context) {
 	errc := make(chan error, 2)
 	go func() { errc <- n.grpc.Serve(n.lis) }()
+	if n.data != nil {
+		go func() {
+			if err := n.data.Serve(n.dataLis); !errors.Is(err, dataplane.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
 	if n.http != nil {
 		go func() {
 			if err := n.http.Serve(n.httpLis); !errors.Is(err, http.ErrServerClosed) {
@@ -179,7 +206,7 @@ func (n *Node) serve(ctx context.Context) {
 	}
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	n.health.SetServingStatus(kvcachev1.KVCache_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	n.log.Info("cache node serving", "grpc", n.lis.Addr().String(), "metrics", n.MetricsAddr(), "capacity", n.cfg.Capacity)
+	n.log.Info("cache node serving", "grpc", n.lis.Addr().String(), "data", n.DataAddr(), "metrics", n.MetricsAddr(), "capacity", n.cfg.Capacity)
 
 	var serveErr error
 	select {
@@ -202,6 +229,10 @@ func (n *Node) shutdown(cause error) error {
 		n.grpc.Stop()
 		<-stopped
 	}
+	// Data-plane requests are cut, not drained: clients fall back to
+	// gRPC or another replica, and no read transaction may outlive the
+	// store.
+	n.closeData()
 	if n.http != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = n.http.Shutdown(sctx)
@@ -214,6 +245,23 @@ func (n *Node) shutdown(cause error) error {
 
 // Addr is the bound gRPC address.
 func (n *Node) Addr() string { return n.lis.Addr().String() }
+
+// DataAddr is the bound data-plane address, or "" without one.
+func (n *Node) DataAddr() string {
+	if n.dataLis == nil {
+		return ""
+	}
+	return n.dataLis.Addr().String()
+}
+
+// closeData stops the data plane (if any) and waits for its connections.
+func (n *Node) closeData() {
+	if n.data != nil {
+		_ = n.data.Close()
+	} else if n.dataLis != nil {
+		_ = n.dataLis.Close()
+	}
+}
 
 // MetricsAddr is the bound metrics address, or "" without one.
 func (n *Node) MetricsAddr() string {

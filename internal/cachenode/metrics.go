@@ -16,6 +16,8 @@ import (
 type rpcMetrics struct {
 	calls    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	dataReqs *prometheus.CounterVec
+	dataByte prometheus.Counter
 }
 
 func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
@@ -28,8 +30,24 @@ func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18),
 		}, []string{"method"}),
 	}
-	reg.MustRegister(m.calls, m.duration)
+	m.dataReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kvcache_data_requests_total", Help: "Data-plane requests served, by outcome (ok, error).",
+	}, []string{"outcome"})
+	m.dataByte = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kvcache_data_sent_bytes_total", Help: "Block bytes sent over the data plane.",
+	})
+	reg.MustRegister(m.calls, m.duration, m.dataReqs, m.dataByte)
 	return m
+}
+
+// dataRequest is the data plane's OnRequest hook.
+func (m *rpcMetrics) dataRequest(keys, blocks int, bytes int64, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.dataReqs.WithLabelValues(outcome).Inc()
+	m.dataByte.Add(float64(bytes))
 }
 
 func (m *rpcMetrics) observe(method string, start time.Time, err error) {

@@ -40,6 +40,9 @@ type Options struct {
 	PutParallel int
 	// NodeID names the node in Stats.
 	NodeID string
+	// DataAddr is the node's bulk data-plane address advertised in Stats
+	// (":port" means the host the client dialled); "" = none.
+	DataAddr string
 	// Logger receives rejected-block reports. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -246,7 +249,7 @@ func (s *Server) Stats(context.Context, *kvcachev1.StatsRequest) (*kvcachev1.Sta
 		BytesUsed: uint64(st.BytesUsed), CapacityBytes: uint64(st.Capacity), Blocks: uint64(st.Blocks),
 		Hits: uint64(st.Hits), Misses: uint64(st.Misses), Evictions: uint64(st.Evictions),
 		Puts: uint64(st.Puts), PutBytes: uint64(st.PutBytes), FileBytes: uint64(st.FileBytes),
-		NodeId: s.opts.NodeID,
+		NodeId: s.opts.NodeID, DataAddr: s.opts.DataAddr,
 	}, nil
 }
 

@@ -673,6 +673,10 @@ type StatsResponse struct {
 	PutBytes      uint64                 `protobuf:"varint,8,opt,name=put_bytes,json=putBytes,proto3" json:"put_bytes,omitempty"`
 	FileBytes     uint64                 `protobuf:"varint,9,opt,name=file_bytes,json=fileBytes,proto3" json:"file_bytes,omitempty"` // size of the bbolt file
 	NodeId        string                 `protobuf:"bytes,10,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Address of the node's bulk data plane (docs/dataplane.md), relative to
+	// the host the client dialled: ":7071" means that host, port 7071; a
+	// full "host:port" is used as is. Empty when the node has none.
+	DataAddr      string `protobuf:"bytes,11,opt,name=data_addr,json=dataAddr,proto3" json:"data_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -777,6 +781,13 @@ func (x *StatsResponse) GetNodeId() string {
 	return ""
 }
 
+func (x *StatsResponse) GetDataAddr() string {
+	if x != nil {
+		return x.DataAddr
+	}
+	return ""
+}
+
 var File_proto_kvcache_v1_kvcache_proto protoreflect.FileDescriptor
 
 const file_proto_kvcache_v1_kvcache_proto_rawDesc = "" +
@@ -831,7 +842,7 @@ const file_proto_kvcache_v1_kvcache_proto_rawDesc = "" +
 	"\x04keys\x18\x02 \x03(\fR\x04keys\"*\n" +
 	"\x0eDeleteResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\rR\adeleted\"\x0e\n" +
-	"\fStatsRequest\"\xa0\x02\n" +
+	"\fStatsRequest\"\xbd\x02\n" +
 	"\rStatsResponse\x12\x1d\n" +
 	"\n" +
 	"bytes_used\x18\x01 \x01(\x04R\tbytesUsed\x12%\n" +
@@ -845,7 +856,8 @@ const file_proto_kvcache_v1_kvcache_proto_rawDesc = "" +
 	"\n" +
 	"file_bytes\x18\t \x01(\x04R\tfileBytes\x12\x17\n" +
 	"\anode_id\x18\n" +
-	" \x01(\tR\x06nodeId2\xbd\x02\n" +
+	" \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tdata_addr\x18\v \x01(\tR\bdataAddr2\xbd\x02\n" +
 	"\aKVCache\x12?\n" +
 	"\x06Lookup\x12\x19.kvcache.v1.LookupRequest\x1a\x1a.kvcache.v1.LookupResponse\x128\n" +
 	"\x03Get\x12\x16.kvcache.v1.GetRequest\x1a\x17.kvcache.v1.GetResponse0\x01\x128\n" +

@@ -1,0 +1,289 @@
+package dataplane
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/kvcache/kvcache/pkg/prefix"
+	"github.com/kvcache/kvcache/pkg/store"
+)
+
+// ServerOptions tune a Server. Zero values mean defaults.
+type ServerOptions struct {
+	// MaxConns bounds concurrent connections; one over the limit gets a
+	// CodeBusy error frame and is closed. Default 256.
+	MaxConns int
+	// MaxKeys bounds the keys of one request. Default (and at most) 65536.
+	MaxKeys int
+	// WriteTimeout bounds the write of one block: a client that stops
+	// reading loses its connection after it, so it never pins a read
+	// transaction (which would block the growth of bbolt's memory map)
+	// for longer. Default 10s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a connection that sends no request for this long.
+	// Default 5m.
+	IdleTimeout time.Duration
+	// ReadTimeout bounds the rest of a request once its first byte came.
+	// Default 10s.
+	ReadTimeout time.Duration
+	// WriteBuffer sets SO_SNDBUF of accepted connections; 0 leaves the
+	// system's default.
+	WriteBuffer int
+	// OnRequest, if set, is called after each request with its key count,
+	// the blocks and bytes sent, and the error that ended it (nil if none).
+	OnRequest func(keys, blocks int, bytes int64, err error)
+	Logger    *slog.Logger
+}
+
+// Server serves a store's blocks over the data-plane protocol.
+type Server struct {
+	st   store.Store
+	opts ServerOptions
+	log  *slog.Logger
+	ctx  context.Context // ends on Close
+	stop context.CancelFunc
+
+	mu     sync.Mutex
+	lis    map[net.Listener]struct{}
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewServer returns a server over st; it does not own st.
+func NewServer(st store.Store, o *ServerOptions) *Server {
+	var opts ServerOptions
+	if o != nil {
+		opts = *o
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 256
+	}
+	if opts.MaxKeys <= 0 || opts.MaxKeys > MaxKeysLimit {
+		opts.MaxKeys = MaxKeysLimit
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 5 * time.Minute
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 10 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{st: st, opts: opts, log: log, ctx: ctx, stop: cancel,
+		lis: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}}
+}
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("dataplane: server closed")
+
+// Serve accepts connections on l until Close; it closes l.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.lis[l] = struct{}{}
+	s.mu.Unlock()
+	defer l.Close()
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.mu.Lock()
+		switch {
+		case s.closed:
+			s.mu.Unlock()
+			nc.Close()
+			return ErrServerClosed
+		case len(s.conns) >= s.opts.MaxConns:
+			s.mu.Unlock()
+			s.refuse(nc, CodeBusy, "too many data-plane connections")
+			continue
+		}
+		s.conns[nc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(nc)
+	}
+}
+
+func isTemporary(err error) bool {
+	t, ok := err.(interface{ Temporary() bool })
+	return ok && t.Temporary()
+}
+
+// refuse sends an error frame (best effort, briefly) and closes nc.
+func (s *Server) refuse(nc net.Conn, code byte, msg string) {
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = nc.Write(appendErrorFrame(nil, StatusRequestError, code, msg))
+	_ = nc.Close()
+}
+
+// Close stops accepting, closes every connection (cutting requests in
+// flight) and waits for their goroutines, so no read transaction of the
+// store is open once it returns.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.stop()
+	for l := range s.lis {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// conn is the per-connection state of the server.
+type conn struct {
+	nc   net.Conn
+	br   *bufio.Reader
+	rhdr [RequestHeaderSize]byte
+	req  Request
+	hdr  [ResponseHeaderSize]byte
+	iov  [2][]byte
+	one  [1]prefix.Key
+}
+
+func (s *Server) serveConn(nc net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, nc)
+		s.mu.Unlock()
+		nc.Close()
+	}()
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("dataplane: panic serving a connection", "panic", p, "remote", nc.RemoteAddr().String())
+		}
+	}()
+	if s.opts.WriteBuffer > 0 {
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetWriteBuffer(s.opts.WriteBuffer)
+		}
+	}
+	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, 4096)}
+	for {
+		// Wait for the next request for up to IdleTimeout, then give the
+		// rest of it ReadTimeout.
+		_ = nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
+		if _, err := c.br.Peek(1); err != nil {
+			return // closed, idle or gone
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(s.opts.ReadTimeout))
+		err := ReadRequest(c.br, s.opts.MaxKeys, &c.rhdr, &c.req)
+		var pe *ProtocolError
+		switch {
+		case errors.As(err, &pe):
+			s.refuse(nc, pe.Code, pe.Msg)
+			return
+		case err != nil:
+			return
+		}
+		if err := s.serveRequest(c); err != nil {
+			return
+		}
+	}
+}
+
+// errStop ends a request's iteration at a miss with FlagStopAtMiss.
+var errStop = errors.New("dataplane: stop at miss")
+
+// serveRequest answers one request: every key in its own read transaction
+// (so a slow reader pins one block, not the request), each block written
+// from the memory map with its header in one writev.
+func (s *Server) serveRequest(c *conn) (err error) {
+	req := &c.req
+	var blocks int
+	var bytes int64
+	if s.opts.OnRequest != nil {
+		defer func() { s.opts.OnRequest(len(req.Keys), blocks, bytes, err) }()
+	}
+	stopAtMiss := req.StopAtMiss()
+	for i := range req.Keys {
+		c.one[0] = req.Keys[i]
+		var wrote bool
+		verr := s.st.View(s.ctx, req.Namespace, c.one[:], func(_ int, block []byte, found bool) error {
+			wrote = true
+			if !found {
+				putResponseHeader(c.hdr[:], StatusMissing, 0)
+				_ = c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+				if _, err := c.nc.Write(c.hdr[:]); err != nil {
+					return err
+				}
+				if stopAtMiss {
+					return errStop
+				}
+				return nil
+			}
+			putResponseHeader(c.hdr[:], StatusFound, uint32(len(block)))
+			_ = c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+			c.iov[0], c.iov[1] = c.hdr[:], block
+			bufs := net.Buffers(c.iov[:])
+			_, err := bufs.WriteTo(c.nc)
+			c.iov[1] = nil // the mapped bytes die with the transaction
+			if err != nil {
+				return err
+			}
+			blocks++
+			bytes += int64(len(block))
+			return nil
+		})
+		switch {
+		case errors.Is(verr, errStop):
+			return nil
+		case verr != nil && !wrote:
+			// The store failed before the key was answered: say so and
+			// end the response; the connection stays usable.
+			code := byte(CodeInternal)
+			if errors.Is(verr, store.ErrClosed) || s.ctx.Err() != nil {
+				code = CodeShutdown
+			}
+			_ = c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+			if _, err := c.nc.Write(appendErrorFrame(nil, StatusKeyError, code, verr.Error())); err != nil {
+				return err
+			}
+			if code == CodeShutdown {
+				return verr
+			}
+			return nil
+		case verr != nil:
+			return verr // a write failed: the connection is done
+		}
+	}
+	return nil
+}
