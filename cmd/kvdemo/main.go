@@ -110,7 +110,7 @@ func startCluster(ctx context.Context, o options, dir string, procs *[]*proc) ([
 		name := fmt.Sprintf("node-%d", i+1)
 		data := filepath.Join(dir, name)
 		p, err := startProc(dir, name, "grpc", filepath.Join(o.bin, "cachenode"),
-			"--listen", "127.0.0.1:0", "--metrics-listen", "", "--data", data, "--node-id", name)
+			"--listen", "127.0.0.1:0", "--data-listen", "127.0.0.1:0", "--metrics-listen", "", "--data", data, "--node-id", name)
 		if err != nil {
 			return nil, err
 		}

@@ -27,9 +27,14 @@ type Backend interface {
 }
 
 // kvcacheBackend drives a kvcache cluster through pkg/client.
-type kvcacheBackend struct{ c *client.Client }
+type kvcacheBackend struct {
+	c    *client.Client
+	name string
+}
 
-func newKVCache(nodes []string) (*kvcacheBackend, error) {
+// newKVCache returns a client of nodes; dataPlane false reads over gRPC
+// streams only.
+func newKVCache(nodes []string, dataPlane bool) (*kvcacheBackend, error) {
 	mk := func() (*client.Client, error) {
 		return client.New(client.Config{
 			Nodes:       nodes,
@@ -42,10 +47,15 @@ func newKVCache(nodes []string) (*kvcacheBackend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &kvcacheBackend{c: c}, nil
+	c.UseDataPlane(dataPlane)
+	name := "kvcache"
+	if !dataPlane {
+		name = "kvcache-grpc"
+	}
+	return &kvcacheBackend{c: c, name: name}, nil
 }
 
-func (b *kvcacheBackend) Name() string { return "kvcache" }
+func (b *kvcacheBackend) Name() string { return b.name }
 
 func (b *kvcacheBackend) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) (int, error) {
 	return b.c.Lookup(ctx, ns, keys)

@@ -48,6 +48,8 @@ func Main(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	fs.StringVar(&cfg.NodeMode, "node-mode", cfg.NodeMode, "how to start the local node: child or inproc")
 	fs.StringVar(&cfg.TempDir, "tmp", "", "directory for the node's file and Redis (default $TMPDIR)")
 	fs.BoolVar(&cfg.NoSync, "nosync", false, "the local node skips fsync")
+	fs.BoolVar(&cfg.NoDataPlane, "no-dataplane", false, "kvcache reads over gRPC streams only (no bulk data plane)")
+	fs.BoolVar(&cfg.GRPCRow, "grpc-row", cfg.GRPCRow, "also measure kvcache over gRPC only, in its own column")
 	fs.StringVar(&cfg.RedisAddr, "redis", "", "address of an existing Redis to compare with (it is FLUSHALLed)")
 	fs.StringVar(&cfg.RedisServer, "redis-server", "", "redis-server binary to start on loopback for the comparison")
 	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "populate writers")

@@ -40,7 +40,7 @@ func startNode(ctx context.Context, mode, dir string, noSync bool, cpuProfile st
 	if mode == "inproc" {
 		nctx, cancel := context.WithCancel(ctx)
 		n, err := cachenode.Start(nctx, cachenode.Config{
-			Listen: "127.0.0.1:0", Data: dir, NoSync: noSync, NodeID: "kvbench",
+			Listen: "127.0.0.1:0", DataListen: "127.0.0.1:0", Data: dir, NoSync: noSync, NodeID: "kvbench",
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 		if err != nil {
@@ -117,7 +117,7 @@ func NodeMain(args []string) error {
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	n, err := cachenode.Start(ctx, cachenode.Config{
-		Listen: "127.0.0.1:0", Data: *data, NoSync: *noSync, NodeID: "kvbench",
+		Listen: "127.0.0.1:0", DataListen: "127.0.0.1:0", Data: *data, NoSync: *noSync, NodeID: "kvbench",
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {

@@ -43,6 +43,11 @@ type Config struct {
 	NodeMode string   // how to start it: "child" (a child process, default) or "inproc"
 	TempDir  string   // for the node's bbolt file and Redis; default os.TempDir()
 	NoSync   bool     // the started node skips fsync (not a durable-append figure then)
+	// NoDataPlane makes the kvcache client read over gRPC streams only;
+	// GRPCRow adds a gRPC-only kvcache column to the fetch rows, measured
+	// in the same run against the same node (DefaultConfig: true).
+	NoDataPlane bool
+	GRPCRow     bool
 
 	RedisAddr   string // an existing Redis to compare with ("" = none unless RedisServer)
 	RedisServer string // redis-server binary to start on a free loopback port ("" = none)
@@ -76,7 +81,7 @@ func DefaultConfig() Config {
 		Geometry: Llama3_8B(), Workload: DefaultWorkload(), NodeMode: "child",
 		Writers: 16, Concurrency: 4, Duration: 2 * time.Second, Rounds: 3, LookupKeys: 512,
 		TargetBlockBytes: 1 << 20, TargetBytes: 1 << 30, TargetChainLen: 16,
-		Decode: true, RunWorkload: true, Lookup: true,
+		Decode: true, RunWorkload: true, Lookup: true, GRPCRow: true,
 	}
 }
 
@@ -86,6 +91,7 @@ type Row struct {
 	Metric    string  `json:"metric"`
 	Unit      string  `json:"unit"`
 	KVCache   float64 `json:"kvcache"`
+	KVGRPC    float64 `json:"kvcache_grpc"`    // kvcache with the data plane off
 	RedisPipe float64 `json:"redis_pipelined"` // GET/SET/EXISTS, one pipeline per request
 	RedisMGET float64 `json:"redis_mget"`
 	Lower     bool    `json:"lower_is_better,omitempty"`
@@ -109,6 +115,7 @@ type runner struct {
 	cfg   Config
 	p     *progress
 	kv    Backend
+	kvRPC Backend   // kvcache over gRPC only (GRPCRow), fetch phases only
 	redis []Backend // pipelined, MGET (sharing one server)
 	rep   *Report
 	tmp   string
@@ -154,12 +161,20 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if len(r.pids) == 0 {
 		r.pids = []int{0} // an existing node: its CPU is not ours to see
 	}
-	kv, err := newKVCache(nodes)
+	kv, err := newKVCache(nodes, !cfg.NoDataPlane)
 	if err != nil {
 		return nil, err
 	}
 	defer kv.Close()
 	r.kv = kv
+	if cfg.GRPCRow && !cfg.NoDataPlane {
+		kr, err := newKVCache(nodes, false)
+		if err != nil {
+			return nil, err
+		}
+		defer kr.Close()
+		r.kvRPC = kr
+	}
 
 	redisAddr := cfg.RedisAddr
 	if redisAddr == "" && cfg.RedisServer != "" {
@@ -517,11 +532,16 @@ func setCol(row *Row, backend int, v float64) {
 		row.RedisPipe = v
 	case 2:
 		row.RedisMGET = v
+	case colGRPC:
+		row.KVGRPC = v
 	}
 }
 
+// colGRPC is setCol's column of the gRPC-only kvcache backend.
+const colGRPC = 3
+
 func newRow(phase, metric, unit string) Row {
-	return Row{Phase: phase, Metric: metric, Unit: unit, KVCache: math.NaN(), RedisPipe: math.NaN(), RedisMGET: math.NaN()}
+	return Row{Phase: phase, Metric: metric, Unit: unit, KVCache: math.NaN(), KVGRPC: math.NaN(), RedisPipe: math.NaN(), RedisMGET: math.NaN()}
 }
 
 // lookupPhase stores a chain of LookupKeys small blocks (Lookup cost does
@@ -602,6 +622,16 @@ func (r *runner) lookupPhase(ctx context.Context) error {
 // backends interleaved round by round.
 func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string) error {
 	bs := r.backends()
+	cols := make([]int, len(bs))
+	pids := make([]int, len(bs))
+	for i := range bs {
+		cols[i], pids[i] = i, r.pids[i]
+	}
+	if r.kvRPC != nil { // right after kvcache, so the two are measured back to back
+		bs = slices.Insert(bs, 1, r.kvRPC)
+		cols = slices.Insert(cols, 1, colGRPC)
+		pids = slices.Insert(pids, 1, r.pids[0])
+	}
 	// Warm up each backend (connections, buffers, page cache).
 	for _, b := range bs {
 		r.p.begin(fmt.Sprintf("%s: warm up %s", phase, b.Name()), 0)
@@ -616,9 +646,9 @@ func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string) error
 	for round := range r.cfg.Rounds {
 		for bi, b := range bs {
 			r.p.begin(fmt.Sprintf("%s c=%d: %s (round %d)", phase, r.cfg.Concurrency, b.Name(), round+1), 0)
-			c0 := cpuTime(r.pids[bi])
+			c0 := cpuTime(pids[bi])
 			v, err := r.fetchFor(ctx, b, d, r.cfg.Duration, uint64(round))
-			cpu := cpuTime(r.pids[bi]) - c0
+			cpu := cpuTime(pids[bi]) - c0
 			r.p.end()
 			if err != nil {
 				return err
@@ -636,10 +666,10 @@ func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string) error
 	cpuRow.Lower = true
 	for bi := range bs {
 		m := Median(gbs[bi])
-		setCol(&row, bi, m)
-		setCol(&tok, bi, m*1e9/d.g.TokenBytes()/1e3)
-		if r.pids[bi] != 0 || r.cfg.NodeMode == "inproc" && bi == 0 {
-			setCol(&cpuRow, bi, Median(cpus[bi]))
+		setCol(&row, cols[bi], m)
+		setCol(&tok, cols[bi], m*1e9/d.g.TokenBytes()/1e3)
+		if pids[bi] != 0 || r.cfg.NodeMode == "inproc" && (cols[bi] == 0 || cols[bi] == colGRPC) {
+			setCol(&cpuRow, cols[bi], Median(cpus[bi]))
 		}
 	}
 	if d.name == "target" {

@@ -90,6 +90,7 @@ type Client struct {
 	closed bool
 
 	async asyncAppender
+	data  dataPlane // bulk-transfer connections (dataplane.go)
 }
 
 // New returns a client for cfg.Nodes. Connections are made lazily, so New
@@ -129,6 +130,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	cfg.Health.defaults()
 	c := &Client{cfg: cfg, picker: cfg.Picker, log: cfg.Logger, conns: map[string]*grpc.ClientConn{}}
+	c.data.nodes = map[string]*dataNode{}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -156,6 +158,7 @@ func (c *Client) Close() error {
 	c.once.Do(func() {
 		c.repair.stop()
 		c.members.stop()
+		c.data.closeAll()
 	})
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -51,7 +51,7 @@ func (c *Client) FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefi
 				}
 			}
 			err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) error {
-				return c.getStream(ctx, s, ns, keys, idx, r.got, r.ok)
+				return c.fetchNode(ctx, s, node, ns, keys, idx, r.got, r.ok)
 			})
 			return r, err
 		},
