@@ -278,7 +278,7 @@ func (c *Client) dataGet(ctx context.Context, dc *dataplane.Conn, ns prefix.Name
 		sub[j] = keys[i]
 	}
 	var sum uint32
-	return dc.Get(ctx, dataplane.FlagStopAtMiss, ns, sub, dataplane.Sink{
+	return dc.Get(ctx, 0, ns, sub, dataplane.Sink{
 		Block: func(j, size int) []byte {
 			i := idx[j]
 			if cap(got[i]) < size {

@@ -18,19 +18,20 @@ var errSlow = errors.New("no answer within the hedge delay")
 
 type progressKey struct{}
 
-// noteProgress records that a call has heard from its node, so fanout
-// will not hedge it: a large fetch that is streaming is slow because it is
-// big, not because the node is gone.
+// noteProgress records that a call has just heard from its node. fanout
+// hedges a call only after HedgeAfter of silence: a large fetch that keeps
+// streaming is slow because it is big, but one that stops mid-stream (its
+// node died) is as stuck as one that never started.
 func noteProgress(ctx context.Context) {
-	if p, _ := ctx.Value(progressKey{}).(*atomic.Bool); p != nil {
-		p.Store(true)
+	if p, _ := ctx.Value(progressKey{}).(*atomic.Int64); p != nil {
+		p.Store(time.Now().UnixNano())
 	}
 }
 
 // fanout resolves keys by asking their owners, in read order, in parallel,
 // one call per node. A key a node misses or cannot answer is asked of its
 // next owner; so is every key of a call that has heard nothing from its
-// node after the hedge delay, while that call goes on. want reports the
+// node for the hedge delay, while that call goes on. want reports the
 // keys still worth asking (unresolved keys that matter); merge takes each
 // call's result. want and merge run on fanout's goroutine only, so the
 // caller's result arrays need no lock. first tells call that no other call
@@ -47,8 +48,7 @@ func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func(
 	type flight struct {
 		node   string
 		idx    []int
-		start  time.Time
-		alive  atomic.Bool
+		heard  atomic.Int64 // unix nanos of the last progress, or of the start
 		hedged bool
 	}
 	type result struct {
@@ -76,7 +76,8 @@ func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func(
 			groups[n] = append(groups[n], i)
 		}
 		for _, n := range order {
-			f := &flight{node: n, idx: groups[n], start: time.Now()}
+			f := &flight{node: n, idx: groups[n]}
+			f.heard.Store(time.Now().UnixNano())
 			first := true
 			for _, i := range f.idx {
 				inflight[i]++
@@ -84,7 +85,7 @@ func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func(
 			}
 			flights[f] = struct{}{}
 			go func() {
-				r, err := call(context.WithValue(cctx, progressKey{}, &f.alive), f.node, f.idx, first)
+				r, err := call(context.WithValue(cctx, progressKey{}, &f.heard), f.node, f.idx, first)
 				results <- result{f, r, err}
 			}()
 		}
@@ -108,16 +109,16 @@ func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func(
 		if !pending(wanted) {
 			break
 		}
-		// Arm the timer for the oldest call that has heard nothing yet.
-		var oldest time.Time
+		// Arm the timer for the call silent the longest.
+		var oldest int64
 		for f := range flights {
-			if !f.hedged && !f.alive.Load() && (oldest.IsZero() || f.start.Before(oldest)) {
-				oldest = f.start
+			if h := f.heard.Load(); !f.hedged && (oldest == 0 || h < oldest) {
+				oldest = h
 			}
 		}
 		var hedgeC <-chan time.Time
-		if hedge > 0 && !oldest.IsZero() {
-			timer.Reset(time.Until(oldest.Add(hedge)))
+		if hedge > 0 && oldest != 0 {
+			timer.Reset(time.Until(time.Unix(0, oldest).Add(hedge)))
 			hedgeC = timer.C
 		}
 		select {
@@ -141,7 +142,7 @@ func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func(
 			}
 			var again []int
 			for f := range flights {
-				if f.hedged || f.alive.Load() || time.Since(f.start) < hedge {
+				if f.hedged || time.Since(time.Unix(0, f.heard.Load())) < hedge {
 					continue
 				}
 				f.hedged = true

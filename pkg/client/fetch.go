@@ -117,7 +117,10 @@ func (c *Client) verify(block []byte, keys []prefix.Key, i int) bool {
 // checksum is computed piece by piece as it is copied, while the bytes are
 // still in cache (a second pass over a block costs a fifth of a fetch).
 func (c *Client) getStream(ctx context.Context, s kvcachev1.KVCacheClient, ns prefix.Namespace, keys []prefix.Key, idx []int, got [][]byte, ok []bool) error {
-	stream, err := s.Get(ctx, &kvcachev1.GetRequest{Namespace: ns[:], Keys: keyBytes(keys, idx), StopAtMiss: true}, grpc.ForceCodecV2(getStreamCodec))
+	// Not stop-at-miss: a node asked first for a key it does not own (its
+	// owner was suspect) must still answer for the keys after it that it
+	// does own, or those would be written off as asked.
+	stream, err := s.Get(ctx, &kvcachev1.GetRequest{Namespace: ns[:], Keys: keyBytes(keys, idx)}, grpc.ForceCodecV2(getStreamCodec))
 	if err != nil {
 		return err
 	}
@@ -160,7 +163,7 @@ func (c *Client) getStream(ctx context.Context, s kvcachev1.KVCacheClient, ns pr
 		}
 		noteProgress(ctx)
 		if msg.Missing {
-			return nil
+			continue
 		}
 		i := idx[msg.Index]
 		if len(got[i]) == int(msg.BlockSize) {

@@ -39,8 +39,9 @@ func stateOf(cl *client.Client, addr string) client.State {
 }
 
 // A client and 2 workers against 3 nodes under steady load; one node is
-// SIGKILLed. No request fails, and every prefix cached before the kill is
-// a full hit again once the dead node is ejected (R=2).
+// SIGKILLed. No request fails, the Go client misses no block from the kill
+// on (R=2, hedged reads), and every prefix cached before the kill is a full
+// hit on the workers.
 func TestKillNodeUnderLoad(t *testing.T) {
 	c := newCluster(t, 3, 2)
 	ps := prompts(6)
@@ -54,18 +55,20 @@ func TestKillNodeUnderLoad(t *testing.T) {
 	waitFor(t, 30*time.Second, "load to run", func() bool { return ld.ok.Load() >= 4 })
 
 	victim := c.nodes[1]
+	before := cld.short.Load()
 	mustDocker(t, "kill", victim.name)
 	killed := time.Now()
 	waitFor(t, 15*time.Second, "ejection of the killed node", func() bool { return stateOf(cl, victim.addr()) == client.Ejected })
 	t.Logf("death to ejection: %v", time.Since(killed).Round(time.Millisecond))
 
 	c.waitAllHit(ps, 30*time.Second, "every prompt cached before the kill to be a full hit")
-	before := cld.short.Load()
 	waitFor(t, 10*time.Second, "a few client rounds after ejection", func() bool { return cld.calls.Load() > 5 })
 	ld.stop(t)
 	cld.stop(t)
 	if s := cld.short.Load() - before; s > 0 {
-		t.Errorf("%d Go client rounds after ejection missed blocks (R=2 should keep every block)", s)
+		// Hedged reads ask the replica once the dead node has been silent
+		// for 50ms, so not even the rounds before ejection may miss.
+		t.Errorf("%d Go client rounds after the kill missed blocks (R=2 should keep every block)", s)
 	}
 }
 
