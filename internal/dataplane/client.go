@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -65,6 +66,11 @@ func (rr *ResponseReader) Next() (Status, int, error) {
 			return s, 0, unexpected(err)
 		}
 		return s, 0, &RemoteError{Status: s, Code: buf[0], Msg: string(buf[1:n])}
+	case StatusPresence:
+		if n < 1 || n > MaxKeysLimit {
+			return s, 0, fmt.Errorf("%w: presence frame of %d bytes", ErrProtocol, n)
+		}
+		return s, int(n), nil
 	}
 	return s, 0, fmt.Errorf("%w: unknown status %#x", ErrProtocol, byte(s))
 }
@@ -85,6 +91,24 @@ func (rr *ResponseReader) ReadBlock(dst []byte, fn func(off int, p []byte)) erro
 			fn(off, dst[off:end])
 		}
 		off = end
+	}
+	return nil
+}
+
+// ReadPresence reads the payload of a StatusPresence frame (len(dst)
+// bytes, as Next announced) into dst and checks every byte is 0 or 1.
+func (rr *ResponseReader) ReadPresence(dst []byte) error {
+	if _, err := io.ReadFull(rr.R, dst); err != nil {
+		return unexpected(err)
+	}
+	return checkPresence(dst)
+}
+
+func checkPresence(p []byte) error {
+	for j, b := range p {
+		if b > 1 {
+			return fmt.Errorf("%w: presence byte %d is %#x", ErrProtocol, j, b)
+		}
 	}
 	return nil
 }
@@ -110,7 +134,8 @@ type Sink struct {
 type Conn struct {
 	nc     net.Conn
 	rr     ResponseReader
-	req    []byte
+	req    []byte // the last request, its capacity reused
+	resp   []byte // the last lookup's response frame, its capacity reused
 	broken bool
 }
 
@@ -163,31 +188,14 @@ func (c *Conn) Close() error { c.broken = true; return c.nc.Close() }
 // StatusKeyError ends the response early but leaves the connection
 // usable; any other error breaks it.
 func (c *Conn) Get(ctx context.Context, flags uint8, ns prefix.Namespace, keys []prefix.Key, sink Sink) (err error) {
-	if c.broken {
-		return errors.New("dataplane: connection is broken")
+	if flags&FlagLookup != 0 {
+		return errors.New("dataplane: Get with FlagLookup (use Lookup)")
 	}
-	if err := ctx.Err(); err != nil {
+	ex, err := c.begin(ctx)
+	if err != nil {
 		return err
 	}
-	dl, _ := ctx.Deadline()
-	if err := c.nc.SetDeadline(dl); err != nil { // zero: none
-		c.broken = true
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
-	defer func() {
-		if !stop() || err != nil && !isKeyError(err) {
-			c.broken = true // the deadline was cut short: the connection may hold a partial response
-		}
-		switch {
-		case err == nil:
-		case ctx.Err() != nil:
-			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
-		case !dl.IsZero() && errors.Is(err, os.ErrDeadlineExceeded):
-			// The socket's deadline (ctx's) fired just before ctx's timer.
-			err = fmt.Errorf("%w (%w)", context.DeadlineExceeded, err)
-		}
-	}()
+	defer func() { err = c.end(ctx, ex, err) }()
 	c.req = AppendRequest(c.req[:0], flags, ns, keys)
 	if _, err := c.nc.Write(c.req); err != nil {
 		return err
@@ -196,6 +204,9 @@ func (c *Conn) Get(ctx context.Context, flags uint8, ns prefix.Namespace, keys [
 		s, n, err := c.rr.Next()
 		if err != nil {
 			return err
+		}
+		if s != StatusFound && s != StatusMissing {
+			return fmt.Errorf("%w: status %#x in a block response", ErrProtocol, byte(s))
 		}
 		if s == StatusMissing {
 			sink.Done(j, false)
@@ -218,6 +229,111 @@ func (c *Conn) Get(ctx context.Context, flags uint8, ns prefix.Namespace, keys [
 		sink.Done(j, true)
 	}
 	return nil
+}
+
+// exchange is the deadline state of one request.
+type exchange struct {
+	dl   time.Time
+	stop func() bool
+}
+
+// begin sets the connection's deadline from ctx and arranges for a
+// cancellation of ctx to interrupt the exchange.
+func (c *Conn) begin(ctx context.Context) (exchange, error) {
+	if c.broken {
+		return exchange{}, errors.New("dataplane: connection is broken")
+	}
+	if err := ctx.Err(); err != nil {
+		return exchange{}, err
+	}
+	dl, _ := ctx.Deadline()
+	if err := c.nc.SetDeadline(dl); err != nil { // zero: none
+		c.broken = true
+		return exchange{}, err
+	}
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	}
+	return exchange{dl: dl, stop: stop}, nil
+}
+
+// end closes an exchange begun by begin: it marks the connection broken
+// unless the response ended properly (err nil or a key error) and ctx did
+// not cut it, and says why ctx ended in err.
+func (c *Conn) end(ctx context.Context, ex exchange, err error) error {
+	if ex.stop != nil && !ex.stop() || err != nil && !isKeyError(err) {
+		c.broken = true // the deadline was cut short: the connection may hold a partial response
+	}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+	case !ex.dl.IsZero() && errors.Is(err, os.ErrDeadlineExceeded):
+		// The socket's deadline (ctx's) fired just before ctx's timer.
+		err = fmt.Errorf("%w (%w)", context.DeadlineExceeded, err)
+	}
+	return err
+}
+
+// Lookup sends a FlagLookup request for keys[idx[0]], keys[idx[1]], ...
+// (every key when idx is nil) and returns the node's answer: one byte per
+// key, 1 present, 0 absent. The slice belongs to the connection and is
+// valid until its next use. Deadline and cancellation are as for Get.
+// A node without the lookup extension answers a *RemoteError with
+// StatusRequestError and CodeBadFlags (and closes the connection).
+func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, idx []int) (present []byte, err error) {
+	n := len(keys)
+	if idx != nil {
+		n = len(idx)
+	}
+	if n < 1 || n > MaxKeysLimit {
+		return nil, fmt.Errorf("dataplane: lookup of %d keys, 1 to %d allowed", n, MaxKeysLimit)
+	}
+	ex, err := c.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = c.end(ctx, ex, err) }()
+	if idx != nil {
+		c.req = AppendRequestIdx(c.req[:0], FlagLookup, ns, keys, idx)
+	} else {
+		c.req = AppendRequest(c.req[:0], FlagLookup, ns, keys)
+	}
+	if _, err := c.nc.Write(c.req); err != nil {
+		return nil, err
+	}
+	// The answer is one frame of exactly ResponseHeaderSize+n bytes: read
+	// it in one go when it has arrived whole (nothing follows it).
+	if cap(c.resp) < ResponseHeaderSize+n {
+		c.resp = make([]byte, ResponseHeaderSize+n)
+	}
+	buf := c.resp[:ResponseHeaderSize+n]
+	got, err := io.ReadAtLeast(c.nc, buf, ResponseHeaderSize)
+	if err != nil {
+		return nil, unexpected(err)
+	}
+	if Status(buf[0]) != StatusPresence {
+		// An error frame (or garbage): decode it from what was read
+		// and the rest of the stream.
+		rr := ResponseReader{R: io.MultiReader(bytes.NewReader(buf[:got]), c.nc), MaxBlock: 1}
+		s, _, err := rr.Next()
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: status %#x in a lookup response", ErrProtocol, byte(s))
+	}
+	if l := binary.LittleEndian.Uint32(buf[1:ResponseHeaderSize]); l != uint32(n) {
+		return nil, fmt.Errorf("%w: presence frame of %d bytes for %d keys", ErrProtocol, l, n)
+	}
+	if _, err := io.ReadFull(c.nc, buf[got:]); err != nil {
+		return nil, unexpected(err)
+	}
+	p := buf[ResponseHeaderSize:]
+	if err := checkPresence(p); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 func isKeyError(err error) bool {

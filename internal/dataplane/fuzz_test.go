@@ -18,6 +18,8 @@ func FuzzReadRequest(f *testing.F) {
 	ns := storetest.Namespace("f")
 	f.Add(dataplane.AppendRequest(nil, 0, ns, []prefix.Key{storetest.Key("a")}))
 	f.Add(dataplane.AppendRequest(nil, dataplane.FlagStopAtMiss, ns, []prefix.Key{storetest.Key("a"), storetest.Key("b")}))
+	f.Add(dataplane.AppendRequest(nil, dataplane.FlagLookup, ns, []prefix.Key{storetest.Key("a"), storetest.Key("b")}))
+	f.Add(dataplane.AppendRequest(nil, dataplane.FlagLookup|dataplane.FlagStopAtMiss, ns, []prefix.Key{storetest.Key("a")}))
 	f.Add([]byte("KVDP\x01\x00\x00\x00\xff\xff\xff\xff"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -40,6 +42,9 @@ func FuzzReadRequest(f *testing.F) {
 			if len(req.Keys) == 0 || len(req.Keys) > maxKeys {
 				t.Fatalf("decoded %d keys", len(req.Keys))
 			}
+			if req.Lookup() && req.Flags != dataplane.FlagLookup {
+				t.Fatalf("accepted FlagLookup with other flags %#x", req.Flags)
+			}
 			again := dataplane.AppendRequest(nil, req.Flags, req.Namespace, req.Keys)
 			if _, _, _, err := func() (int, int, int, error) {
 				var r2 dataplane.Request
@@ -58,6 +63,9 @@ func FuzzResponseReader(f *testing.F) {
 	f.Add([]byte{0xFF, 4, 0, 0, 0, 1, 'b', 'a', 'd'})
 	f.Add([]byte{2, 1, 0, 0, 0, 6})
 	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{3, 3, 0, 0, 0, 1, 0, 1})
+	f.Add([]byte{3, 2, 0, 0, 0, 1, 7})
+	f.Add([]byte{3, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		const limit = 1 << 16
 		rr := dataplane.ResponseReader{R: bytes.NewReader(in), MaxBlock: limit, Chunk: 7}
@@ -68,6 +76,21 @@ func FuzzResponseReader(f *testing.F) {
 			}
 			if n > limit || n < 0 {
 				t.Fatalf("block of %d bytes passed a %d limit", n, limit)
+			}
+			if s == dataplane.StatusPresence {
+				if n < 1 || n > dataplane.MaxKeysLimit {
+					t.Fatalf("presence frame of %d bytes passed", n)
+				}
+				p := make([]byte, n)
+				if err := rr.ReadPresence(p); err != nil {
+					return
+				}
+				for _, b := range p {
+					if b > 1 {
+						t.Fatalf("presence byte %#x passed", b)
+					}
+				}
+				continue
 			}
 			if s == dataplane.StatusFound {
 				dst := make([]byte, n)

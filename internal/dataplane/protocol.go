@@ -39,7 +39,12 @@ const (
 const (
 	// FlagStopAtMiss: the node ends the response after the first missing key.
 	FlagStopAtMiss = 1 << 0
-	knownFlags     = FlagStopAtMiss
+	// FlagLookup (version 1, lookup extension): the node answers presence
+	// only, in one StatusPresence frame of N bytes; it must not be combined
+	// with other flags. A node without the extension refuses it with
+	// CodeBadFlags, which tells the client to look up over gRPC.
+	FlagLookup = 1 << 1
+	knownFlags = FlagStopAtMiss | FlagLookup
 )
 
 // Status is the first byte of a response frame.
@@ -54,6 +59,9 @@ const (
 	// byte and a message. The response ends here (later keys are not
 	// answered); the connection stays usable.
 	StatusKeyError Status = 0x02
+	// StatusPresence: the answer to a FlagLookup request; the payload is N
+	// bytes, byte j 0x01 if the node holds key j, 0x00 if not.
+	StatusPresence Status = 0x03
 	// StatusRequestError: the request was refused; the payload is a code byte
 	// and a message. The node closes the connection after it.
 	StatusRequestError Status = 0xFF
@@ -80,16 +88,33 @@ type Request struct {
 // StopAtMiss reports whether the request asks to stop at the first miss.
 func (r *Request) StopAtMiss() bool { return r.Flags&FlagStopAtMiss != 0 }
 
+// Lookup reports whether the request asks for presence only.
+func (r *Request) Lookup() bool { return r.Flags&FlagLookup != 0 }
+
 // AppendRequest appends the encoding of a request to b.
 func AppendRequest(b []byte, flags uint8, ns prefix.Namespace, keys []prefix.Key) []byte {
-	b = append(b, Magic...)
-	b = append(b, Version, flags, 0, 0)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(keys)))
-	b = append(b, ns[:]...)
+	b = appendRequestHeader(b, flags, ns, len(keys))
 	for i := range keys {
 		b = append(b, keys[i][:]...)
 	}
 	return b
+}
+
+// AppendRequestIdx is AppendRequest of the keys keys[idx[0]], keys[idx[1]],
+// ..., without building that slice.
+func AppendRequestIdx(b []byte, flags uint8, ns prefix.Namespace, keys []prefix.Key, idx []int) []byte {
+	b = appendRequestHeader(b, flags, ns, len(idx))
+	for _, i := range idx {
+		b = append(b, keys[i][:]...)
+	}
+	return b
+}
+
+func appendRequestHeader(b []byte, flags uint8, ns prefix.Namespace, n int) []byte {
+	b = append(b, Magic...)
+	b = append(b, Version, flags, 0, 0)
+	b = binary.LittleEndian.AppendUint32(b, uint32(n))
+	return append(b, ns[:]...)
 }
 
 // ProtocolError is a malformed request or response, with the code an error
@@ -123,7 +148,7 @@ func parseRequestHeader(h []byte, maxKeys int) (flags uint8, ns prefix.Namespace
 		return 0, ns, 0, protoErr(CodeBadVersion, "version %d, node speaks %d", h[4], Version)
 	}
 	flags = h[5]
-	if flags&^knownFlags != 0 || h[6] != 0 || h[7] != 0 {
+	if flags&^knownFlags != 0 || flags&FlagLookup != 0 && flags != FlagLookup || h[6] != 0 || h[7] != 0 {
 		return 0, ns, 0, protoErr(CodeBadFlags, "unknown flags %#x or reserved bytes %#x %#x", flags, h[6], h[7])
 	}
 	c := binary.LittleEndian.Uint32(h[8:12])

@@ -176,6 +176,7 @@ type conn struct {
 	hdr  [ResponseHeaderSize]byte
 	iov  [2][]byte
 	one  [1]prefix.Key
+	out  []byte // a lookup's response frame, reused
 }
 
 func (s *Server) serveConn(nc net.Conn) {
@@ -214,10 +215,60 @@ func (s *Server) serveConn(nc net.Conn) {
 		case err != nil:
 			return
 		}
-		if err := s.serveRequest(c); err != nil {
+		serve := s.serveRequest
+		if c.req.Lookup() {
+			serve = s.serveLookup
+		}
+		if err := serve(c); err != nil {
 			return
 		}
 	}
+}
+
+// serveLookup answers a FlagLookup request: presence of every key from
+// one read transaction (store.Contains), as one StatusPresence frame
+// written with one write from the connection's buffer.
+func (s *Server) serveLookup(c *conn) (err error) {
+	req := &c.req
+	if s.opts.OnRequest != nil {
+		defer func() { s.opts.OnRequest(len(req.Keys), 0, 0, err) }()
+	}
+	present, cerr := s.st.Contains(s.ctx, req.Namespace, req.Keys)
+	_ = c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	if cerr != nil {
+		return s.keyError(c, cerr)
+	}
+	n := len(req.Keys)
+	if cap(c.out) < ResponseHeaderSize+n {
+		c.out = make([]byte, ResponseHeaderSize+n)
+	}
+	out := c.out[:ResponseHeaderSize+n]
+	putResponseHeader(out, StatusPresence, uint32(n))
+	for i := range n {
+		out[ResponseHeaderSize+i] = 0
+		if i < len(present) && present[i] {
+			out[ResponseHeaderSize+i] = 1
+		}
+	}
+	_, err = c.nc.Write(out)
+	return err
+}
+
+// keyError answers a request the store failed with a key error frame (the
+// connection stays usable unless the node is shutting down).
+func (s *Server) keyError(c *conn, verr error) error {
+	code := byte(CodeInternal)
+	if errors.Is(verr, store.ErrClosed) || s.ctx.Err() != nil {
+		code = CodeShutdown
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	if _, err := c.nc.Write(appendErrorFrame(nil, StatusKeyError, code, verr.Error())); err != nil {
+		return err
+	}
+	if code == CodeShutdown {
+		return verr
+	}
+	return nil
 }
 
 // errStop ends a request's iteration at a miss with FlagStopAtMiss.
@@ -269,18 +320,7 @@ func (s *Server) serveRequest(c *conn) (err error) {
 		case verr != nil && !wrote:
 			// The store failed before the key was answered: say so and
 			// end the response; the connection stays usable.
-			code := byte(CodeInternal)
-			if errors.Is(verr, store.ErrClosed) || s.ctx.Err() != nil {
-				code = CodeShutdown
-			}
-			_ = c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-			if _, err := c.nc.Write(appendErrorFrame(nil, StatusKeyError, code, verr.Error())); err != nil {
-				return err
-			}
-			if code == CodeShutdown {
-				return verr
-			}
-			return nil
+			return s.keyError(c, verr)
 		case verr != nil:
 			return verr // a write failed: the connection is done
 		}

@@ -320,3 +320,32 @@ func TestEncoderBlocksVerify(t *testing.T) {
 		t.Fatalf("block sizes %d, %d", g.BlockBytes(), Llama3_8B().BlockBytes())
 	}
 }
+
+func TestJudgeDecodeAtEqualParallelism(t *testing.T) {
+	row := func(metric string, v float64, target string) Row {
+		r := newRow("p", metric, "GB/s")
+		r.KVCache, r.Target = v, target
+		return r
+	}
+	r := &runner{rep: &Report{Rows: []Row{
+		row("fetch", 3, ">= 2 GB/s"),
+		row("decode", 1.2, ""),                                // 1 core: shown, not judged
+		row("decode, all cores", 2.5, "never the bottleneck"), // below the fetch rate
+		row("decode", 1.6, ""),
+		row("decode, all cores", 3.1, "never the bottleneck"),
+	}}}
+	r.judge()
+	rows := r.rep.Rows
+	if rows[1].Met != nil || rows[3].Met != nil {
+		t.Fatalf("1-core decode rows were judged: %+v %+v", rows[1], rows[3])
+	}
+	if rows[2].Met == nil || *rows[2].Met {
+		t.Fatalf("all-cores decode at 2.5 GB/s against a 3 GB/s fetch: met %v", rows[2].Met)
+	}
+	if rows[4].Met == nil || !*rows[4].Met {
+		t.Fatalf("all-cores decode at 3.1 GB/s against a 3 GB/s fetch: met %v", rows[4].Met)
+	}
+	if !strings.Contains(rows[4].Target, "3.00 GB/s") || !strings.Contains(rows[4].Target, "all cores") {
+		t.Fatalf("target %q", rows[4].Target)
+	}
+}

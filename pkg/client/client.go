@@ -284,9 +284,14 @@ func (c *Client) readOwners(keys []prefix.Key) [][]string {
 	if !ok {
 		return c.owners(keys)
 	}
+	// One backing array for every key's owners (at most 2 per replica:
+	// ready ones, then the rest in rank order); a longer list than that
+	// just grows its own.
+	per := 2 * max(c.cfg.Replicas, 1)
+	buf := make([]string, len(keys)*per)
 	out := make([][]string, len(keys))
 	for i, k := range keys {
-		out[i] = rp.ReadOwners(k, nil)
+		out[i] = rp.ReadOwners(k, buf[i*per:i*per:(i+1)*per])
 	}
 	return out
 }
@@ -317,7 +322,7 @@ func (c *Client) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.
 	fanout(ctx, c, c.readOwners(keys), func() []int { return unresolved(present, firstErr) },
 		func(ctx context.Context, node string, idx []int, _ bool) (resp *kvcachev1.LookupResponse, err error) {
 			err = c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) (err error) {
-				resp, err = s.Lookup(ctx, &kvcachev1.LookupRequest{Namespace: ns[:], Keys: keyBytes(keys, idx), All: true})
+				resp, err = c.lookupNode(ctx, s, node, ns, keys, idx)
 				return err
 			})
 			return resp, err

@@ -12,6 +12,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -110,6 +111,7 @@ type dataNode struct {
 	asked    bool      // the address was asked once (later asks run in the background)
 	learning bool      // an ask is in flight
 	retryAt  time.Time // no ask before then
+	noLookup time.Time // the node refused FlagLookup: look up over gRPC until then
 	idle     []*dataplane.Conn
 	closed   bool
 }
@@ -304,4 +306,73 @@ func (c *Client) dataGet(ctx context.Context, dc *dataplane.Conn, ns prefix.Name
 			}
 		},
 	})
+}
+
+// lookupNode answers one Lookup call on one node (per-key presence of
+// keys[idx[j]]): over the node's data plane when it has one that knows
+// FlagLookup, else (or when the data plane fails) over gRPC, like
+// fetchNode. The data-plane answer is shaped as the gRPC one.
+func (c *Client) lookupNode(ctx context.Context, s kvcachev1.KVCacheClient, node string, ns prefix.Namespace, keys []prefix.Key, idx []int) (*kvcachev1.LookupResponse, error) {
+	dp := c.dataPlane()
+	if dp.off.Load() {
+		return c.lookupGRPC(ctx, s, ns, keys, idx)
+	}
+	n := dp.node(c, node)
+	if n == nil {
+		return c.lookupGRPC(ctx, s, ns, keys, idx)
+	}
+	addr := n.address(ctx, c, s, node)
+	if addr == "" || len(idx) > dataplane.MaxKeysLimit || !n.lookupOK() {
+		return c.lookupGRPC(ctx, s, ns, keys, idx)
+	}
+	dc, err := n.get(ctx, addr)
+	if err == nil {
+		var p []byte
+		if p, err = dc.Lookup(ctx, ns, keys, idx); err == nil {
+			noteProgress(ctx)
+			resp := &kvcachev1.LookupResponse{Present: make([]bool, len(p))}
+			run := true
+			for j, b := range p {
+				resp.Present[j] = b != 0
+				if run = run && b != 0; run {
+					resp.PrefixLen++
+				}
+			}
+			n.put(dc, addr) // p is dc's: done with it
+			return resp, nil
+		}
+		n.put(dc, addr)
+	}
+	var re *dataplane.RemoteError
+	if errors.As(err, &re) && re.Status == dataplane.StatusRequestError && re.Code == dataplane.CodeBadFlags {
+		// A node older than the lookup extension: its data plane still
+		// serves fetches; lookups go over gRPC for a while.
+		n.refuseLookup()
+		return c.lookupGRPC(ctx, s, ns, keys, idx)
+	}
+	if ctx.Err() != nil {
+		return nil, err
+	}
+	c.log.Debug("data-plane lookup failed, asking over gRPC", "node", node, "addr", addr, "err", err)
+	n.fail()
+	return c.lookupGRPC(ctx, s, ns, keys, idx)
+}
+
+func (c *Client) lookupGRPC(ctx context.Context, s kvcachev1.KVCacheClient, ns prefix.Namespace, keys []prefix.Key, idx []int) (*kvcachev1.LookupResponse, error) {
+	return s.Lookup(ctx, &kvcachev1.LookupRequest{Namespace: ns[:], Keys: keyBytes(keys, idx), All: true})
+}
+
+// lookupOK reports whether the node's data plane may be asked lookups.
+func (n *dataNode) lookupOK() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.noLookup.IsZero() || time.Now().After(n.noLookup)
+}
+
+// refuseLookup records that the node's data plane lacks FlagLookup; it is
+// asked again after dataRecheck, in case it was upgraded.
+func (n *dataNode) refuseLookup() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.noLookup = time.Now().Add(dataRecheck)
 }
