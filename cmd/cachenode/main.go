@@ -39,7 +39,12 @@ func run() error {
 	flag.StringVar(&cfg.NodeID, "node-id", "", "node name in stats and logs (default: host name)")
 	flag.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 0, "time in-flight calls get on SIGTERM (default 10s)")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	gcPercent := flag.Int("gc-percent", 400, "Go GC target percentage when GOGC is not set (Go's default is 100)")
 	flag.Parse()
+
+	if os.Getenv("GOGC") == "" {
+		cfg.GCPercent = *gcPercent
+	}
 
 	var err error
 	if cfg.Capacity, err = units.ParseBytes(capacity); err != nil {

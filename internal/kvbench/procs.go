@@ -117,7 +117,7 @@ func NodeMain(args []string) error {
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	n, err := cachenode.Start(ctx, cachenode.Config{
-		Listen: "127.0.0.1:0", DataListen: "127.0.0.1:0", Data: *data, NoSync: *noSync, NodeID: "kvbench",
+		Listen: "127.0.0.1:0", DataListen: "127.0.0.1:0", Data: *data, NoSync: *noSync, NodeID: "kvbench", GCPercent: nodeGCPercent(),
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
@@ -125,6 +125,15 @@ func NodeMain(args []string) error {
 	}
 	fmt.Println(n.Addr())
 	return n.Wait()
+}
+
+// nodeGCPercent is the child node's GC target: what cmd/cachenode uses,
+// unless GOGC says otherwise.
+func nodeGCPercent() int {
+	if os.Getenv("GOGC") != "" {
+		return 0
+	}
+	return 400
 }
 
 // redisServer is a redis-server kvbench started.
