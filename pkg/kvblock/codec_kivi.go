@@ -451,11 +451,42 @@ func minmaxKeys(s []float32) (int32, int32) {
 	return min(mn0, mn1, mn2, mn3), max(mx0, mx1, mx2, mx3)
 }
 
+// keyWide bounds KVHeads*HeadDim for which decodeKIVIKeys gathers the
+// channel parameters of all heads of a key group first and then decodes
+// each token's heads as one contiguous row (sequential writes instead of
+// one head at a time, KVHeads rows apart).
+const keyWide = 2048
+
 func decodeKIVIKeys(L *layout, params, codes []byte, y []float32) {
 	T, H, D := L.s.Tokens, L.s.KVHeads, L.s.HeadDim
 	bits := L.codec.kivi()
 	kg, RB := L.kg, L.rowBytes
 	G := ceilDiv(T, kg)
+	if W := H * D; W <= keyWide && RB*8 == D*bits && (bits == 4 && D%8 == 0 || bits == 2 && D%16 == 0) {
+		var sf, zf [keyWide]float32
+		var u [8]uint8
+		simd := useSIMD && D%16 == 0
+		for l := 0; l < L.s.Layers; l++ {
+			for g := 0; g < G; g++ {
+				t0 := g * kg
+				t1 := min(T, t0+kg)
+				p := params[(l*G+g)*W*4:][:W*4]
+				for d := 0; d < W; d++ {
+					sf[d] = f16Table[binary.LittleEndian.Uint16(p[4*d:])]
+					zf[d] = f16Table[binary.LittleEndian.Uint16(p[4*d+2:])]
+				}
+				if simd {
+					simdDequantKeys(y, codes, sf[:W], zf[:W], l*T+t0, 1, t1-t0, H*RB, bits)
+					continue
+				}
+				for t := t0; t < t1; t++ {
+					o := l*T + t
+					dequantChannels(y[o*W:][:W], codes[o*H*RB:][:H*RB], sf[:W], zf[:W], u[:], bits)
+				}
+			}
+		}
+		return
+	}
 	var sf, zf [MaxHeadDim]float32
 	var u [MaxHeadDim + 8]uint8
 	for l := 0; l < L.s.Layers; l++ {
@@ -548,6 +579,10 @@ func decodeKIVIValues(L *layout, params, codes []byte, y []float32) {
 	NG := ceilDiv(D, vg)
 	rows := L.s.Layers * T * H
 	fast := D%vg == 0 && (bits == 4 && vg%8 == 0 || bits == 2 && vg%16 == 0)
+	if fast && useSIMD && vg%16 == 0 {
+		simdDequantValues(y[:rows*D], params, codes, D, vg, RB, bits)
+		return
+	}
 	var u [MaxHeadDim + 8]uint8
 	var lut [16]float32
 	for r := 0; r < rows; r++ {
@@ -564,17 +599,20 @@ func decodeKIVIValues(L *layout, params, codes []byte, y []float32) {
 				seg := out[j*vg : (j+1)*vg]
 				if bits == 4 {
 					cs := cr[j*vg/2 : (j+1)*vg/2]
-					for i := 0; i+8 <= len(seg); i += 8 {
+					i := 0
+					for ; i+16 <= len(seg); i += 16 {
+						w := binary.LittleEndian.Uint64(cs[i/2:])
+						o := (*[16]float32)(seg[i:])
+						o[0], o[1], o[2], o[3] = lut[w&15], lut[w>>4&15], lut[w>>8&15], lut[w>>12&15]
+						o[4], o[5], o[6], o[7] = lut[w>>16&15], lut[w>>20&15], lut[w>>24&15], lut[w>>28&15]
+						o[8], o[9], o[10], o[11] = lut[w>>32&15], lut[w>>36&15], lut[w>>40&15], lut[w>>44&15]
+						o[12], o[13], o[14], o[15] = lut[w>>48&15], lut[w>>52&15], lut[w>>56&15], lut[w>>60]
+					}
+					if i < len(seg) {
 						w := binary.LittleEndian.Uint32(cs[i/2:])
-						o := seg[i : i+8 : i+8]
-						o[0] = lut[w&15]
-						o[1] = lut[w>>4&15]
-						o[2] = lut[w>>8&15]
-						o[3] = lut[w>>12&15]
-						o[4] = lut[w>>16&15]
-						o[5] = lut[w>>20&15]
-						o[6] = lut[w>>24&15]
-						o[7] = lut[w>>28]
+						o := (*[8]float32)(seg[i:])
+						o[0], o[1], o[2], o[3] = lut[w&15], lut[w>>4&15], lut[w>>8&15], lut[w>>12&15]
+						o[4], o[5], o[6], o[7] = lut[w>>16&15], lut[w>>20&15], lut[w>>24&15], lut[w>>28]
 					}
 				} else {
 					cs := cr[j*vg/4 : (j+1)*vg/4]

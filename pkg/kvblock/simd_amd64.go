@@ -215,3 +215,80 @@ func vzeroupper() {
 		archsimd.ClearAVXUpperBits()
 	}
 }
+
+// Decode side. code16 expands 16 packed codes (the low 64 bits of w for
+// int4, the low 32 for int2; element i in bits i*bits) to one float per
+// lane. cvt(c) == codeFloats[c], and each output below is that times the
+// scale, rounded, plus the zero, rounded: exactly the scalar computation.
+type codeExpander struct {
+	idx, sh, mask archsimd.Uint32x16
+	bits          int
+}
+
+func newCodeExpander(bits int) codeExpander {
+	var e codeExpander
+	e.bits = bits
+	var idx, sh [16]uint32
+	for i := range idx {
+		if bits == 4 {
+			idx[i], sh[i] = uint32(i/8), uint32(4*(i%8))
+		} else {
+			sh[i] = uint32(2 * i)
+		}
+	}
+	e.idx = archsimd.LoadUint32x16(&idx)
+	e.sh = archsimd.LoadUint32x16(&sh)
+	e.mask = archsimd.BroadcastUint32x16(uint32(1)<<bits - 1)
+	return e
+}
+
+func (e *codeExpander) codes16(cr []byte, j int) archsimd.Float32x16 {
+	var v archsimd.Uint32x16
+	if e.bits == 4 {
+		v = archsimd.BroadcastUint64x8(binary.LittleEndian.Uint64(cr[j/2:])).AsUint32x16().Permute(e.idx)
+	} else {
+		v = archsimd.BroadcastUint32x16(binary.LittleEndian.Uint32(cr[j/4:]))
+	}
+	return v.ShiftRight(e.sh).And(e.mask).AsInt32x16().ConvertToFloat32()
+}
+
+// simdDequantKeys decodes the n key rows o0, o0+stride, ... of y (rows of
+// len(sf) floats, a multiple of 16, rb code bytes each) with per-channel
+// scales sf and zeros zf.
+func simdDequantKeys(y []float32, codes []byte, sf, zf []float32, o0, stride, n, rb, bits int) {
+	e := newCodeExpander(bits)
+	D := len(sf)
+	zf = zf[:D]
+	for i := 0; i < n; i++ {
+		o := o0 + i*stride
+		out := y[o*D:][:D]
+		cr := codes[o*rb:][:D*bits/8]
+		for j := 0; j+16 <= D; j += 16 {
+			s := archsimd.LoadFloat32x16((*[16]float32)(sf[j:]))
+			z := archsimd.LoadFloat32x16((*[16]float32)(zf[j:]))
+			e.codes16(cr, j).Mul(s).Add(z).Store((*[16]float32)(out[j:]))
+		}
+	}
+	archsimd.ClearAVXUpperBits()
+}
+
+// simdDequantValues decodes all value rows of y (rows of D floats, groups
+// of vg channels, vg a multiple of 16 dividing D, rb code bytes per row).
+func simdDequantValues(y []float32, params, codes []byte, D, vg, rb, bits int) {
+	e := newCodeExpander(bits)
+	NG := D / vg
+	rows := len(y) / D
+	for r := 0; r < rows; r++ {
+		p := params[r*NG*4:][:NG*4]
+		out := y[r*D:][:D]
+		cr := codes[r*rb:][:D*bits/8]
+		for g := 0; g < NG; g++ {
+			s := archsimd.BroadcastFloat32x16(f16Table[binary.LittleEndian.Uint16(p[4*g:])])
+			z := archsimd.BroadcastFloat32x16(f16Table[binary.LittleEndian.Uint16(p[4*g+2:])])
+			for j := g * vg; j < (g+1)*vg; j += 16 {
+				e.codes16(cr, j).Mul(s).Add(z).Store((*[16]float32)(out[j:]))
+			}
+		}
+	}
+	archsimd.ClearAVXUpperBits()
+}

@@ -16,3 +16,8 @@ func simdAbsmaxBits(s []float32) uint32                                   { pani
 func simdQuantInt8(dst []byte, src []float32, inv float32)                { panic("unreachable") }
 
 func vzeroupper() {}
+
+func simdDequantKeys(y []float32, codes []byte, sf, zf []float32, o0, stride, n, rb, bits int) {
+	panic("unreachable")
+}
+func simdDequantValues(y []float32, params, codes []byte, D, vg, rb, bits int) { panic("unreachable") }
