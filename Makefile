@@ -49,8 +49,13 @@ bench:
 	$(BIN)/kvbench -redis-server "$$(command -v redis-server)" $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench 'Encode/(int8|int4)$$|Decode/(int8|int4)$$' -benchtime 5x ./pkg/kvblock/
 
+# Every decoder of untrusted bytes, FUZZTIME each.
+FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 60s ./pkg/kvblock/
+	$(GO) test -run XXX -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./pkg/kvblock/
+	$(GO) test -run XXX -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./pkg/gguf/
+	$(GO) test -run XXX -fuzz '^FuzzReadRequest$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
+	$(GO) test -run XXX -fuzz '^FuzzResponseReader$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 
 # Three cache nodes and two workers on loopback, a shared-prefix workload,
 # a table of hits and TTFTs; stops everything it started.
