@@ -33,33 +33,16 @@ func ctxT(t *testing.T) context.Context {
 func chain(t *testing.T, ns prefix.Namespace, n int, salt uint32) ([]client.Block, []*kvblock.KV) {
 	t.Helper()
 	elems := shape.Tokens * shape.Layers * shape.KVHeads * shape.HeadDim
-	var blocks []client.Block
-	var kvs []*kvblock.KV
-	parent := ns.Root()
-	for i := range n {
-		toks := make([]uint32, shape.Tokens)
-		for j := range toks {
-			toks[j] = salt*1000 + uint32(i*shape.Tokens+j)
-		}
-		key := prefix.Next(parent, toks)
+	kvs := make([]*kvblock.KV, n)
+	for i := range kvs {
 		kv := &kvblock.KV{Shape: shape, K: make([]float32, elems), V: make([]float32, elems)}
 		for j := range kv.K {
 			kv.K[j] = kvblock.RoundF16(float32(int(salt)+i*7+j%13) / 8)
 			kv.V[j] = kvblock.RoundF16(-float32(int(salt)+i*5+j%11) / 8)
 		}
-		m := kvblock.Meta{Codec: kvblock.F16, StartPos: uint32(i * shape.Tokens), RoPE: true, Sinks: -1}
-		if i > 0 {
-			m.Parent, m.HasParent = parent, true
-		}
-		data, err := kvblock.Encode(nil, kv, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blocks = append(blocks, client.Block{Key: key, Data: data})
-		kvs = append(kvs, kv)
-		parent = key
+		kvs[i] = kv
 	}
-	return blocks, kvs
+	return encodeChain(t, ns, salt, kvs), kvs
 }
 
 func keysOf(bs []client.Block) []prefix.Key {

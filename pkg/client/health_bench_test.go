@@ -19,30 +19,15 @@ func bigChain(b *testing.B, ns prefix.Namespace, n int) []client.Block {
 	b.Helper()
 	s := kvblock.Shape{Tokens: 16, Layers: 8, KVHeads: 8, HeadDim: 128}
 	elems := s.Tokens * s.Layers * s.KVHeads * s.HeadDim
-	parent := ns.Root()
-	var out []client.Block
-	for i := range n {
-		toks := make([]uint32, s.Tokens)
-		for j := range toks {
-			toks[j] = uint32(i*s.Tokens + j)
-		}
-		key := prefix.Next(parent, toks)
+	kvs := make([]*kvblock.KV, n)
+	for i := range kvs {
 		kv := &kvblock.KV{Shape: s, K: make([]float32, elems), V: make([]float32, elems)}
 		for j := range kv.K {
 			kv.K[j], kv.V[j] = float32(j%17)/8, -float32(j%13)/8
 		}
-		m := kvblock.Meta{Codec: kvblock.F16, StartPos: uint32(i * s.Tokens), RoPE: true, Sinks: -1}
-		if i > 0 {
-			m.Parent, m.HasParent = parent, true
-		}
-		data, err := kvblock.Encode(nil, kv, m)
-		if err != nil {
-			b.Fatal(err)
-		}
-		out = append(out, client.Block{Key: key, Data: data})
-		parent = key
+		kvs[i] = kv
 	}
-	return out
+	return encodeChain(b, ns, 0, kvs)
 }
 
 // BenchmarkFetchThroughput fetches a 64-block prefix (R=1, so each node

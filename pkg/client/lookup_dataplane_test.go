@@ -201,24 +201,9 @@ func smallChain(b *testing.B, ns prefix.Namespace, n int) []client.Block {
 	s := kvblock.Shape{Tokens: 16, Layers: 1, KVHeads: 1, HeadDim: 8}
 	elems := s.Tokens * s.Layers * s.KVHeads * s.HeadDim
 	kv := &kvblock.KV{Shape: s, K: make([]float32, elems), V: make([]float32, elems)}
-	parent := ns.Root()
-	out := make([]client.Block, 0, n)
-	toks := make([]uint32, s.Tokens)
-	for i := range n {
-		for j := range toks {
-			toks[j] = uint32(i*s.Tokens + j)
-		}
-		key := prefix.Next(parent, toks)
-		m := kvblock.Meta{Codec: kvblock.F16, StartPos: uint32(i * s.Tokens), RoPE: true, Sinks: -1}
-		if i > 0 {
-			m.Parent, m.HasParent = parent, true
-		}
-		data, err := kvblock.Encode(nil, kv, m)
-		if err != nil {
-			b.Fatal(err)
-		}
-		out = append(out, client.Block{Key: key, Data: data})
-		parent = key
+	kvs := make([]*kvblock.KV, n)
+	for i := range kvs {
+		kvs[i] = kv
 	}
-	return out
+	return encodeChain(b, ns, 0, kvs)
 }
