@@ -8,7 +8,7 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build test test-short generate bench demo images clean vet fuzz
+.PHONY: all build test test-short generate tools lint-proto bench demo images clean vet fuzz
 
 all: build
 
@@ -26,12 +26,29 @@ test: vet
 test-short:
 	$(GO) test -short -count=1 ./...
 
-generate:
+tools:
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+generate: tools
 	PATH=$(TOOLS):$$PATH $(TOOLS)/buf generate
+
+# The v1 contract: buf's STANDARD lint rules, canonical formatting, and no
+# breaking change against the commit that froze the v1 names (PROTO_BASELINE).
+# A shallow clone without that commit compares against HEAD instead.
+PROTO_BASELINE ?= $(shell cat proto/BASELINE 2>/dev/null)
+lint-proto: tools
+	$(TOOLS)/buf lint
+	$(TOOLS)/buf format --diff --exit-code
+	@if git cat-file -e "$(PROTO_BASELINE)^{commit}" 2>/dev/null; then \
+		echo "buf breaking --against .git#ref=$(PROTO_BASELINE)"; \
+		$(TOOLS)/buf breaking --against ".git#ref=$(PROTO_BASELINE)"; \
+	else \
+		echo "lint-proto: baseline $(PROTO_BASELINE) not in this clone; checking against HEAD"; \
+		$(TOOLS)/buf breaking --against ".git#ref=HEAD"; \
+	fi
 
 # The data-path benchmark (cmd/kvbench) against one local node, side by side
 # with Redis on loopback (Debian's redis-server, installed if missing; kvbench

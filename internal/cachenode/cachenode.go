@@ -161,7 +161,7 @@ func (n *Node) listen() error {
 		dataAddr = ":" + port // host-relative: the node may not know its external address
 		n.data = dataplane.NewServer(n.st, &dataplane.ServerOptions{Logger: n.log, OnRequest: m.dataRequest})
 	}
-	kvcachev1.RegisterKVCacheServer(n.grpc, server.New(n.st, &server.Options{
+	kvcachev1.RegisterKVCacheServiceServer(n.grpc, server.New(n.st, &server.Options{
 		MaxBlockBytes: n.cfg.MaxBlockBytes, NodeID: n.cfg.NodeID, DataAddr: dataAddr, Logger: n.log,
 	}))
 	n.health = health.NewServer()
@@ -215,7 +215,7 @@ func (n *Node) serve(ctx context.Context) {
 		}()
 	}
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	n.health.SetServingStatus(kvcachev1.KVCache_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	n.health.SetServingStatus(kvcachev1.KVCacheService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	n.log.Info("cache node serving", "grpc", n.lis.Addr().String(), "data", n.DataAddr(), "metrics", n.MetricsAddr(), "capacity", n.cfg.Capacity)
 
 	var serveErr error

@@ -58,7 +58,7 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func putOne(ctx context.Context, c kvcachev1.KVCacheClient, ns, key, data []byte, chunk int) (*kvcachev1.PutResult, error) {
+func putOne(ctx context.Context, c kvcachev1.KVCacheServiceClient, ns, key, data []byte, chunk int) (*kvcachev1.PutResult, error) {
 	st, err := c.Put(ctx)
 	if err != nil {
 		return nil, err
@@ -88,19 +88,19 @@ func putOne(ctx context.Context, c kvcachev1.KVCacheClient, ns, key, data []byte
 
 func TestPutGetLookupOverRealSockets(t *testing.T) {
 	n := testnode.Start(t, cachenode.Config{MetricsListen: "127.0.0.1:0"})
-	c := kvcachev1.NewKVCacheClient(dial(t, n.Addr()))
+	c := kvcachev1.NewKVCacheServiceClient(dial(t, n.Addr()))
 	ctx := ctxT(t)
 	ns := prefix.Namespace{1}
 	keys := []prefix.Key{{1}, {2}, {3}}
 	blocks := [][]byte{block(t, kvblock.Int8, 1), block(t, kvblock.F16, 2), block(t, kvblock.Int4, 3)}
 	for i := range 2 { // only the first two: the third stays missing
 		r, err := putOne(ctx, c, ns[:], keys[i][:], blocks[i], 1000) // several chunks per block
-		if err != nil || r.GetOutcome() != kvcachev1.PutResult_STORED {
+		if err != nil || r.GetOutcome() != kvcachev1.PutResult_OUTCOME_STORED {
 			t.Fatalf("put %d: %v %v", i, r, err)
 		}
 	}
 	r, err := putOne(ctx, c, ns[:], keys[0][:], blocks[0], 1<<20)
-	if err != nil || r.GetOutcome() != kvcachev1.PutResult_ALREADY_PRESENT {
+	if err != nil || r.GetOutcome() != kvcachev1.PutResult_OUTCOME_ALREADY_PRESENT {
 		t.Fatalf("second put of a present key: %v %v", r, err)
 	}
 	kb := [][]byte{keys[0][:], keys[1][:], keys[2][:]}
@@ -165,7 +165,7 @@ func TestPutGetLookupOverRealSockets(t *testing.T) {
 
 func TestBadInputGetsItsCodeAndStoresNothing(t *testing.T) {
 	n := testnode.Start(t, cachenode.Config{MaxBlockBytes: 64 << 10, Capacity: 1 << 20})
-	c := kvcachev1.NewKVCacheClient(dial(t, n.Addr()))
+	c := kvcachev1.NewKVCacheServiceClient(dial(t, n.Addr()))
 	ctx := ctxT(t)
 	ns := prefix.Namespace{7}
 	good := block(t, kvblock.Int8, 1)
@@ -233,7 +233,7 @@ func TestBadInputGetsItsCodeAndStoresNothing(t *testing.T) {
 			t.Errorf("%s: stream failed: %v", tc.name, err)
 			continue
 		}
-		if r.GetOutcome() != kvcachev1.PutResult_REJECTED || codes.Code(r.GetCode()) != tc.want {
+		if r.GetOutcome() != kvcachev1.PutResult_OUTCOME_REJECTED || codes.Code(r.GetCode()) != tc.want {
 			t.Errorf("%s: %v code %v (%s), want REJECTED %v", tc.name, r.GetOutcome(), codes.Code(r.GetCode()), r.GetReason(), tc.want)
 		}
 	}
@@ -267,16 +267,16 @@ func TestFullStoreIsResourceExhausted(t *testing.T) {
 	// A valid block larger than the whole budget can never fit, however
 	// much is evicted.
 	n := testnode.Start(t, cachenode.Config{Capacity: int64(len(small)) + 10})
-	c := kvcachev1.NewKVCacheClient(dial(t, n.Addr()))
+	c := kvcachev1.NewKVCacheServiceClient(dial(t, n.Addr()))
 	ctx := ctxT(t)
 	r, err := putOne(ctx, c, bytes.Repeat([]byte{9}, 32), bytes.Repeat([]byte{1}, 32), large, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.GetOutcome() != kvcachev1.PutResult_REJECTED || codes.Code(r.GetCode()) != codes.ResourceExhausted {
+	if r.GetOutcome() != kvcachev1.PutResult_OUTCOME_REJECTED || codes.Code(r.GetCode()) != codes.ResourceExhausted {
 		t.Fatalf("over-capacity block: %v", r)
 	}
-	if r, err := putOne(ctx, c, bytes.Repeat([]byte{9}, 32), bytes.Repeat([]byte{2}, 32), small, 1<<20); err != nil || r.GetOutcome() != kvcachev1.PutResult_STORED {
+	if r, err := putOne(ctx, c, bytes.Repeat([]byte{9}, 32), bytes.Repeat([]byte{2}, 32), small, 1<<20); err != nil || r.GetOutcome() != kvcachev1.PutResult_OUTCOME_STORED {
 		t.Fatalf("a block that fits: %v %v", r, err)
 	}
 }
@@ -285,7 +285,7 @@ func TestHealthReflectionAndRestart(t *testing.T) {
 	n := testnode.Start(t, cachenode.Config{})
 	cc := dial(t, n.Addr())
 	ctx := ctxT(t)
-	hr, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "kvcache.v1.KVCache"})
+	hr, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "kvcache.v1.KVCacheService"})
 	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health = %v, %v", hr, err)
 	}
@@ -306,21 +306,21 @@ func TestHealthReflectionAndRestart(t *testing.T) {
 	for _, s := range resp.GetListServicesResponse().GetService() {
 		names = append(names, s.GetName())
 	}
-	if !strings.Contains(strings.Join(names, ","), "kvcache.v1.KVCache") {
+	if !strings.Contains(strings.Join(names, ","), "kvcache.v1.KVCacheService") {
 		t.Fatalf("reflection lists %v", names)
 	}
 	rcancel() // an open stream would hold graceful shutdown for its whole grace period
 
 	// Put, stop gracefully, restart on the same file: the block is served.
-	c := kvcachev1.NewKVCacheClient(cc)
+	c := kvcachev1.NewKVCacheServiceClient(cc)
 	data := block(t, kvblock.Int8, 4)
 	ns, key := prefix.Namespace{3}, prefix.Key{3}
-	if r, err := putOne(ctx, c, ns[:], key[:], data, 1<<20); err != nil || r.GetOutcome() != kvcachev1.PutResult_STORED {
+	if r, err := putOne(ctx, c, ns[:], key[:], data, 1<<20); err != nil || r.GetOutcome() != kvcachev1.PutResult_OUTCOME_STORED {
 		t.Fatalf("put: %v %v", r, err)
 	}
 	n.Stop(t)
 	n2 := testnode.Start(t, cachenode.Config{Data: n.Dir})
-	c2 := kvcachev1.NewKVCacheClient(dial(t, n2.Addr()))
+	c2 := kvcachev1.NewKVCacheServiceClient(dial(t, n2.Addr()))
 	gs, err := c2.Get(ctx, &kvcachev1.GetRequest{Namespace: ns[:], Keys: [][]byte{key[:]}})
 	if err != nil {
 		t.Fatal(err)

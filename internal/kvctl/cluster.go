@@ -130,7 +130,7 @@ func oneLine(s string) string {
 func runProbe(ctx context.Context, e *Env, args []string) error {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	grpcAddr := fs.String("grpc", "", "check the gRPC health service at this address")
-	service := fs.String("service", "kvcache.v1.KVCache", "gRPC health service name")
+	service := fs.String("service", "kvcache.v1.KVCacheService", "gRPC health service name")
 	httpURL := fs.String("http", "", "check that GET of this URL answers 2xx")
 	timeout := fs.Duration("timeout", 2*time.Second, "deadline of the check")
 	if err := parse(fs, e, args); err != nil {

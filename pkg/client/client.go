@@ -172,12 +172,12 @@ func (c *Client) Close() error {
 	return errors.Join(errs...)
 }
 
-func (c *Client) stub(node string) (kvcachev1.KVCacheClient, error) {
+func (c *Client) stub(node string) (kvcachev1.KVCacheServiceClient, error) {
 	cc, err := c.conn(node)
 	if err != nil {
 		return nil, err
 	}
-	return kvcachev1.NewKVCacheClient(c.connSet(node, cc)), nil
+	return kvcachev1.NewKVCacheServiceClient(c.connSet(node, cc)), nil
 }
 
 // conn returns the node's connection, dialling it lazily.
@@ -231,7 +231,7 @@ func (c *Client) dropConn(node string) {
 
 // attempt runs an idempotent call against one node with a per-attempt
 // deadline, retrying transient failures with a short backoff.
-func (c *Client) attempt(ctx context.Context, node string, call func(context.Context, kvcachev1.KVCacheClient) error) error {
+func (c *Client) attempt(ctx context.Context, node string, call func(context.Context, kvcachev1.KVCacheServiceClient) error) error {
 	stub, err := c.stub(node)
 	if err != nil {
 		return err
@@ -321,7 +321,7 @@ func (c *Client) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.
 	)
 	fanout(ctx, c, c.readOwners(keys), func() []int { return unresolved(present, firstErr) },
 		func(ctx context.Context, node string, idx []int, _ bool) (resp *kvcachev1.LookupResponse, err error) {
-			err = c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) (err error) {
+			err = c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) (err error) {
 				resp, err = c.lookupNode(ctx, s, node, ns, keys, idx)
 				return err
 			})
@@ -382,7 +382,7 @@ func prefixLen(present []bool) int {
 // NodeStats returns one node's counters.
 func (c *Client) NodeStats(ctx context.Context, node string) (*kvcachev1.StatsResponse, error) {
 	var resp *kvcachev1.StatsResponse
-	err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) (err error) {
+	err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) (err error) {
 		resp, err = s.Stats(ctx, &kvcachev1.StatsRequest{})
 		return err
 	})
@@ -413,7 +413,7 @@ func (c *Client) Delete(ctx context.Context, ns prefix.Namespace, keys []prefix.
 		go func() {
 			defer wg.Done()
 			var resp *kvcachev1.DeleteResponse
-			err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) (err error) {
+			err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) (err error) {
 				resp, err = s.Delete(ctx, &kvcachev1.DeleteRequest{Namespace: ns[:], Keys: keyBytes(keys, idx)})
 				return err
 			})

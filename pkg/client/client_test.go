@@ -135,11 +135,11 @@ func TestClusterSurvivesALostNode(t *testing.T) {
 
 // corruptServer serves whatever block it is given for every key.
 type corruptServer struct {
-	kvcachev1.UnimplementedKVCacheServer
+	kvcachev1.UnimplementedKVCacheServiceServer
 	block []byte
 }
 
-func (s *corruptServer) Get(req *kvcachev1.GetRequest, st kvcachev1.KVCache_GetServer) error {
+func (s *corruptServer) Get(req *kvcachev1.GetRequest, st kvcachev1.KVCacheService_GetServer) error {
 	for i := range req.GetKeys() {
 		if err := st.Send(&kvcachev1.GetResponse{Index: uint32(i), BlockSize: uint32(len(s.block)), Data: s.block}); err != nil {
 			return err
@@ -148,13 +148,13 @@ func (s *corruptServer) Get(req *kvcachev1.GetRequest, st kvcachev1.KVCache_GetS
 	return nil
 }
 
-func serveFake(t *testing.T, srv kvcachev1.KVCacheServer) string {
+func serveFake(t *testing.T, srv kvcachev1.KVCacheServiceServer) string {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer()
-	kvcachev1.RegisterKVCacheServer(g, srv)
+	kvcachev1.RegisterKVCacheServiceServer(g, srv)
 	go g.Serve(lis)
 	t.Cleanup(g.Stop)
 	return lis.Addr().String()

@@ -118,7 +118,7 @@ type dataNode struct {
 
 // address returns the data address to use, or "" for gRPC. Only the very
 // first call for a node waits for the answer.
-func (n *dataNode) address(ctx context.Context, c *Client, s kvcachev1.KVCacheClient, node string) string {
+func (n *dataNode) address(ctx context.Context, c *Client, s kvcachev1.KVCacheServiceClient, node string) string {
 	n.mu.Lock()
 	if n.known {
 		a := n.addr
@@ -144,7 +144,7 @@ func (n *dataNode) address(ctx context.Context, c *Client, s kvcachev1.KVCacheCl
 	return n.learn(ctx, s, node)
 }
 
-func (n *dataNode) learn(ctx context.Context, s kvcachev1.KVCacheClient, node string) string {
+func (n *dataNode) learn(ctx context.Context, s kvcachev1.KVCacheServiceClient, node string) string {
 	resp, err := s.Stats(ctx, &kvcachev1.StatsRequest{})
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -238,7 +238,7 @@ func (n *dataNode) put(dc *dataplane.Conn, addr string) {
 // fetchNode reads the blocks idx of keys from one node into got, marking
 // ok as getStream does: over the node's data plane when it has one, else
 // (or when the data plane fails) over a gRPC Get stream.
-func (c *Client) fetchNode(ctx context.Context, s kvcachev1.KVCacheClient, node string, ns prefix.Namespace, keys []prefix.Key, idx []int, got [][]byte, ok []bool) error {
+func (c *Client) fetchNode(ctx context.Context, s kvcachev1.KVCacheServiceClient, node string, ns prefix.Namespace, keys []prefix.Key, idx []int, got [][]byte, ok []bool) error {
 	dp := c.dataPlane()
 	if dp.off.Load() {
 		return c.getStream(ctx, s, ns, keys, idx, got, ok)
@@ -312,7 +312,7 @@ func (c *Client) dataGet(ctx context.Context, dc *dataplane.Conn, ns prefix.Name
 // keys[idx[j]]): over the node's data plane when it has one that knows
 // FlagLookup, else (or when the data plane fails) over gRPC, like
 // fetchNode. The data-plane answer is shaped as the gRPC one.
-func (c *Client) lookupNode(ctx context.Context, s kvcachev1.KVCacheClient, node string, ns prefix.Namespace, keys []prefix.Key, idx []int) (*kvcachev1.LookupResponse, error) {
+func (c *Client) lookupNode(ctx context.Context, s kvcachev1.KVCacheServiceClient, node string, ns prefix.Namespace, keys []prefix.Key, idx []int) (*kvcachev1.LookupResponse, error) {
 	dp := c.dataPlane()
 	if dp.off.Load() {
 		return c.lookupGRPC(ctx, s, ns, keys, idx)
@@ -358,7 +358,7 @@ func (c *Client) lookupNode(ctx context.Context, s kvcachev1.KVCacheClient, node
 	return c.lookupGRPC(ctx, s, ns, keys, idx)
 }
 
-func (c *Client) lookupGRPC(ctx context.Context, s kvcachev1.KVCacheClient, ns prefix.Namespace, keys []prefix.Key, idx []int) (*kvcachev1.LookupResponse, error) {
+func (c *Client) lookupGRPC(ctx context.Context, s kvcachev1.KVCacheServiceClient, ns prefix.Namespace, keys []prefix.Key, idx []int) (*kvcachev1.LookupResponse, error) {
 	return s.Lookup(ctx, &kvcachev1.LookupRequest{Namespace: ns[:], Keys: keyBytes(keys, idx), All: true})
 }
 

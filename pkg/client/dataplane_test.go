@@ -117,7 +117,7 @@ func TestNodeWithoutDataPlaneServesOverGRPC(t *testing.T) {
 // dataFake is a gRPC node that advertises dataAddr and serves Get from
 // blocks (or stalls in Get when stall is set).
 type dataFake struct {
-	kvcachev1.UnimplementedKVCacheServer
+	kvcachev1.UnimplementedKVCacheServiceServer
 	dataAddr string
 	blocks   map[prefix.Key][]byte
 	stall    bool
@@ -127,7 +127,7 @@ func (f *dataFake) Stats(context.Context, *kvcachev1.StatsRequest) (*kvcachev1.S
 	return &kvcachev1.StatsResponse{DataAddr: f.dataAddr}, nil
 }
 
-func (f *dataFake) Get(req *kvcachev1.GetRequest, st kvcachev1.KVCache_GetServer) error {
+func (f *dataFake) Get(req *kvcachev1.GetRequest, st kvcachev1.KVCacheService_GetServer) error {
 	if f.stall {
 		<-st.Context().Done()
 		return st.Context().Err()

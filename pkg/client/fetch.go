@@ -50,7 +50,7 @@ func (c *Client) FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefi
 					}
 				}
 			}
-			err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) error {
+			err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) error {
 				return c.fetchNode(ctx, s, node, ns, keys, idx, r.got, r.ok)
 			})
 			return r, err
@@ -116,7 +116,7 @@ func (c *Client) verify(block []byte, keys []prefix.Key, i int) bool {
 // transport's buffers into got (getCodec), reusing got's capacity, and the
 // checksum is computed piece by piece as it is copied, while the bytes are
 // still in cache (a second pass over a block costs a fifth of a fetch).
-func (c *Client) getStream(ctx context.Context, s kvcachev1.KVCacheClient, ns prefix.Namespace, keys []prefix.Key, idx []int, got [][]byte, ok []bool) error {
+func (c *Client) getStream(ctx context.Context, s kvcachev1.KVCacheServiceClient, ns prefix.Namespace, keys []prefix.Key, idx []int, got [][]byte, ok []bool) error {
 	// Not stop-at-miss: a node asked first for a key it does not own (its
 	// owner was suspect) must still answer for the keys after it that it
 	// does own, or those would be written off as asked.

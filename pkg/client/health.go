@@ -35,7 +35,7 @@ type HealthConfig struct {
 	// to 1 over it [15s]. Negative disables slow start.
 	WarmUp time.Duration
 	// Service is the gRPC health service name checked
-	// ["kvcache.v1.KVCache"]. A node without the health service
+	// ["kvcache.v1.KVCacheService"]. A node without the health service
 	// (Unimplemented) counts as healthy when it answers.
 	Service string
 }
@@ -60,7 +60,7 @@ func (h *HealthConfig) defaults() {
 		h.WarmUp = 15 * time.Second
 	}
 	if h.Service == "" {
-		h.Service = kvcachev1.KVCache_ServiceDesc.ServiceName
+		h.Service = kvcachev1.KVCacheService_ServiceDesc.ServiceName
 	}
 }
 

@@ -54,7 +54,7 @@ func (c *Client) Put(ctx context.Context, ns prefix.Namespace, blocks []Block) e
 		go func() {
 			defer wg.Done()
 			var results []*kvcachev1.PutResult
-			err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheClient) (err error) {
+			err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) (err error) {
 				results, err = c.putStream(ctx, s, ns, blocks, idx)
 				return err
 			})
@@ -66,7 +66,7 @@ func (c *Client) Put(ctx context.Context, ns prefix.Namespace, blocks []Block) e
 					blockErr[i] = cmpErr(blockErr[i], err)
 				case j >= len(results):
 					blockErr[i] = cmpErr(blockErr[i], fmt.Errorf("node %s: %w: %d results for %d blocks", node, ErrUnavailable, len(results), len(idx)))
-				case results[j].GetOutcome() == kvcachev1.PutResult_REJECTED:
+				case results[j].GetOutcome() == kvcachev1.PutResult_OUTCOME_REJECTED:
 					blockErr[i] = cmpErr(blockErr[i], &RejectedError{Node: node, Code: codes.Code(results[j].GetCode()), Reason: results[j].GetReason()})
 				default:
 					stored[i].Store(true)
@@ -85,7 +85,7 @@ func (c *Client) Put(ctx context.Context, ns prefix.Namespace, blocks []Block) e
 }
 
 // putStream sends blocks[idx] over one Put stream, chunked.
-func (c *Client) putStream(ctx context.Context, s kvcachev1.KVCacheClient, ns prefix.Namespace, blocks []Block, idx []int) ([]*kvcachev1.PutResult, error) {
+func (c *Client) putStream(ctx context.Context, s kvcachev1.KVCacheServiceClient, ns prefix.Namespace, blocks []Block, idx []int) ([]*kvcachev1.PutResult, error) {
 	stream, err := s.Put(ctx)
 	if err != nil {
 		return nil, err

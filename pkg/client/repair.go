@@ -111,7 +111,7 @@ func (c *Client) repairOne(ctx context.Context, j repairJob) error {
 	keys := []prefix.Key{j.key}
 	got := make([][]byte, 1)
 	ok := make([]bool, 1)
-	err := c.attempt(ctx, j.src, func(ctx context.Context, s kvcachev1.KVCacheClient) error {
+	err := c.attempt(ctx, j.src, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) error {
 		return c.getStream(ctx, s, j.ns, keys, []int{0}, got, ok)
 	})
 	if err != nil {
@@ -125,14 +125,14 @@ func (c *Client) repairOne(ctx context.Context, j repairJob) error {
 	}
 	blocks := []Block{{Key: j.key, Data: got[0]}}
 	var results []*kvcachev1.PutResult
-	err = c.attempt(ctx, j.dst, func(ctx context.Context, s kvcachev1.KVCacheClient) (err error) {
+	err = c.attempt(ctx, j.dst, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) (err error) {
 		results, err = c.putStream(ctx, s, j.ns, blocks, []int{0})
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("write to %s: %w", j.dst, err)
 	}
-	if len(results) != 1 || results[0].GetOutcome() == kvcachev1.PutResult_REJECTED {
+	if len(results) != 1 || results[0].GetOutcome() == kvcachev1.PutResult_OUTCOME_REJECTED {
 		return fmt.Errorf("write to %s: %w: rejected", j.dst, ErrUnavailable)
 	}
 	return nil

@@ -55,9 +55,9 @@ const (
 	defaultPutParallel   = 8
 )
 
-// Server implements kvcachev1.KVCacheServer over a store.
+// Server implements kvcachev1.KVCacheServiceServer over a store.
 type Server struct {
-	kvcachev1.UnimplementedKVCacheServer
+	kvcachev1.UnimplementedKVCacheServiceServer
 	st   store.Store
 	opts Options
 	log  *slog.Logger
@@ -115,7 +115,7 @@ func (s *Server) parseKeys(nsb []byte, kb [][]byte) (prefix.Namespace, []prefix.
 	return ns, keys, nil
 }
 
-// Lookup implements kvcachev1.KVCacheServer.
+// Lookup implements kvcachev1.KVCacheServiceServer.
 func (s *Server) Lookup(ctx context.Context, req *kvcachev1.LookupRequest) (*kvcachev1.LookupResponse, error) {
 	ns, keys, err := s.parseKeys(req.GetNamespace(), req.GetKeys())
 	if err != nil {
@@ -139,7 +139,7 @@ func (s *Server) Lookup(ctx context.Context, req *kvcachev1.LookupRequest) (*kvc
 	return &kvcachev1.LookupResponse{PrefixLen: uint32(n), Present: present}, nil
 }
 
-// Get implements kvcachev1.KVCacheServer.
+// Get implements kvcachev1.KVCacheServiceServer.
 //
 // Blocks are sent straight out of bbolt's memory map: with Codec installed
 // (GRPCOptions) a message references the mapped bytes and the transport
@@ -150,7 +150,7 @@ func (s *Server) Lookup(ctx context.Context, req *kvcachev1.LookupRequest) (*kvc
 // never pins a transaction (and the pages it sees) for long. Without Codec,
 // Send copies each message before returning and the same code is merely
 // conservative.
-func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCache_GetServer) error {
+func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCacheService_GetServer) error {
 	ns, keys, err := s.parseKeys(req.GetNamespace(), req.GetKeys())
 	if err != nil {
 		return toStatus(err)
@@ -229,7 +229,7 @@ const getWindowBytes = 64 << 20
 // stop_at_miss).
 var errWindow = errors.New("server: end of read window")
 
-// Delete implements kvcachev1.KVCacheServer.
+// Delete implements kvcachev1.KVCacheServiceServer.
 func (s *Server) Delete(ctx context.Context, req *kvcachev1.DeleteRequest) (*kvcachev1.DeleteResponse, error) {
 	ns, keys, err := s.parseKeys(req.GetNamespace(), req.GetKeys())
 	if err != nil {
@@ -242,7 +242,7 @@ func (s *Server) Delete(ctx context.Context, req *kvcachev1.DeleteRequest) (*kvc
 	return &kvcachev1.DeleteResponse{Deleted: uint32(n)}, nil
 }
 
-// Stats implements kvcachev1.KVCacheServer.
+// Stats implements kvcachev1.KVCacheServiceServer.
 func (s *Server) Stats(context.Context, *kvcachev1.StatsRequest) (*kvcachev1.StatsResponse, error) {
 	st := s.st.Stats()
 	return &kvcachev1.StatsResponse{
@@ -253,12 +253,12 @@ func (s *Server) Stats(context.Context, *kvcachev1.StatsRequest) (*kvcachev1.Sta
 	}, nil
 }
 
-// Put implements kvcachev1.KVCacheServer. Blocks are assembled from their
+// Put implements kvcachev1.KVCacheServiceServer. Blocks are assembled from their
 // chunks and handed to the store as soon as each is whole, several at a time,
 // so they share group commits. A block is stored whole or not at all: a
 // stream that breaks mid-block drops that block, and the results of blocks
 // already whole are not reported because the stream has failed.
-func (s *Server) Put(stream kvcachev1.KVCache_PutServer) error {
+func (s *Server) Put(stream kvcachev1.KVCacheService_PutServer) error {
 	ctx := stream.Context()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.opts.PutParallel)
@@ -273,7 +273,7 @@ func (s *Server) Put(stream kvcachev1.KVCache_PutServer) error {
 	reject := func(key []byte, err error) {
 		mu.Lock()
 		// req's buffers are reused by the next message: copy the key.
-		results = append(results, &kvcachev1.PutResult{Key: bytes.Clone(key), Outcome: kvcachev1.PutResult_REJECTED, Code: int32(codeOf(err)), Reason: err.Error()})
+		results = append(results, &kvcachev1.PutResult{Key: bytes.Clone(key), Outcome: kvcachev1.PutResult_OUTCOME_REJECTED, Code: int32(codeOf(err)), Reason: err.Error()})
 		mu.Unlock()
 	}
 	commit := func(p *pending) {
@@ -289,14 +289,14 @@ func (s *Server) Put(stream kvcachev1.KVCache_PutServer) error {
 			r := results[idx]
 			switch {
 			case err != nil:
-				r.Outcome, r.Code, r.Reason = kvcachev1.PutResult_REJECTED, int32(codeOf(err)), err.Error()
+				r.Outcome, r.Code, r.Reason = kvcachev1.PutResult_OUTCOME_REJECTED, int32(codeOf(err)), err.Error()
 				if c := codeOf(err); c != codes.InvalidArgument && c != codes.DataLoss && c != codes.ResourceExhausted {
 					s.log.Warn("put failed", "key", p.key.String(), "err", err)
 				}
 			case stored:
-				r.Outcome = kvcachev1.PutResult_STORED
+				r.Outcome = kvcachev1.PutResult_OUTCOME_STORED
 			default:
-				r.Outcome = kvcachev1.PutResult_ALREADY_PRESENT
+				r.Outcome = kvcachev1.PutResult_OUTCOME_ALREADY_PRESENT
 			}
 			return nil
 		})

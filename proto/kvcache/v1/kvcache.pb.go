@@ -9,7 +9,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        (unknown)
-// source: proto/kvcache/v1/kvcache.proto
+// source: kvcache/v1/kvcache.proto
 
 package kvcachev1
 
@@ -31,25 +31,25 @@ const (
 type PutResult_Outcome int32
 
 const (
-	PutResult_OUTCOME_UNSPECIFIED PutResult_Outcome = 0
-	PutResult_STORED              PutResult_Outcome = 1
-	PutResult_ALREADY_PRESENT     PutResult_Outcome = 2
-	PutResult_REJECTED            PutResult_Outcome = 3
+	PutResult_OUTCOME_UNSPECIFIED     PutResult_Outcome = 0
+	PutResult_OUTCOME_STORED          PutResult_Outcome = 1
+	PutResult_OUTCOME_ALREADY_PRESENT PutResult_Outcome = 2
+	PutResult_OUTCOME_REJECTED        PutResult_Outcome = 3
 )
 
 // Enum value maps for PutResult_Outcome.
 var (
 	PutResult_Outcome_name = map[int32]string{
 		0: "OUTCOME_UNSPECIFIED",
-		1: "STORED",
-		2: "ALREADY_PRESENT",
-		3: "REJECTED",
+		1: "OUTCOME_STORED",
+		2: "OUTCOME_ALREADY_PRESENT",
+		3: "OUTCOME_REJECTED",
 	}
 	PutResult_Outcome_value = map[string]int32{
-		"OUTCOME_UNSPECIFIED": 0,
-		"STORED":              1,
-		"ALREADY_PRESENT":     2,
-		"REJECTED":            3,
+		"OUTCOME_UNSPECIFIED":     0,
+		"OUTCOME_STORED":          1,
+		"OUTCOME_ALREADY_PRESENT": 2,
+		"OUTCOME_REJECTED":        3,
 	}
 )
 
@@ -64,11 +64,11 @@ func (x PutResult_Outcome) String() string {
 }
 
 func (PutResult_Outcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_proto_kvcache_v1_kvcache_proto_enumTypes[0].Descriptor()
+	return file_kvcache_v1_kvcache_proto_enumTypes[0].Descriptor()
 }
 
 func (PutResult_Outcome) Type() protoreflect.EnumType {
-	return &file_proto_kvcache_v1_kvcache_proto_enumTypes[0]
+	return &file_kvcache_v1_kvcache_proto_enumTypes[0]
 }
 
 func (x PutResult_Outcome) Number() protoreflect.EnumNumber {
@@ -77,7 +77,7 @@ func (x PutResult_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PutResult_Outcome.Descriptor instead.
 func (PutResult_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{6, 0}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{6, 0}
 }
 
 type LookupRequest struct {
@@ -91,7 +91,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[0]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -103,7 +103,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[0]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -116,7 +116,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{0}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *LookupRequest) GetNamespace() []byte {
@@ -150,7 +150,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[1]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -162,7 +162,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[1]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -175,7 +175,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{1}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *LookupResponse) GetPrefixLen() uint32 {
@@ -204,7 +204,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[2]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -216,7 +216,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[2]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -229,7 +229,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{2}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GetRequest) GetNamespace() []byte {
@@ -273,7 +273,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[3]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -285,7 +285,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[3]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -298,7 +298,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{3}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetResponse) GetIndex() uint32 {
@@ -352,7 +352,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[4]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +364,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[4]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +377,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{4}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PutRequest) GetNamespace() []byte {
@@ -424,7 +424,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[5]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +436,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[5]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +449,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{5}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutResponse) GetResults() []*PutResult {
@@ -463,7 +463,7 @@ type PutResult struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Key     []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Outcome PutResult_Outcome      `protobuf:"varint,2,opt,name=outcome,proto3,enum=kvcache.v1.PutResult_Outcome" json:"outcome,omitempty"`
-	// For REJECTED: a google.rpc.Code number (INVALID_ARGUMENT, DATA_LOSS,
+	// For OUTCOME_REJECTED: a google.rpc.Code number (INVALID_ARGUMENT, DATA_LOSS,
 	// RESOURCE_EXHAUSTED, ...) and a human-readable reason.
 	Code          int32  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
 	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -473,7 +473,7 @@ type PutResult struct {
 
 func (x *PutResult) Reset() {
 	*x = PutResult{}
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[6]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +485,7 @@ func (x *PutResult) String() string {
 func (*PutResult) ProtoMessage() {}
 
 func (x *PutResult) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[6]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +498,7 @@ func (x *PutResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResult.ProtoReflect.Descriptor instead.
 func (*PutResult) Descriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{6}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PutResult) GetKey() []byte {
@@ -539,7 +539,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[7]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +551,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[7]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +564,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{7}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteRequest) GetNamespace() []byte {
@@ -590,7 +590,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[8]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +602,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[8]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +615,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{8}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteResponse) GetDeleted() uint32 {
@@ -633,7 +633,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[9]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +645,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[9]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +658,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{9}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{9}
 }
 
 type StatsResponse struct {
@@ -683,7 +683,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[10]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +695,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_kvcache_v1_kvcache_proto_msgTypes[10]
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +708,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_proto_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{10}
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StatsResponse) GetBytesUsed() uint64 {
@@ -788,11 +788,11 @@ func (x *StatsResponse) GetDataAddr() string {
 	return ""
 }
 
-var File_proto_kvcache_v1_kvcache_proto protoreflect.FileDescriptor
+var File_kvcache_v1_kvcache_proto protoreflect.FileDescriptor
 
-const file_proto_kvcache_v1_kvcache_proto_rawDesc = "" +
+const file_kvcache_v1_kvcache_proto_rawDesc = "" +
 	"\n" +
-	"\x1eproto/kvcache/v1/kvcache.proto\x12\n" +
+	"\x18kvcache/v1/kvcache.proto\x12\n" +
 	"kvcache.v1\"S\n" +
 	"\rLookupRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\fR\tnamespace\x12\x12\n" +
@@ -825,18 +825,17 @@ const file_proto_kvcache_v1_kvcache_proto_rawDesc = "" +
 	"\x06offset\x18\x04 \x01(\rR\x06offset\x12\x12\n" +
 	"\x04data\x18\x05 \x01(\fR\x04data\">\n" +
 	"\vPutResponse\x12/\n" +
-	"\aresults\x18\x01 \x03(\v2\x15.kvcache.v1.PutResultR\aresults\"\xd5\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x15.kvcache.v1.PutResultR\aresults\"\xed\x01\n" +
 	"\tPutResult\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x127\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x1d.kvcache.v1.PutResult.OutcomeR\aoutcome\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"Q\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"i\n" +
 	"\aOutcome\x12\x17\n" +
-	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\n" +
-	"\n" +
-	"\x06STORED\x10\x01\x12\x13\n" +
-	"\x0fALREADY_PRESENT\x10\x02\x12\f\n" +
-	"\bREJECTED\x10\x03\"A\n" +
+	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eOUTCOME_STORED\x10\x01\x12\x1b\n" +
+	"\x17OUTCOME_ALREADY_PRESENT\x10\x02\x12\x14\n" +
+	"\x10OUTCOME_REJECTED\x10\x03\"A\n" +
 	"\rDeleteRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\fR\tnamespace\x12\x12\n" +
 	"\x04keys\x18\x02 \x03(\fR\x04keys\"*\n" +
@@ -857,8 +856,8 @@ const file_proto_kvcache_v1_kvcache_proto_rawDesc = "" +
 	"file_bytes\x18\t \x01(\x04R\tfileBytes\x12\x17\n" +
 	"\anode_id\x18\n" +
 	" \x01(\tR\x06nodeId\x12\x1b\n" +
-	"\tdata_addr\x18\v \x01(\tR\bdataAddr2\xbd\x02\n" +
-	"\aKVCache\x12?\n" +
+	"\tdata_addr\x18\v \x01(\tR\bdataAddr2\xc4\x02\n" +
+	"\x0eKVCacheService\x12?\n" +
 	"\x06Lookup\x12\x19.kvcache.v1.LookupRequest\x1a\x1a.kvcache.v1.LookupResponse\x128\n" +
 	"\x03Get\x12\x16.kvcache.v1.GetRequest\x1a\x17.kvcache.v1.GetResponse0\x01\x128\n" +
 	"\x03Put\x12\x16.kvcache.v1.PutRequest\x1a\x17.kvcache.v1.PutResponse(\x01\x12?\n" +
@@ -866,20 +865,20 @@ const file_proto_kvcache_v1_kvcache_proto_rawDesc = "" +
 	"\x05Stats\x12\x18.kvcache.v1.StatsRequest\x1a\x19.kvcache.v1.StatsResponseB7Z5github.com/kvcache/kvcache/proto/kvcache/v1;kvcachev1b\x06proto3"
 
 var (
-	file_proto_kvcache_v1_kvcache_proto_rawDescOnce sync.Once
-	file_proto_kvcache_v1_kvcache_proto_rawDescData []byte
+	file_kvcache_v1_kvcache_proto_rawDescOnce sync.Once
+	file_kvcache_v1_kvcache_proto_rawDescData []byte
 )
 
-func file_proto_kvcache_v1_kvcache_proto_rawDescGZIP() []byte {
-	file_proto_kvcache_v1_kvcache_proto_rawDescOnce.Do(func() {
-		file_proto_kvcache_v1_kvcache_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_proto_kvcache_v1_kvcache_proto_rawDesc), len(file_proto_kvcache_v1_kvcache_proto_rawDesc)))
+func file_kvcache_v1_kvcache_proto_rawDescGZIP() []byte {
+	file_kvcache_v1_kvcache_proto_rawDescOnce.Do(func() {
+		file_kvcache_v1_kvcache_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_kvcache_v1_kvcache_proto_rawDesc), len(file_kvcache_v1_kvcache_proto_rawDesc)))
 	})
-	return file_proto_kvcache_v1_kvcache_proto_rawDescData
+	return file_kvcache_v1_kvcache_proto_rawDescData
 }
 
-var file_proto_kvcache_v1_kvcache_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_kvcache_v1_kvcache_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
-var file_proto_kvcache_v1_kvcache_proto_goTypes = []any{
+var file_kvcache_v1_kvcache_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_kvcache_v1_kvcache_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_kvcache_v1_kvcache_proto_goTypes = []any{
 	(PutResult_Outcome)(0), // 0: kvcache.v1.PutResult.Outcome
 	(*LookupRequest)(nil),  // 1: kvcache.v1.LookupRequest
 	(*LookupResponse)(nil), // 2: kvcache.v1.LookupResponse
@@ -893,19 +892,19 @@ var file_proto_kvcache_v1_kvcache_proto_goTypes = []any{
 	(*StatsRequest)(nil),   // 10: kvcache.v1.StatsRequest
 	(*StatsResponse)(nil),  // 11: kvcache.v1.StatsResponse
 }
-var file_proto_kvcache_v1_kvcache_proto_depIdxs = []int32{
+var file_kvcache_v1_kvcache_proto_depIdxs = []int32{
 	7,  // 0: kvcache.v1.PutResponse.results:type_name -> kvcache.v1.PutResult
 	0,  // 1: kvcache.v1.PutResult.outcome:type_name -> kvcache.v1.PutResult.Outcome
-	1,  // 2: kvcache.v1.KVCache.Lookup:input_type -> kvcache.v1.LookupRequest
-	3,  // 3: kvcache.v1.KVCache.Get:input_type -> kvcache.v1.GetRequest
-	5,  // 4: kvcache.v1.KVCache.Put:input_type -> kvcache.v1.PutRequest
-	8,  // 5: kvcache.v1.KVCache.Delete:input_type -> kvcache.v1.DeleteRequest
-	10, // 6: kvcache.v1.KVCache.Stats:input_type -> kvcache.v1.StatsRequest
-	2,  // 7: kvcache.v1.KVCache.Lookup:output_type -> kvcache.v1.LookupResponse
-	4,  // 8: kvcache.v1.KVCache.Get:output_type -> kvcache.v1.GetResponse
-	6,  // 9: kvcache.v1.KVCache.Put:output_type -> kvcache.v1.PutResponse
-	9,  // 10: kvcache.v1.KVCache.Delete:output_type -> kvcache.v1.DeleteResponse
-	11, // 11: kvcache.v1.KVCache.Stats:output_type -> kvcache.v1.StatsResponse
+	1,  // 2: kvcache.v1.KVCacheService.Lookup:input_type -> kvcache.v1.LookupRequest
+	3,  // 3: kvcache.v1.KVCacheService.Get:input_type -> kvcache.v1.GetRequest
+	5,  // 4: kvcache.v1.KVCacheService.Put:input_type -> kvcache.v1.PutRequest
+	8,  // 5: kvcache.v1.KVCacheService.Delete:input_type -> kvcache.v1.DeleteRequest
+	10, // 6: kvcache.v1.KVCacheService.Stats:input_type -> kvcache.v1.StatsRequest
+	2,  // 7: kvcache.v1.KVCacheService.Lookup:output_type -> kvcache.v1.LookupResponse
+	4,  // 8: kvcache.v1.KVCacheService.Get:output_type -> kvcache.v1.GetResponse
+	6,  // 9: kvcache.v1.KVCacheService.Put:output_type -> kvcache.v1.PutResponse
+	9,  // 10: kvcache.v1.KVCacheService.Delete:output_type -> kvcache.v1.DeleteResponse
+	11, // 11: kvcache.v1.KVCacheService.Stats:output_type -> kvcache.v1.StatsResponse
 	7,  // [7:12] is the sub-list for method output_type
 	2,  // [2:7] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
@@ -913,27 +912,27 @@ var file_proto_kvcache_v1_kvcache_proto_depIdxs = []int32{
 	0,  // [0:2] is the sub-list for field type_name
 }
 
-func init() { file_proto_kvcache_v1_kvcache_proto_init() }
-func file_proto_kvcache_v1_kvcache_proto_init() {
-	if File_proto_kvcache_v1_kvcache_proto != nil {
+func init() { file_kvcache_v1_kvcache_proto_init() }
+func file_kvcache_v1_kvcache_proto_init() {
+	if File_kvcache_v1_kvcache_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_kvcache_v1_kvcache_proto_rawDesc), len(file_proto_kvcache_v1_kvcache_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvcache_v1_kvcache_proto_rawDesc), len(file_kvcache_v1_kvcache_proto_rawDesc)),
 			NumEnums:      1,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_proto_kvcache_v1_kvcache_proto_goTypes,
-		DependencyIndexes: file_proto_kvcache_v1_kvcache_proto_depIdxs,
-		EnumInfos:         file_proto_kvcache_v1_kvcache_proto_enumTypes,
-		MessageInfos:      file_proto_kvcache_v1_kvcache_proto_msgTypes,
+		GoTypes:           file_kvcache_v1_kvcache_proto_goTypes,
+		DependencyIndexes: file_kvcache_v1_kvcache_proto_depIdxs,
+		EnumInfos:         file_kvcache_v1_kvcache_proto_enumTypes,
+		MessageInfos:      file_kvcache_v1_kvcache_proto_msgTypes,
 	}.Build()
-	File_proto_kvcache_v1_kvcache_proto = out.File
-	file_proto_kvcache_v1_kvcache_proto_goTypes = nil
-	file_proto_kvcache_v1_kvcache_proto_depIdxs = nil
+	File_kvcache_v1_kvcache_proto = out.File
+	file_kvcache_v1_kvcache_proto_goTypes = nil
+	file_kvcache_v1_kvcache_proto_depIdxs = nil
 }

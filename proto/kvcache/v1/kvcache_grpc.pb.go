@@ -9,7 +9,7 @@
 // versions:
 // - protoc-gen-go-grpc v1.6.2
 // - protoc             (unknown)
-// source: proto/kvcache/v1/kvcache.proto
+// source: kvcache/v1/kvcache.proto
 
 package kvcachev1
 
@@ -26,19 +26,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KVCache_Lookup_FullMethodName = "/kvcache.v1.KVCache/Lookup"
-	KVCache_Get_FullMethodName    = "/kvcache.v1.KVCache/Get"
-	KVCache_Put_FullMethodName    = "/kvcache.v1.KVCache/Put"
-	KVCache_Delete_FullMethodName = "/kvcache.v1.KVCache/Delete"
-	KVCache_Stats_FullMethodName  = "/kvcache.v1.KVCache/Stats"
+	KVCacheService_Lookup_FullMethodName = "/kvcache.v1.KVCacheService/Lookup"
+	KVCacheService_Get_FullMethodName    = "/kvcache.v1.KVCacheService/Get"
+	KVCacheService_Put_FullMethodName    = "/kvcache.v1.KVCacheService/Put"
+	KVCacheService_Delete_FullMethodName = "/kvcache.v1.KVCacheService/Delete"
+	KVCacheService_Stats_FullMethodName  = "/kvcache.v1.KVCacheService/Stats"
 )
 
-// KVCacheClient is the client API for KVCache service.
+// KVCacheServiceClient is the client API for KVCacheService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// KVCache is served by every cache node.
-type KVCacheClient interface {
+// KVCacheService is served by every cache node.
+type KVCacheServiceClient interface {
 	// Lookup answers how many of the keys, from the first, the node holds
 	// consecutively (the longest cached prefix). With all = true it also
 	// reports the presence of every key, which a client needs when the keys of
@@ -52,7 +52,7 @@ type KVCacheClient interface {
 	// Put receives blocks, each possibly split into chunks, and answers one
 	// result per block once the stream is closed by the client. A block is
 	// stored whole or not at all; storing a present key succeeds as
-	// ALREADY_PRESENT without rewriting it. A result is returned only after the
+	// OUTCOME_ALREADY_PRESENT without rewriting it. A result is returned only after the
 	// block is durable.
 	Put(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutRequest, PutResponse], error)
 	// Delete removes the keys it finds and answers how many it removed.
@@ -61,27 +61,27 @@ type KVCacheClient interface {
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
 }
 
-type kVCacheClient struct {
+type kVCacheServiceClient struct {
 	cc grpc.ClientConnInterface
 }
 
-func NewKVCacheClient(cc grpc.ClientConnInterface) KVCacheClient {
-	return &kVCacheClient{cc}
+func NewKVCacheServiceClient(cc grpc.ClientConnInterface) KVCacheServiceClient {
+	return &kVCacheServiceClient{cc}
 }
 
-func (c *kVCacheClient) Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error) {
+func (c *kVCacheServiceClient) Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LookupResponse)
-	err := c.cc.Invoke(ctx, KVCache_Lookup_FullMethodName, in, out, cOpts...)
+	err := c.cc.Invoke(ctx, KVCacheService_Lookup_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *kVCacheClient) Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetResponse], error) {
+func (c *kVCacheServiceClient) Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &KVCache_ServiceDesc.Streams[0], KVCache_Get_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &KVCacheService_ServiceDesc.Streams[0], KVCacheService_Get_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -96,11 +96,11 @@ func (c *kVCacheClient) Get(ctx context.Context, in *GetRequest, opts ...grpc.Ca
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type KVCache_GetClient = grpc.ServerStreamingClient[GetResponse]
+type KVCacheService_GetClient = grpc.ServerStreamingClient[GetResponse]
 
-func (c *kVCacheClient) Put(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutRequest, PutResponse], error) {
+func (c *kVCacheServiceClient) Put(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutRequest, PutResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &KVCache_ServiceDesc.Streams[1], KVCache_Put_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &KVCacheService_ServiceDesc.Streams[1], KVCacheService_Put_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -109,34 +109,34 @@ func (c *kVCacheClient) Put(ctx context.Context, opts ...grpc.CallOption) (grpc.
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type KVCache_PutClient = grpc.ClientStreamingClient[PutRequest, PutResponse]
+type KVCacheService_PutClient = grpc.ClientStreamingClient[PutRequest, PutResponse]
 
-func (c *kVCacheClient) Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error) {
+func (c *kVCacheServiceClient) Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteResponse)
-	err := c.cc.Invoke(ctx, KVCache_Delete_FullMethodName, in, out, cOpts...)
+	err := c.cc.Invoke(ctx, KVCacheService_Delete_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *kVCacheClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error) {
+func (c *kVCacheServiceClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StatsResponse)
-	err := c.cc.Invoke(ctx, KVCache_Stats_FullMethodName, in, out, cOpts...)
+	err := c.cc.Invoke(ctx, KVCacheService_Stats_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-// KVCacheServer is the server API for KVCache service.
-// All implementations must embed UnimplementedKVCacheServer
+// KVCacheServiceServer is the server API for KVCacheService service.
+// All implementations must embed UnimplementedKVCacheServiceServer
 // for forward compatibility.
 //
-// KVCache is served by every cache node.
-type KVCacheServer interface {
+// KVCacheService is served by every cache node.
+type KVCacheServiceServer interface {
 	// Lookup answers how many of the keys, from the first, the node holds
 	// consecutively (the longest cached prefix). With all = true it also
 	// reports the presence of every key, which a client needs when the keys of
@@ -150,162 +150,162 @@ type KVCacheServer interface {
 	// Put receives blocks, each possibly split into chunks, and answers one
 	// result per block once the stream is closed by the client. A block is
 	// stored whole or not at all; storing a present key succeeds as
-	// ALREADY_PRESENT without rewriting it. A result is returned only after the
+	// OUTCOME_ALREADY_PRESENT without rewriting it. A result is returned only after the
 	// block is durable.
 	Put(grpc.ClientStreamingServer[PutRequest, PutResponse]) error
 	// Delete removes the keys it finds and answers how many it removed.
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	// Stats reports the node's counters.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
-	mustEmbedUnimplementedKVCacheServer()
+	mustEmbedUnimplementedKVCacheServiceServer()
 }
 
-// UnimplementedKVCacheServer must be embedded to have
+// UnimplementedKVCacheServiceServer must be embedded to have
 // forward compatible implementations.
 //
 // NOTE: this should be embedded by value instead of pointer to avoid a nil
 // pointer dereference when methods are called.
-type UnimplementedKVCacheServer struct{}
+type UnimplementedKVCacheServiceServer struct{}
 
-func (UnimplementedKVCacheServer) Lookup(context.Context, *LookupRequest) (*LookupResponse, error) {
+func (UnimplementedKVCacheServiceServer) Lookup(context.Context, *LookupRequest) (*LookupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Lookup not implemented")
 }
-func (UnimplementedKVCacheServer) Get(*GetRequest, grpc.ServerStreamingServer[GetResponse]) error {
+func (UnimplementedKVCacheServiceServer) Get(*GetRequest, grpc.ServerStreamingServer[GetResponse]) error {
 	return status.Error(codes.Unimplemented, "method Get not implemented")
 }
-func (UnimplementedKVCacheServer) Put(grpc.ClientStreamingServer[PutRequest, PutResponse]) error {
+func (UnimplementedKVCacheServiceServer) Put(grpc.ClientStreamingServer[PutRequest, PutResponse]) error {
 	return status.Error(codes.Unimplemented, "method Put not implemented")
 }
-func (UnimplementedKVCacheServer) Delete(context.Context, *DeleteRequest) (*DeleteResponse, error) {
+func (UnimplementedKVCacheServiceServer) Delete(context.Context, *DeleteRequest) (*DeleteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
 }
-func (UnimplementedKVCacheServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
+func (UnimplementedKVCacheServiceServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
 }
-func (UnimplementedKVCacheServer) mustEmbedUnimplementedKVCacheServer() {}
-func (UnimplementedKVCacheServer) testEmbeddedByValue()                 {}
+func (UnimplementedKVCacheServiceServer) mustEmbedUnimplementedKVCacheServiceServer() {}
+func (UnimplementedKVCacheServiceServer) testEmbeddedByValue()                        {}
 
-// UnsafeKVCacheServer may be embedded to opt out of forward compatibility for this service.
-// Use of this interface is not recommended, as added methods to KVCacheServer will
+// UnsafeKVCacheServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to KVCacheServiceServer will
 // result in compilation errors.
-type UnsafeKVCacheServer interface {
-	mustEmbedUnimplementedKVCacheServer()
+type UnsafeKVCacheServiceServer interface {
+	mustEmbedUnimplementedKVCacheServiceServer()
 }
 
-func RegisterKVCacheServer(s grpc.ServiceRegistrar, srv KVCacheServer) {
-	// If the following call panics, it indicates UnimplementedKVCacheServer was
+func RegisterKVCacheServiceServer(s grpc.ServiceRegistrar, srv KVCacheServiceServer) {
+	// If the following call panics, it indicates UnimplementedKVCacheServiceServer was
 	// embedded by pointer and is nil.  This will cause panics if an
 	// unimplemented method is ever invoked, so we test this at initialization
 	// time to prevent it from happening at runtime later due to I/O.
 	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
 		t.testEmbeddedByValue()
 	}
-	s.RegisterService(&KVCache_ServiceDesc, srv)
+	s.RegisterService(&KVCacheService_ServiceDesc, srv)
 }
 
-func _KVCache_Lookup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+func _KVCacheService_Lookup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(LookupRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(KVCacheServer).Lookup(ctx, in)
+		return srv.(KVCacheServiceServer).Lookup(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: KVCache_Lookup_FullMethodName,
+		FullMethod: KVCacheService_Lookup_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(KVCacheServer).Lookup(ctx, req.(*LookupRequest))
+		return srv.(KVCacheServiceServer).Lookup(ctx, req.(*LookupRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _KVCache_Get_Handler(srv interface{}, stream grpc.ServerStream) error {
+func _KVCacheService_Get_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(GetRequest)
 	if err := stream.RecvMsg(m); err != nil {
 		return err
 	}
-	return srv.(KVCacheServer).Get(m, &grpc.GenericServerStream[GetRequest, GetResponse]{ServerStream: stream})
+	return srv.(KVCacheServiceServer).Get(m, &grpc.GenericServerStream[GetRequest, GetResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type KVCache_GetServer = grpc.ServerStreamingServer[GetResponse]
+type KVCacheService_GetServer = grpc.ServerStreamingServer[GetResponse]
 
-func _KVCache_Put_Handler(srv interface{}, stream grpc.ServerStream) error {
-	return srv.(KVCacheServer).Put(&grpc.GenericServerStream[PutRequest, PutResponse]{ServerStream: stream})
+func _KVCacheService_Put_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(KVCacheServiceServer).Put(&grpc.GenericServerStream[PutRequest, PutResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type KVCache_PutServer = grpc.ClientStreamingServer[PutRequest, PutResponse]
+type KVCacheService_PutServer = grpc.ClientStreamingServer[PutRequest, PutResponse]
 
-func _KVCache_Delete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+func _KVCacheService_Delete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeleteRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(KVCacheServer).Delete(ctx, in)
+		return srv.(KVCacheServiceServer).Delete(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: KVCache_Delete_FullMethodName,
+		FullMethod: KVCacheService_Delete_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(KVCacheServer).Delete(ctx, req.(*DeleteRequest))
+		return srv.(KVCacheServiceServer).Delete(ctx, req.(*DeleteRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _KVCache_Stats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+func _KVCacheService_Stats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatsRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(KVCacheServer).Stats(ctx, in)
+		return srv.(KVCacheServiceServer).Stats(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: KVCache_Stats_FullMethodName,
+		FullMethod: KVCacheService_Stats_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(KVCacheServer).Stats(ctx, req.(*StatsRequest))
+		return srv.(KVCacheServiceServer).Stats(ctx, req.(*StatsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-// KVCache_ServiceDesc is the grpc.ServiceDesc for KVCache service.
+// KVCacheService_ServiceDesc is the grpc.ServiceDesc for KVCacheService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
-var KVCache_ServiceDesc = grpc.ServiceDesc{
-	ServiceName: "kvcache.v1.KVCache",
-	HandlerType: (*KVCacheServer)(nil),
+var KVCacheService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "kvcache.v1.KVCacheService",
+	HandlerType: (*KVCacheServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
 			MethodName: "Lookup",
-			Handler:    _KVCache_Lookup_Handler,
+			Handler:    _KVCacheService_Lookup_Handler,
 		},
 		{
 			MethodName: "Delete",
-			Handler:    _KVCache_Delete_Handler,
+			Handler:    _KVCacheService_Delete_Handler,
 		},
 		{
 			MethodName: "Stats",
-			Handler:    _KVCache_Stats_Handler,
+			Handler:    _KVCacheService_Stats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Get",
-			Handler:       _KVCache_Get_Handler,
+			Handler:       _KVCacheService_Get_Handler,
 			ServerStreams: true,
 		},
 		{
 			StreamName:    "Put",
-			Handler:       _KVCache_Put_Handler,
+			Handler:       _KVCacheService_Put_Handler,
 			ClientStreams: true,
 		},
 	},
-	Metadata: "proto/kvcache/v1/kvcache.proto",
+	Metadata: "kvcache/v1/kvcache.proto",
 }
