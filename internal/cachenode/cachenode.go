@@ -159,7 +159,8 @@ func (n *Node) listen() error {
 		n.dataLis = dl
 		_, port, _ := net.SplitHostPort(dl.Addr().String())
 		dataAddr = ":" + port // host-relative: the node may not know its external address
-		n.data = dataplane.NewServer(n.st, &dataplane.ServerOptions{Logger: n.log, OnRequest: m.dataRequest})
+		n.data = dataplane.NewServer(n.st, &dataplane.ServerOptions{Logger: n.log, OnRequest: m.dataRequest,
+			StoreClosed: func(err error) bool { return errors.Is(err, store.ErrClosed) }})
 	}
 	kvcachev1.RegisterKVCacheServiceServer(n.grpc, server.New(n.st, &server.Options{
 		MaxBlockBytes: n.cfg.MaxBlockBytes, NodeID: n.cfg.NodeID, DataAddr: dataAddr, Logger: n.log,
