@@ -166,6 +166,13 @@ func (p *putStream) place(m *putChunk, n int) []byte {
 // message handles the message just received. An error fails the stream.
 func (p *putStream) message() error {
 	defer p.dropPre() // a first chunk whose block was rejected
+	defer func() {
+		// Data that was not placed (a rejected block's) is not kept
+		// for the next message: an idle stream holds no megabytes.
+		if cap(p.req.scratch) > 64<<10 {
+			p.req.scratch = nil
+		}
+	}()
 	if p.req.GetOffset() != 0 {
 		return p.chunk()
 	}
