@@ -18,6 +18,9 @@ import (
 // bearer secrets, and a short one can be guessed over the network.
 const MinTokenLen = 16
 
+// MaxTenantLen is the longest tenant name (the store labels blocks with it).
+const MaxTenantLen = 255
+
 // CertPrefix marks a tokens-file line that maps a TLS client certificate's
 // identity (CertIdentity) instead of a token: "cert:spiffe://acme/worker
 // acme write".
@@ -134,6 +137,9 @@ func parseTokens(b []byte) (*tokenSet, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
+		if len(f[1]) > MaxTenantLen {
+			return nil, fmt.Errorf("line %d: tenant of %d bytes, at most %d", n, len(f[1]), MaxTenantLen)
+		}
 		id := Identity{Tenant: f[1], Role: role, Source: "token"}
 		if id.Tenant == SharedTenant {
 			id.Tenant = ""
@@ -170,4 +176,21 @@ func parseTokens(b []byte) (*tokenSet, error) {
 		return nil, err
 	}
 	return set, nil
+}
+
+// Quota is the largest quota column among tenant's lines (0: none).
+func (t *Tokens) Quota(tenant string) int64 {
+	s := t.cur.Load()
+	var q int64
+	for _, e := range s.tokens {
+		if e.id.Tenant == tenant {
+			q = max(q, e.id.Quota)
+		}
+	}
+	for _, id := range s.certs {
+		if id.Tenant == tenant {
+			q = max(q, id.Quota)
+		}
+	}
+	return q
 }

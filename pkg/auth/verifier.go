@@ -64,8 +64,8 @@ func (v *Verifier) Identify(token string, hasToken bool, cert *x509.Certificate,
 	}
 	if cert != nil && v.ClientCerts {
 		cid := CertIdentity(cert)
-		if cid == "" {
-			return Identity{}, fmt.Errorf("%w: client certificate has neither a URI SAN nor a common name", ErrUnauthenticated)
+		if cid == "" || len(cid) > MaxTenantLen {
+			return Identity{}, fmt.Errorf("%w: client certificate identity %q: want a URI SAN or common name of 1 to %d bytes", ErrUnauthenticated, cid, MaxTenantLen)
 		}
 		if v.Tokens == nil {
 			return Identity{Tenant: cid, Role: RoleWrite, Source: CertPrefix + cid}, nil
