@@ -178,6 +178,7 @@ func (n *Node) listen() error {
 		dataAddr = ":" + port // host-relative: the node may not know its external address
 		n.data = dataplane.NewServer(n.st, &dataplane.ServerOptions{
 			Logger: n.log, OnRequest: m.dataRequest, Verifier: n.sec.v, OnServed: n.usage.Served,
+			StoreClosed: func(err error) bool { return errors.Is(err, store.ErrClosed) },
 		})
 	}
 	kvcachev1.RegisterKVCacheServiceServer(n.grpc, server.New(n.st, &server.Options{

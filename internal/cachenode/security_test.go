@@ -279,7 +279,7 @@ func TestAuthEveryRPCAndDataPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dc.Close()
-	if p, err := dc.Lookup(ctx, c.ns, c.keys, nil); err != nil || !bytes.Equal(p, []byte{1, 1}) {
+	if p, err := dc.Lookup(ctx, c.ns, c.keys, nil, nil); err != nil || !slices.Equal(p, []bool{true, true}) {
 		t.Fatalf("data-plane lookup with a read token: %v, %v", p, err)
 	}
 
@@ -298,7 +298,7 @@ func TestAuthEveryRPCAndDataPlane(t *testing.T) {
 	for name, call := range calls {
 		wantCode(t, name+" with a revoked token", call(as(ctx, tokARead)), codes.Unauthenticated)
 	}
-	_, err = dc.Lookup(ctx, c.ns, c.keys, nil)
+	_, err = dc.Lookup(ctx, c.ns, c.keys, nil, nil)
 	wantDataCode(t, "open data-plane connection after revocation", err, dataplane.CodeUnauthenticated)
 	_, err = dataGet(ctx, n.DataAddr(), n.tls, tokARead, c)
 	wantDataCode(t, "new data-plane connection after revocation", err, dataplane.CodeUnauthenticated)

@@ -15,6 +15,12 @@ import (
 	"github.com/kvcache/kvcache/pkg/prefix"
 )
 
+// ErrNoLookup is returned by Lookup when the node's data plane predates
+// the lookup extension (it refused FlagLookup with CodeBadFlags): its
+// fetches still work; lookups must go another way. The error also wraps
+// the node's *RemoteError.
+var ErrNoLookup = errors.New("dataplane: node has no lookup extension")
+
 // RemoteError is an error frame sent by the node.
 type RemoteError struct {
 	Status Status // StatusKeyError or StatusRequestError
@@ -313,12 +319,11 @@ func (c *Conn) end(ctx context.Context, ex exchange, err error) error {
 }
 
 // Lookup sends a FlagLookup request for keys[idx[0]], keys[idx[1]], ...
-// (every key when idx is nil) and returns the node's answer: one byte per
-// key, 1 present, 0 absent. The slice belongs to the connection and is
-// valid until its next use. Deadline and cancellation are as for Get.
-// A node without the lookup extension answers a *RemoteError with
-// StatusRequestError and CodeBadFlags (and closes the connection).
-func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, idx []int) (present []byte, err error) {
+// (every key when idx is nil) and returns the node's answer appended to
+// dst[:0]: one bool per key, true when present. Deadline and cancellation
+// are as for Get. A node without the lookup extension fails it with an
+// error matching ErrNoLookup (and closes the connection).
+func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, idx []int, dst []bool) (present []bool, err error) {
 	n := len(keys)
 	if idx != nil {
 		n = len(idx)
@@ -354,6 +359,10 @@ func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Ke
 		// and the rest of the stream.
 		rr := ResponseReader{R: io.MultiReader(bytes.NewReader(buf[:got]), c.nc), MaxBlock: 1}
 		s, _, err := rr.Next()
+		var re *RemoteError
+		if errors.As(err, &re) && re.Status == StatusRequestError && re.Code == CodeBadFlags {
+			return nil, fmt.Errorf("%w: %w", ErrNoLookup, err)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -369,7 +378,11 @@ func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Ke
 	if err := checkPresence(p); err != nil {
 		return nil, err
 	}
-	return p, nil
+	present = dst[:0]
+	for _, b := range p {
+		present = append(present, b != 0)
+	}
+	return present, nil
 }
 
 func isKeyError(err error) bool {

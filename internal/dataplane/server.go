@@ -14,8 +14,18 @@ import (
 
 	"github.com/kvcache/kvcache/pkg/auth"
 	"github.com/kvcache/kvcache/pkg/prefix"
-	"github.com/kvcache/kvcache/pkg/store"
 )
+
+// Blocks is what the server reads from a store; pkg/store's Store has it.
+// It is declared here, where it is used, so the package (and every client
+// that links it for the protocol) does not depend on the storage engine.
+type Blocks interface {
+	// View calls fn for each key with its block (valid only during fn)
+	// or found false; see store.Store.View.
+	View(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, fn func(i int, block []byte, found bool) error) error
+	// Contains reports, from one snapshot, which keys are present.
+	Contains(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) ([]bool, error)
+}
 
 // ServerOptions tune a Server. Zero values mean defaults.
 type ServerOptions struct {
@@ -50,12 +60,17 @@ type ServerOptions struct {
 	// OnServed, if set, is called after each block request with the
 	// caller's tenant, the blocks found and the keys missed.
 	OnServed func(tenant string, found, missed int)
-	Logger   *slog.Logger
+	// StoreClosed reports whether an error of the Blocks means the store
+	// is closed for good (for pkg/store: errors.Is(err, store.ErrClosed)).
+	// Such an error is answered with CodeShutdown and ends the
+	// connection. Nil: only the server's own Close counts as shutdown.
+	StoreClosed func(error) bool
+	Logger      *slog.Logger
 }
 
 // Server serves a store's blocks over the data-plane protocol.
 type Server struct {
-	st   store.Store
+	st   Blocks
 	opts ServerOptions
 	log  *slog.Logger
 	ctx  context.Context // ends on Close
@@ -69,7 +84,7 @@ type Server struct {
 }
 
 // NewServer returns a server over st; it does not own st.
-func NewServer(st store.Store, o *ServerOptions) *Server {
+func NewServer(st Blocks, o *ServerOptions) *Server {
 	var opts ServerOptions
 	if o != nil {
 		opts = *o
@@ -329,7 +344,7 @@ func (s *Server) serveLookup(c *conn) (err error) {
 // connection stays usable unless the node is shutting down).
 func (s *Server) keyError(c *conn, verr error) error {
 	code := byte(CodeInternal)
-	if errors.Is(verr, store.ErrClosed) || s.ctx.Err() != nil {
+	if s.ctx.Err() != nil || s.opts.StoreClosed != nil && s.opts.StoreClosed(verr) {
 		code = CodeShutdown
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))

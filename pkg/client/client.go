@@ -320,26 +320,24 @@ func (c *Client) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.
 		firstErr error
 	)
 	fanout(ctx, c, c.readOwners(keys), func() []int { return unresolved(present, firstErr) },
-		func(ctx context.Context, node string, idx []int, _ bool) (resp *kvcachev1.LookupResponse, err error) {
+		func(ctx context.Context, node string, idx []int, _ bool) (p []bool, err error) {
 			err = c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) (err error) {
-				resp, err = c.lookupNode(ctx, s, node, ns, keys, idx)
+				p, err = c.lookupNode(ctx, s, node, ns, keys, idx)
 				return err
 			})
-			return resp, err
+			return p, err
 		},
-		func(node string, idx []int, resp *kvcachev1.LookupResponse, err error) {
+		func(node string, idx []int, p []bool, err error) {
 			if err != nil {
 				if errors.Is(err, ErrInvalid) {
 					firstErr = cmpErr(firstErr, err)
 				}
 				return
 			}
-			p := resp.GetPresent()
 			for j, i := range idx {
-				switch {
-				case j < len(p) && p[j], len(p) == 0 && j < int(resp.GetPrefixLen()):
+				if j < len(p) && p[j] {
 					present[i], from[i] = true, node
-				default:
+				} else {
 					rep.miss(i, node)
 				}
 			}

@@ -308,58 +308,63 @@ func (c *Client) dataGet(ctx context.Context, dc *dataplane.Conn, ns prefix.Name
 	})
 }
 
-// lookupNode answers one Lookup call on one node (per-key presence of
-// keys[idx[j]]): over the node's data plane when it has one that knows
-// FlagLookup, else (or when the data plane fails) over gRPC, like
-// fetchNode. The data-plane answer is shaped as the gRPC one.
-func (c *Client) lookupNode(ctx context.Context, s kvcachev1.KVCacheServiceClient, node string, ns prefix.Namespace, keys []prefix.Key, idx []int) (*kvcachev1.LookupResponse, error) {
+// lookupNode answers one Lookup call on one node: the presence of
+// keys[idx[j]] for each j. Over the node's data plane when it has one
+// that knows lookups, else (or when the data plane fails) over gRPC, like
+// fetchNode.
+func (c *Client) lookupNode(ctx context.Context, s kvcachev1.KVCacheServiceClient, node string, ns prefix.Namespace, keys []prefix.Key, idx []int) ([]bool, error) {
 	dp := c.dataPlane()
 	if dp.off.Load() {
-		return c.lookupGRPC(ctx, s, ns, keys, idx)
+		return lookupGRPC(ctx, s, ns, keys, idx)
 	}
 	n := dp.node(c, node)
 	if n == nil {
-		return c.lookupGRPC(ctx, s, ns, keys, idx)
+		return lookupGRPC(ctx, s, ns, keys, idx)
 	}
 	addr := n.address(ctx, c, s, node)
 	if addr == "" || len(idx) > dataplane.MaxKeysLimit || !n.lookupOK() {
-		return c.lookupGRPC(ctx, s, ns, keys, idx)
+		return lookupGRPC(ctx, s, ns, keys, idx)
 	}
 	dc, err := n.get(ctx, addr)
 	if err == nil {
-		var p []byte
-		if p, err = dc.Lookup(ctx, ns, keys, idx); err == nil {
-			noteProgress(ctx)
-			resp := &kvcachev1.LookupResponse{Present: make([]bool, len(p))}
-			run := true
-			for j, b := range p {
-				resp.Present[j] = b != 0
-				if run = run && b != 0; run {
-					resp.PrefixLen++
-				}
-			}
-			n.put(dc, addr) // p is dc's: done with it
-			return resp, nil
-		}
+		var p []bool
+		p, err = dc.Lookup(ctx, ns, keys, idx, nil)
 		n.put(dc, addr)
+		if err == nil {
+			noteProgress(ctx)
+			return p, nil
+		}
 	}
-	var re *dataplane.RemoteError
-	if errors.As(err, &re) && re.Status == dataplane.StatusRequestError && re.Code == dataplane.CodeBadFlags {
+	if errors.Is(err, dataplane.ErrNoLookup) {
 		// A node older than the lookup extension: its data plane still
 		// serves fetches; lookups go over gRPC for a while.
 		n.refuseLookup()
-		return c.lookupGRPC(ctx, s, ns, keys, idx)
+		return lookupGRPC(ctx, s, ns, keys, idx)
 	}
 	if ctx.Err() != nil {
 		return nil, err
 	}
 	c.log.Debug("data-plane lookup failed, asking over gRPC", "node", node, "addr", addr, "err", err)
 	n.fail()
-	return c.lookupGRPC(ctx, s, ns, keys, idx)
+	return lookupGRPC(ctx, s, ns, keys, idx)
 }
 
-func (c *Client) lookupGRPC(ctx context.Context, s kvcachev1.KVCacheServiceClient, ns prefix.Namespace, keys []prefix.Key, idx []int) (*kvcachev1.LookupResponse, error) {
-	return s.Lookup(ctx, &kvcachev1.LookupRequest{Namespace: ns[:], Keys: keyBytes(keys, idx), All: true})
+// lookupGRPC asks a node which of keys[idx] it holds. A node that answers
+// only the prefix length (no per-key presence) holds that many from the
+// first.
+func lookupGRPC(ctx context.Context, s kvcachev1.KVCacheServiceClient, ns prefix.Namespace, keys []prefix.Key, idx []int) ([]bool, error) {
+	resp, err := s.Lookup(ctx, &kvcachev1.LookupRequest{Namespace: ns[:], Keys: keyBytes(keys, idx), All: true})
+	if err != nil {
+		return nil, err
+	}
+	if p := resp.GetPresent(); len(p) > 0 {
+		return p, nil
+	}
+	p := make([]bool, len(idx))
+	for j := range min(int(resp.GetPrefixLen()), len(p)) {
+		p[j] = true
+	}
+	return p, nil
 }
 
 // lookupOK reports whether the node's data plane may be asked lookups.
