@@ -147,6 +147,8 @@ func (t *SPM) TokenBytes(id int) []byte {
 	switch t.v.Types[id] {
 	case TypeControl, TypeUnused:
 		return nil
+	case TypeUserDefined:
+		return []byte(t.v.Tokens[id])
 	case TypeByte:
 		if b, ok := parseByteToken(t.v.Tokens[id]); ok {
 			return []byte{b}

@@ -32,6 +32,20 @@ type Vocab struct {
 	// AddSpacePrefix (SPM) prepends a space to the text, as SentencePiece
 	// does by default.
 	AddSpacePrefix bool
+	// Pre (BPE) names the pre-tokenizer, as tokenizer.ggml.pre: see
+	// PreTokenizers. "" means "default".
+	Pre string
+}
+
+// Options tune how FromGGUFOptions builds a tokenizer.
+type Options struct {
+	// AcceptUnknownPre makes an unknown tokenizer.ggml.pre fall back to the
+	// "default" split rules (with a warning through Warn) instead of
+	// failing with ErrUnknownPreTokenizer. Text is then split differently
+	// from the model's training, as llama.cpp warns for a missing name.
+	AcceptUnknownPre bool
+	// Warn receives warnings; nil discards them.
+	Warn func(msg string)
 }
 
 // base is shared state of vocabulary-based tokenizers.
@@ -135,9 +149,14 @@ func (b *base) encodeWith(sp specials, text string, plain func(string, bool) []i
 }
 
 // FromGGUF builds the tokenizer described by a GGUF file's tokenizer.ggml.*
-// metadata: model "llama" (SentencePiece), "gpt2" (byte-level BPE) or
-// "bytes" (the byte-level tokenizer of the embedded model).
-func FromGGUF(f *gguf.File) (Tokenizer, error) {
+// metadata: model "llama" (SentencePiece), "gpt2" (byte-level BPE, split by
+// the rules tokenizer.ggml.pre names) or "bytes" (the byte-level tokenizer
+// of the embedded model). An unknown pre-tokenizer is an error wrapping
+// ErrUnknownPreTokenizer and naming it.
+func FromGGUF(f *gguf.File) (Tokenizer, error) { return FromGGUFOptions(f, Options{}) }
+
+// FromGGUFOptions is FromGGUF with options.
+func FromGGUFOptions(f *gguf.File, o Options) (Tokenizer, error) {
 	model, err := f.String("tokenizer.ggml.model")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -205,6 +224,15 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 		v.AddBOS = flag("tokenizer.ggml.add_bos_token", false)
 		if v.Merges, err = f.Strings("tokenizer.ggml.merges"); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		if v.Pre, err = f.String("tokenizer.ggml.pre"); opt(err) != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		if _, known := preNames[v.Pre]; !known && v.Pre != "" && o.AcceptUnknownPre {
+			if o.Warn != nil {
+				o.Warn(fmt.Sprintf("tokenizer: unknown pre-tokenizer %q, using \"default\" split rules: text will not be tokenized as the model was trained", v.Pre))
+			}
+			v.Pre = "default"
 		}
 		return NewBPE(v)
 	}
