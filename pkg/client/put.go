@@ -26,8 +26,15 @@ type Block struct {
 // stored is reported in the error (a *RejectedError when a node refused it,
 // matching ErrInvalid, ErrCorrupt or ErrFull).
 func (c *Client) Put(ctx context.Context, ns prefix.Namespace, blocks []Block) error {
+	_, err := c.PutStatus(ctx, ns, blocks)
+	return err
+}
+
+// PutStatus is Put that also reports, per block, whether an owner already
+// had it (the node answered "already present" rather than "stored").
+func (c *Client) PutStatus(ctx context.Context, ns prefix.Namespace, blocks []Block) (alreadyPresent []bool, err error) {
 	if len(blocks) == 0 {
-		return nil
+		return nil, nil
 	}
 	keys := make([]prefix.Key, len(blocks))
 	for i, b := range blocks {
@@ -41,9 +48,10 @@ func (c *Client) Put(ctx context.Context, ns prefix.Namespace, blocks []Block) e
 		}
 	}
 	if len(byNode) == 0 {
-		return ErrNoNodes
+		return nil, ErrNoNodes
 	}
 	stored := make([]atomic.Bool, len(blocks))
+	present := make([]bool, len(blocks))
 	blockErr := make([]error, len(blocks))
 	var (
 		mu sync.Mutex
@@ -70,6 +78,9 @@ func (c *Client) Put(ctx context.Context, ns prefix.Namespace, blocks []Block) e
 					blockErr[i] = cmpErr(blockErr[i], &RejectedError{Node: node, Code: codes.Code(results[j].GetCode()), Reason: results[j].GetReason()})
 				default:
 					stored[i].Store(true)
+					if results[j].GetOutcome() == kvcachev1.PutResult_OUTCOME_ALREADY_PRESENT {
+						present[i] = true
+					}
 				}
 			}
 		}()
@@ -81,7 +92,7 @@ func (c *Client) Put(ctx context.Context, ns prefix.Namespace, blocks []Block) e
 			errs = append(errs, fmt.Errorf("block %s: %w", blocks[i].Key, blockErr[i]))
 		}
 	}
-	return errors.Join(errs...)
+	return present, errors.Join(errs...)
 }
 
 // putStream sends blocks[idx] over one Put stream, chunked.
