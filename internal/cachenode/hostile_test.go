@@ -46,6 +46,9 @@ func metric(t *testing.T, n *testnode.Node, name string, match ...string) float6
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
+	}
 	var sum float64
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -129,22 +132,22 @@ const putMethod = `method="/kvcache.v1.KVCacheService/Put"`
 
 // Row 1: 32 Put streams announced 64 MiB blocks, sent the data and never
 // finished: 2.26 GiB RSS, held after the clients left; an idle stream was
-// still open after 150 s. Here 24 streams announce 8 MiB blocks and send
-// 7 MiB each (168 MiB; the old code reserved 192 MiB up front) against a
-// 16 MiB assembly budget.
+// still open after 150 s (the idle limit is tested by the next test).
+// Here 16 streams announce 4 MiB blocks and send 3 MiB each (48 MiB; the
+// old code reserved 64 MiB up front) against an 8 MiB assembly budget.
 func TestHostilePutStreamsAreBoundedByTheBudget(t *testing.T) {
 	const (
-		streams = 24
-		block   = 8 << 20
-		sent    = 7 << 20
+		streams = 16
+		block   = 4 << 20
+		sent    = 3 << 20
 		chunk   = 1 << 20
-		budget  = 16 << 20
+		budget  = 8 << 20
 	)
 	n := testnode.Start(t, cachenode.Config{MetricsListen: "127.0.0.1:0", MaxBlockBytes: block,
-		AssemblyBudget: budget, PutIdleTimeout: time.Second})
+		AssemblyBudget: budget})
 	c := kvcachev1.NewKVCacheServiceClient(dial(t, n.Addr()))
 	base := liveHeap()
-	ctx, cancel := context.WithCancel(ctxT(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // -race on a loaded box
 	defer cancel()
 	data := make([]byte, chunk)
 	var sentAll, ended sync.WaitGroup
@@ -152,9 +155,10 @@ func TestHostilePutStreamsAreBoundedByTheBudget(t *testing.T) {
 	for i := range streams {
 		sentAll.Add(1)
 		ended.Add(1)
+		ci := kvcachev1.NewKVCacheServiceClient(dial(t, n.Addr())) // a connection each, as 16 clients
 		go func() {
 			defer ended.Done()
-			st, err := c.Put(ctx)
+			st, err := ci.Put(ctx)
 			if err != nil {
 				sentAll.Done()
 				codesSeen <- status.Code(err)
@@ -170,13 +174,13 @@ func TestHostilePutStreamsAreBoundedByTheBudget(t *testing.T) {
 				}
 			}
 			sentAll.Done()
-			// Never finish: wait for the node to give up on the stream.
+			// Never finish; the attacker gives up (cancel) below.
 			codesSeen <- status.Code(st.RecvMsg(new(kvcachev1.PutResponse)))
 		}()
 	}
 	sentAll.Wait()
 	// Every chunk is sent; the node has read what it accepted.
-	waitFor(t, "rejections over budget", func() bool {
+	waitFor(t, "rejections over budget", func() bool { // 48 MiB sent into 8
 		return metric(t, n, "kvcache_put_blocks_total", `outcome="rejected"`, `code="ResourceExhausted"`) > 0
 	})
 	held := metric(t, n, "kvcache_put_assembly_bytes")
@@ -185,20 +189,23 @@ func TestHostilePutStreamsAreBoundedByTheBudget(t *testing.T) {
 	if held > budget {
 		t.Errorf("assembly holds %.0f bytes, over the budget %d", held, budget)
 	}
-	if grown > budget+32<<20 {
-		t.Errorf("live heap grew %d MiB under the flood; want at most the budget (%d MiB) + 32 MiB", grown>>20, budget>>20)
+	if grown > budget+24<<20 {
+		t.Errorf("live heap grew %d MiB under the flood; want at most the budget (%d MiB) + 24 MiB", grown>>20, budget>>20)
 	}
 	// A well-behaved block while the budget is taken: rejected, retryable.
 	res, err := putOne(ctx, c, testNS, key("polite"), make([]byte, block), chunk)
 	if err != nil || codes.Code(res.GetCode()) != codes.ResourceExhausted || !strings.Contains(res.GetReason(), "retry") {
 		t.Errorf("block over a taken budget: %v, %v; want rejected ResourceExhausted saying retry", res, err)
 	}
-	// The silent streams are closed after PutIdleTimeout and free it all.
+	// The attackers leave: everything they held is freed (the old node
+	// kept 4.36 GB of heap in use after the clients cancelled). Idle
+	// streams that stay are TestIdlePutStreamsAreLimitedAndClosed's.
+	cancel()
 	ended.Wait()
 	close(codesSeen)
 	for c := range codesSeen {
-		if c != codes.DeadlineExceeded {
-			t.Errorf("hostile stream ended with %v, want DeadlineExceeded (idle)", c)
+		if c != codes.Canceled {
+			t.Errorf("hostile stream ended with %v, want Canceled", c)
 		}
 	}
 	waitFor(t, "no Put stream open", func() bool { return metric(t, n, "kvcache_grpc_streams_open", putMethod) == 0 })
