@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/kvcache/kvcache/internal/half"
 	"github.com/kvcache/kvcache/pkg/gguf"
 )
 
@@ -60,7 +61,7 @@ func (ks *kernels) f16ToF32(dst []float32, src []uint16) {
 		i = ks.f16(dst, src)
 	}
 	for ; i < len(src); i++ {
-		dst[i] = halfToFloat32(src[i])
+		dst[i] = half.ToFloat32(src[i])
 	}
 }
 
