@@ -112,6 +112,9 @@ func (q quotaFlag) Set(s string) error {
 	if err != nil || b <= 0 {
 		return fmt.Errorf("tenant %s: quota %q: want a positive byte size such as 20GiB", tenant, size)
 	}
+	if tenant == "-" { // the shared tenant, as in the tokens file
+		tenant = ""
+	}
 	if *q.m == nil {
 		*q.m = map[string]int64{}
 	}

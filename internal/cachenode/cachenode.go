@@ -80,6 +80,7 @@ type Node struct {
 	http    *http.Server
 	httpLis net.Listener
 	sec     *security
+	quotas  map[string]int64 // per tenant, as the store enforces them
 	usage   *server.Usage
 	done    chan error
 }
@@ -121,13 +122,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("cachenode: data directory: %w", err)
 	}
+	quotas := sec.quotas(cfg.Security.TenantQuota)
 	st, err := store.Open(filepath.Join(cfg.Data, DBFile), &store.Options{
 		Capacity: cfg.Capacity, MaxBlockBytes: cfg.MaxBlockBytes, NoSync: cfg.NoSync, Logger: log,
+		Quotas: quotas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cachenode: open store: %w", err)
 	}
-	n := &Node{cfg: cfg, log: log, st: st, sec: sec, usage: server.NewUsage(), done: make(chan error, 1)}
+	n := &Node{cfg: cfg, log: log, st: st, sec: sec, quotas: quotas, usage: server.NewUsage(), done: make(chan error, 1)}
 	if err := n.listen(); err != nil {
 		st.Close()
 		return nil, err
@@ -183,7 +186,7 @@ func (n *Node) listen() error {
 	}
 	kvcachev1.RegisterKVCacheServiceServer(n.grpc, server.New(n.st, &server.Options{
 		MaxBlockBytes: n.cfg.MaxBlockBytes, NodeID: n.cfg.NodeID, DataAddr: dataAddr, Logger: n.log,
-		Usage: n.usage, TenantQuota: n.quotaOf,
+		Usage: n.usage, TenantQuota: n.quotaOf, TenantBytes: n.tenantBytes,
 	}))
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.grpc, n.health)

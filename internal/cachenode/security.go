@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -161,16 +162,26 @@ func peerCert(st *tls.ConnectionState) *x509.Certificate {
 	return st.VerifiedChains[0][0]
 }
 
-// quotaOf is a tenant's byte budget: --tenant-quota, else the tokens
-// file's quota column (the largest among the tenant's lines).
-func (n *Node) quotaOf(tenant string) int64 {
-	if q, ok := n.cfg.Security.TenantQuota[tenant]; ok {
-		return q
+// quotas is the store's per-tenant budget: the tokens file's quota
+// column (the largest among a tenant's lines), overridden by
+// --tenant-quota. The store reads it at start: a changed quota takes a
+// restart (docs/security.md).
+func (s *security) quotas(flags map[string]int64) map[string]int64 {
+	q := map[string]int64{}
+	if s.tokens != nil {
+		maps.Copy(q, s.tokens.Quotas())
 	}
-	if n.sec.tokens != nil {
-		return n.sec.tokens.Quota(tenant)
-	}
-	return 0
+	maps.Copy(q, flags)
+	return q
+}
+
+// quotaOf is the quota the node enforces for tenant (0: none).
+func (n *Node) quotaOf(tenant string) int64 { return n.quotas[tenant] }
+
+// tenantBytes is what tenant holds, from the store's accounting.
+func (n *Node) tenantBytes(tenant string) (int64, int64) {
+	ts := n.st.Stats().Tenants[tenant]
+	return ts.BytesUsed, ts.Blocks
 }
 
 // Reload reads the TLS files and the tokens file again (the command calls

@@ -178,19 +178,20 @@ func parseTokens(b []byte) (*tokenSet, error) {
 	return set, nil
 }
 
-// Quota is the largest quota column among tenant's lines (0: none).
-func (t *Tokens) Quota(tenant string) int64 {
+// Quotas is the largest quota column of each tenant that has one.
+func (t *Tokens) Quotas() map[string]int64 {
 	s := t.cur.Load()
-	var q int64
-	for _, e := range s.tokens {
-		if e.id.Tenant == tenant {
-			q = max(q, e.id.Quota)
+	q := map[string]int64{}
+	add := func(id Identity) {
+		if id.Quota > 0 {
+			q[id.Tenant] = max(q[id.Tenant], id.Quota)
 		}
 	}
+	for _, e := range s.tokens {
+		add(e.id)
+	}
 	for _, id := range s.certs {
-		if id.Tenant == tenant {
-			q = max(q, id.Quota)
-		}
+		add(id)
 	}
 	return q
 }

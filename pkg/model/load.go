@@ -242,8 +242,7 @@ func fromGGUF(ctx context.Context, f *gguf.File, src tensorSource) (*Model, erro
 	if err != nil {
 		return nil, err
 	}
-	src2, _ := f.String("tokenizer.chat_template")
-	m.template = tokenizer.DetectTemplate(src2)
+	m.template = tokenizer.TemplateFromGGUF(f, m.tok, nil)
 	if m.tok.VocabSize() > cfg.Vocab {
 		return nil, fmt.Errorf("%w: tokenizer has %d tokens, model vocab %d", ErrBadWeights, m.tok.VocabSize(), cfg.Vocab)
 	}
@@ -354,13 +353,5 @@ func (m *Model) ggufWriter(typ gguf.TensorType, tensors []namedTensor) (*gguf.Wr
 	return gw, nil
 }
 
-// templateSource returns a marker string that DetectTemplate maps back to t.
-func templateSource(t tokenizer.Template) string {
-	switch t.Name() {
-	case "llama3":
-		return "{{ '<|start_header_id|>' }}"
-	case "chatml":
-		return "{{ '<|im_start|>' }}"
-	}
-	return ""
-}
+// templateSource returns the Jinja source TemplateFromGGUF maps back to t.
+func templateSource(t tokenizer.Template) string { return tokenizer.BuiltinSource(t) }

@@ -218,7 +218,8 @@ func (p *putStream) commit(b *pending) {
 	p.mu.Unlock()
 	p.g.Go(func() error {
 		defer p.s.pool.Put(b.buf)
-		stored, err := p.s.st.Put(p.gctx, b.ns, b.key, *b.buf)
+		// The tenant label is what the store's quotas count against.
+		stored, err := p.s.st.Put(store.WithTenant(p.gctx, p.tenant), b.ns, b.key, *b.buf)
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		r := p.results[idx]
