@@ -144,7 +144,7 @@ func (ks *kernels) f16Direct(out []float32, ldo int, x []float32, n, k int, w []
 			for j := range 4 {
 				s := tile[j]
 				for i := k16; i < k; i++ {
-					s = fma32(xr[i], halfToFloat32(w[(o+j)*k+i]), s)
+					s = fma32(xr[i], half.ToFloat32(w[(o+j)*k+i]), s)
 				}
 				out[r*ldo+o+j] = s
 			}
