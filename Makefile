@@ -73,6 +73,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./pkg/gguf/
 	$(GO) test -run XXX -fuzz '^FuzzReadRequest$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 	$(GO) test -run XXX -fuzz '^FuzzResponseReader$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
+	$(GO) test -run XXX -fuzz '^FuzzReadHello$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 
 # Three cache nodes and two workers on loopback, a shared-prefix workload,
 # a table of hits and TTFTs; stops everything it started.
