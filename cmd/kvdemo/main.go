@@ -24,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kvcache/kvcache/internal/buildinfo"
 )
 
 func main() {
@@ -52,7 +54,11 @@ func run() error {
 	flag.IntVar(&o.systemTokens, "system-tokens", 1000, "length of the shared system prompt")
 	flag.IntVar(&o.docTokens, "doc-tokens", 1000, "length of the shared document")
 	flag.DurationVar(&o.timeout, "timeout", 110*time.Second, "give up after this long")
+	version := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *version {
+		return buildinfo.Print(os.Stdout, "kvdemo")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -15,6 +15,7 @@ import (
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/pkg/prefix"
 	"github.com/kvcache/kvcache/pkg/store"
 )
@@ -240,10 +241,12 @@ func (s *Server) Delete(ctx context.Context, req *kvcachev1.DeleteRequest) (*kvc
 // Stats implements kvcachev1.KVCacheServiceServer.
 func (s *Server) Stats(context.Context, *kvcachev1.StatsRequest) (*kvcachev1.StatsResponse, error) {
 	st := s.st.Stats()
+	build := buildinfo.Get()
 	return &kvcachev1.StatsResponse{
 		BytesUsed: uint64(st.BytesUsed), CapacityBytes: uint64(st.Capacity), Blocks: uint64(st.Blocks),
 		Hits: uint64(st.Hits), Misses: uint64(st.Misses), Evictions: uint64(st.Evictions),
 		Puts: uint64(st.Puts), PutBytes: uint64(st.PutBytes), FileBytes: uint64(st.FileBytes),
 		NodeId: s.opts.NodeID, DataAddr: s.opts.DataAddr,
+		Build: &kvcachev1.BuildInfo{Version: build.Version, Commit: build.Commit, GoVersion: build.GoVersion},
 	}, nil
 }
