@@ -81,11 +81,13 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzResponseReader$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 
 # Three cache nodes and two workers on loopback, a shared-prefix workload,
-# a table of hits and TTFTs; stops everything it started.
+# a table of hits and TTFTs, a TTFT sweep over the prefix length, and the
+# plots (PNG and SVG) in PLOTDIR; stops everything it started.
+PLOTDIR ?= plots
 demo:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN)/ ./cmd/cachenode ./cmd/worker ./cmd/kvdemo
-	$(BIN)/kvdemo --bin $(BIN)
+	$(BIN)/kvdemo --bin $(BIN) --plot $(PLOTDIR)
 
 # Container images FROM scratch: static binaries into deploy/bin (ignored
 # by git), then one image per Dockerfile with deploy/ as the context.

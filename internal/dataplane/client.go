@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -151,6 +152,11 @@ type DialOptions struct {
 	ReadBuffer  int // SO_RCVBUF; 0 = the system's default
 	WriteBuffer int // SO_SNDBUF; 0 = the system's default
 	Chunk       int // see ResponseReader.Chunk
+	// TLS, if set, secures the connection (the node must be started with
+	// --tls-cert); a ServerName of "" means the host of addr.
+	TLS *tls.Config
+	// Token, if set, is sent in a hello frame before the first request.
+	Token string
 }
 
 // Dial connects to a node's data plane.
@@ -166,6 +172,36 @@ func Dial(ctx context.Context, addr string, o DialOptions) (*Conn, error) {
 		}
 		if o.WriteBuffer > 0 {
 			_ = tc.SetWriteBuffer(o.WriteBuffer)
+		}
+	}
+	if o.TLS != nil {
+		cfg := o.TLS
+		if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+			cfg = cfg.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("dataplane: TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
+	}
+	if o.Token != "" {
+		if len(o.Token) > MaxTokenBytes {
+			nc.Close()
+			return nil, fmt.Errorf("dataplane: token of %d bytes, at most %d", len(o.Token), MaxTokenBytes)
+		}
+		// No answer comes to a good hello: the first request's response
+		// is the node's verdict, so the hello costs no round trip.
+		if dl, ok := ctx.Deadline(); ok {
+			_ = nc.SetWriteDeadline(dl)
+		}
+		_, err := nc.Write(AppendHello(nil, o.Token))
+		_ = nc.SetWriteDeadline(time.Time{})
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("dataplane: hello to %s: %w", addr, err)
 		}
 	}
 	return NewConn(nc, o), nil

@@ -176,3 +176,21 @@ func encode(t TensorType, src []float32) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// Dequantize decodes raw bytes of tensor type t into dst, whose length is
+// the number of elements. It fails for types this package cannot decode and
+// when len(raw) is not the encoded size of len(dst) elements.
+func Dequantize(t TensorType, raw []byte, dst []float32) error {
+	elems, size, ok := t.blockLayout()
+	if !ok {
+		return fmt.Errorf("%w: tensor type %v", ErrUnsupported, t)
+	}
+	if int64(len(dst))%elems != 0 || int64(len(raw)) != int64(len(dst))/elems*size {
+		return fmt.Errorf("%w: %d bytes of %v for %d elements", ErrTruncated, len(raw), t, len(dst))
+	}
+	return decode(t, raw, dst)
+}
+
+// Quantize encodes float32 values as tensor type t (F32, F16, BF16, Q8_0 or
+// Q4_0; len(src) a multiple of the type's block size).
+func Quantize(t TensorType, src []float32) ([]byte, error) { return encode(t, src) }

@@ -54,6 +54,9 @@ type putStream struct {
 	g    *errgroup.Group
 	gctx context.Context
 
+	tenant string       // the caller's, folded into every namespace
+	usage  *TenantUsage // the tenant's counters
+
 	ns     prefix.Namespace
 	haveNS bool
 	cur    *pending // block being assembled; nil between blocks
@@ -65,7 +68,8 @@ type putStream struct {
 }
 
 func (s *Server) newPutStream(ctx context.Context) *putStream {
-	p := &putStream{s: s}
+	tenant := identity(ctx).Tenant
+	p := &putStream{s: s, tenant: tenant, usage: s.opts.Usage.Tenant(tenant)}
 	p.g, p.gctx = errgroup.WithContext(ctx)
 	p.g.SetLimit(s.opts.PutParallel)
 	p.req.into = p.place
@@ -134,7 +138,7 @@ func (p *putStream) begin() error {
 			p.reject(req.GetKey(), err)
 			return nil
 		}
-		p.ns, p.haveNS = n, true
+		p.ns, p.haveNS = prefix.WithTenant(n, p.tenant), true
 	}
 	key, err := prefix.KeyFromBytes(req.GetKey())
 	switch {
@@ -214,7 +218,8 @@ func (p *putStream) commit(b *pending) {
 	p.mu.Unlock()
 	p.g.Go(func() error {
 		defer p.s.pool.Put(b.buf)
-		stored, err := p.s.st.Put(p.gctx, b.ns, b.key, *b.buf)
+		// The tenant label is what the store's quotas count against.
+		stored, err := p.s.st.Put(store.WithTenant(p.gctx, p.tenant), b.ns, b.key, *b.buf)
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		r := p.results[idx]
@@ -225,6 +230,8 @@ func (p *putStream) commit(b *pending) {
 				p.s.log.Warn("put failed", "key", b.key.String(), "err", err)
 			}
 		case stored:
+			p.usage.Puts.Add(1)
+			p.usage.PutBytes.Add(int64(len(*b.buf)))
 			r.Outcome = kvcachev1.PutResult_OUTCOME_STORED
 		default:
 			r.Outcome = kvcachev1.PutResult_OUTCOME_ALREADY_PRESENT

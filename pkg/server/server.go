@@ -16,6 +16,7 @@ import (
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
 	"github.com/kvcache/kvcache/internal/buildinfo"
+	"github.com/kvcache/kvcache/pkg/auth"
 	"github.com/kvcache/kvcache/pkg/prefix"
 	"github.com/kvcache/kvcache/pkg/store"
 )
@@ -41,6 +42,15 @@ type Options struct {
 	DataAddr string
 	// Logger receives rejected-block reports. Default slog.Default().
 	Logger *slog.Logger
+	// Usage receives per-tenant counters for Stats; nil means a Usage of
+	// the server's own.
+	Usage *Usage
+	// TenantBytes, if set, reports the bytes and blocks a tenant holds
+	// (from the store's quota accounting) for its Stats; nil reports 0.
+	TenantBytes func(tenant string) (bytes, blocks int64)
+	// TenantQuota, if set, is the byte budget shown to a tenant as its
+	// capacity_bytes; nil or 0 shows the node's capacity.
+	TenantQuota func(tenant string) int64
 }
 
 const (
@@ -83,6 +93,9 @@ func New(st store.Store, opts *Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
+	if o.Usage == nil {
+		o.Usage = NewUsage()
+	}
 	return &Server{st: st, opts: o, log: log}
 }
 
@@ -91,11 +104,14 @@ func New(st store.Store, opts *Options) *Server {
 // limit from it.
 const MaxMessageBytes = maxChunkBytes + 64<<10
 
-func (s *Server) parseKeys(nsb []byte, kb [][]byte) (prefix.Namespace, []prefix.Key, error) {
+// parseKeys checks a request's namespace and keys and returns the
+// namespace with the caller's tenant folded in.
+func (s *Server) parseKeys(ctx context.Context, nsb []byte, kb [][]byte) (prefix.Namespace, []prefix.Key, error) {
 	ns, err := prefix.NamespaceFromBytes(nsb)
 	if err != nil {
 		return ns, nil, err
 	}
+	ns = tenantNS(ctx, ns)
 	if len(kb) == 0 {
 		return ns, nil, fmt.Errorf("%w: empty key list", errInvalid)
 	}
@@ -113,7 +129,7 @@ func (s *Server) parseKeys(nsb []byte, kb [][]byte) (prefix.Namespace, []prefix.
 
 // Lookup implements kvcachev1.KVCacheServiceServer.
 func (s *Server) Lookup(ctx context.Context, req *kvcachev1.LookupRequest) (*kvcachev1.LookupResponse, error) {
-	ns, keys, err := s.parseKeys(req.GetNamespace(), req.GetKeys())
+	ns, keys, err := s.parseKeys(ctx, req.GetNamespace(), req.GetKeys())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -147,15 +163,16 @@ func (s *Server) Lookup(ctx context.Context, req *kvcachev1.LookupRequest) (*kvc
 // Send copies each message before returning and the same code is merely
 // conservative.
 func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCacheService_GetServer) error {
-	ns, keys, err := s.parseKeys(req.GetNamespace(), req.GetKeys())
+	ctx := stream.Context()
+	ns, keys, err := s.parseKeys(ctx, req.GetNamespace(), req.GetKeys())
 	if err != nil {
 		return toStatus(err)
 	}
+	tu := s.opts.Usage.Tenant(identity(ctx).Tenant)
 	chunkBytes := s.opts.ChunkBytes
 	if c := int(req.GetMaxChunkBytes()); c > 0 {
 		chunkBytes = min(c, maxChunkBytes)
 	}
-	ctx := stream.Context()
 	track := newSendTracker()
 	msg := &chunk{track: track}
 	for start := 0; start < len(keys); {
@@ -178,6 +195,7 @@ func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCacheService_
 			next = i + 1
 			msg.GetResponse = kvcachev1.GetResponse{Index: uint32(i)}
 			if !found {
+				tu.Misses.Add(1)
 				msg.Missing = true
 				if err := stream.SendMsg(msg); err != nil {
 					return err
@@ -188,6 +206,7 @@ func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCacheService_
 				}
 				return nil
 			}
+			tu.Hits.Add(1)
 			msg.BlockSize = uint32(len(block))
 			for off := 0; off < len(block) || off == 0; off += chunkBytes {
 				end := min(off+chunkBytes, len(block))
@@ -227,7 +246,7 @@ var errWindow = errors.New("server: end of read window")
 
 // Delete implements kvcachev1.KVCacheServiceServer.
 func (s *Server) Delete(ctx context.Context, req *kvcachev1.DeleteRequest) (*kvcachev1.DeleteResponse, error) {
-	ns, keys, err := s.parseKeys(req.GetNamespace(), req.GetKeys())
+	ns, keys, err := s.parseKeys(ctx, req.GetNamespace(), req.GetKeys())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -238,15 +257,49 @@ func (s *Server) Delete(ctx context.Context, req *kvcachev1.DeleteRequest) (*kvc
 	return &kvcachev1.DeleteResponse{Deleted: uint32(n)}, nil
 }
 
-// Stats implements kvcachev1.KVCacheServiceServer.
-func (s *Server) Stats(context.Context, *kvcachev1.StatsRequest) (*kvcachev1.StatsResponse, error) {
+// Stats implements kvcachev1.KVCacheServiceServer. An admin sees the whole
+// node; any other caller sees only its tenant's counters (and the node's
+// identity and data address, which clients need), so no field depends on
+// another tenant's traffic.
+func (s *Server) Stats(ctx context.Context, _ *kvcachev1.StatsRequest) (*kvcachev1.StatsResponse, error) {
+	if id := identity(ctx); id.Role != auth.RoleAdmin {
+		return s.tenantStats(id.Tenant), nil
+	}
 	st := s.st.Stats()
-	build := buildinfo.Get()
 	return &kvcachev1.StatsResponse{
 		BytesUsed: uint64(st.BytesUsed), CapacityBytes: uint64(st.Capacity), Blocks: uint64(st.Blocks),
 		Hits: uint64(st.Hits), Misses: uint64(st.Misses), Evictions: uint64(st.Evictions),
 		Puts: uint64(st.Puts), PutBytes: uint64(st.PutBytes), FileBytes: uint64(st.FileBytes),
 		NodeId: s.opts.NodeID, DataAddr: s.opts.DataAddr,
-		Build: &kvcachev1.BuildInfo{Version: build.Version, Commit: build.Commit, GoVersion: build.GoVersion},
+		Build: buildPB(),
 	}, nil
+}
+
+// buildPB is the node's build as Stats reports it (to every caller: it
+// says nothing about traffic).
+func buildPB() *kvcachev1.BuildInfo {
+	b := buildinfo.Get()
+	return &kvcachev1.BuildInfo{Version: b.Version, Commit: b.Commit, GoVersion: b.GoVersion}
+}
+
+// tenantStats is the Stats answer for a non-admin caller.
+func (s *Server) tenantStats(tenant string) *kvcachev1.StatsResponse {
+	tu := s.opts.Usage.Tenant(tenant)
+	r := &kvcachev1.StatsResponse{
+		Hits: uint64(tu.Hits.Load()), Misses: uint64(tu.Misses.Load()),
+		Puts: uint64(tu.Puts.Load()), PutBytes: uint64(tu.PutBytes.Load()),
+		CapacityBytes: uint64(s.st.Stats().Capacity),
+		NodeId:        s.opts.NodeID, DataAddr: s.opts.DataAddr,
+		Build: buildPB(),
+	}
+	if s.opts.TenantBytes != nil {
+		b, n := s.opts.TenantBytes(tenant)
+		r.BytesUsed, r.Blocks = uint64(b), uint64(n)
+	}
+	if s.opts.TenantQuota != nil {
+		if q := s.opts.TenantQuota(tenant); q > 0 {
+			r.CapacityBytes = uint64(q)
+		}
+	}
+	return r
 }

@@ -73,10 +73,14 @@ func NewBPE(v Vocab) (*BPE, error) {
 func (t *BPE) PreTokenizer() string { return t.pre.name }
 
 // Encode implements Tokenizer.
-func (t *BPE) Encode(text string) []int { return t.encodeWith(t.user, text, t.encodePlain) }
+func (t *BPE) Encode(text string) []int { return t.encodeWith(acceptUser, text, t.encodePlain) }
+
+func (t *BPE) encodeAccept(text string, accept acceptFunc) []int {
+	return t.encodeWith(accept, text, t.encodePlain)
+}
 
 // EncodeSpecial implements Tokenizer.
-func (t *BPE) EncodeSpecial(text string) []int { return t.encodeWith(t.control, text, t.encodePlain) }
+func (t *BPE) EncodeSpecial(text string) []int { return t.encodeWith(acceptAll, text, t.encodePlain) }
 
 func (t *BPE) encodePlain(text string, _ bool) []int {
 	var ids []int

@@ -284,7 +284,7 @@ func TestTemplates(t *testing.T) {
 			t.Errorf("DetectTemplate = %s, want %s", tpl.Name(), tc.name)
 			continue
 		}
-		if got := tpl.Apply(msgs, true); got != tc.want {
+		if got, _ := tpl.Render(msgs, true); got != tc.want {
 			t.Errorf("%s: Apply = %q, want %q", tc.name, got, tc.want)
 		}
 	}

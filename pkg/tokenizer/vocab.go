@@ -52,8 +52,7 @@ type Options struct {
 type base struct {
 	v       Vocab
 	ids     map[string]int
-	control specials // control and user-defined tokens (EncodeSpecial)
-	user    specials // user-defined tokens only (Encode)
+	special specials // control and user-defined tokens
 }
 
 func newBase(v Vocab) (base, error) {
@@ -90,7 +89,7 @@ func newBase(v Vocab) (base, error) {
 		}
 	}
 	b := base{v: v, ids: make(map[string]int, n)}
-	ctl, usr := map[string]int{}, map[string]int{}
+	ctl, usr := map[string]int{}, map[string]bool{}
 	for i, t := range v.Tokens {
 		if _, dup := b.ids[t]; !dup {
 			b.ids[t] = i
@@ -102,10 +101,10 @@ func newBase(v Vocab) (base, error) {
 			}
 		case TypeUserDefined:
 			ctl[t] = i
-			usr[t] = i
+			usr[t] = true
 		}
 	}
-	b.control, b.user = newSpecials(ctl), newSpecials(usr)
+	b.special = newSpecials(ctl, usr)
 	return b, nil
 }
 
@@ -132,17 +131,29 @@ func parseByteToken(t string) (byte, bool) {
 }
 
 func (b *base) VocabSize() int { return len(b.v.Tokens) }
-func (b *base) BOS() int       { return b.v.BOS }
-func (b *base) EOS() int       { return b.v.EOS }
-func (b *base) AddBOS() bool   { return b.v.AddBOS }
+
+func (b *base) scanSpecials(text string, accept acceptFunc) {
+	b.special.scan(text, accept, func(string) {}, func(int) {})
+}
+
+// TokenText returns the vocabulary string of id ("" if out of range).
+func (b *base) TokenText(id int) string {
+	if id < 0 || id >= len(b.v.Tokens) {
+		return ""
+	}
+	return b.v.Tokens[id]
+}
+func (b *base) BOS() int     { return b.v.BOS }
+func (b *base) EOS() int     { return b.v.EOS }
+func (b *base) AddBOS() bool { return b.v.AddBOS }
 
 // encodeWith splits out special tokens and encodes the plain runs. A plain
 // run is "leading" at the start of the text or right after a special token
 // (where SentencePiece adds its space prefix, as llama.cpp does).
-func (b *base) encodeWith(sp specials, text string, plain func(string, bool) []int) []int {
+func (b *base) encodeWith(accept acceptFunc, text string, plain func(string, bool) []int) []int {
 	var ids []int
 	leading := true
-	sp.split(text,
+	b.special.split(text, accept,
 		func(s string) { ids = append(ids, plain(s, leading)...); leading = false },
 		func(id int) { ids = append(ids, id); leading = true })
 	return ids

@@ -94,7 +94,11 @@ func (w *Worker) handleChat(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tmpl, tok := w.m.ChatTemplate(), w.m.Tokenizer()
-	prompt := tokenizer.EncodePrompt(tok, tmpl.Apply(msgs, true))
+	prompt, err := tokenizer.EncodeChat(tok, tmpl, msgs, true)
+	if err != nil {
+		writeError(rw, badRequest("messages", "invalid_chat", "%v", err))
+		return
+	}
 	w.serve(rw, r, "messages", prompt, p, defaultChatTokens, stopTokens(tok, tmpl), true)
 }
 
