@@ -385,3 +385,187 @@ q14reduce:
 	REDUCE16(Z3, Y3, X3, 12(BX))
 	VZEROUPPER
 	RET
+
+// Attention's weighted value sum: out[r][d] += p[r][j] * v[j][d] for
+// j < nk, one fused multiply-add chain per (r, d) in increasing j (the
+// order of pvRef), for d < hd64*64.
+
+// func pv4AVX512(p *float32, ps int, nk int, v *float32, vs int, out *float32, os int, hd64 int)
+// Four rows of p (stride ps elements), v rows stride vs, out rows stride os.
+TEXT ·pv4AVX512(SB), NOSPLIT, $0-64
+	MOVQ p+0(FP), SI
+	MOVQ ps+8(FP), R8
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R13
+	MOVQ nk+16(FP), R9
+	MOVQ v+24(FP), DI
+	MOVQ vs+32(FP), R10
+	SHLQ $2, R10
+	MOVQ out+40(FP), DX
+	MOVQ os+48(FP), R11
+	SHLQ $2, R11
+	MOVQ hd64+56(FP), R12
+
+pv4chunk:
+	VMOVUPS (DX), Z0
+	VMOVUPS 64(DX), Z1
+	VMOVUPS 128(DX), Z2
+	VMOVUPS 192(DX), Z3
+	VMOVUPS (DX)(R11*1), Z4
+	VMOVUPS 64(DX)(R11*1), Z5
+	VMOVUPS 128(DX)(R11*1), Z6
+	VMOVUPS 192(DX)(R11*1), Z7
+	VMOVUPS (DX)(R11*2), Z8
+	VMOVUPS 64(DX)(R11*2), Z9
+	VMOVUPS 128(DX)(R11*2), Z10
+	VMOVUPS 192(DX)(R11*2), Z11
+	LEAQ    (DX)(R11*2), BX
+	VMOVUPS (BX)(R11*1), Z12
+	VMOVUPS 64(BX)(R11*1), Z13
+	VMOVUPS 128(BX)(R11*1), Z14
+	VMOVUPS 192(BX)(R11*1), Z15
+	MOVQ   SI, AX
+	MOVQ   DI, BX
+	MOVQ   R9, CX
+	TESTQ  CX, CX
+	JZ     pv4store
+
+pv4loop:
+	VMOVUPS      (BX), Z16
+	VMOVUPS      64(BX), Z17
+	VMOVUPS      128(BX), Z18
+	VMOVUPS      192(BX), Z19
+	VBROADCASTSS (AX), Z20
+	VBROADCASTSS (AX)(R8*1), Z21
+	VBROADCASTSS (AX)(R8*2), Z22
+	VBROADCASTSS (AX)(R13*1), Z23
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z18, Z20, Z2
+	VFMADD231PS  Z19, Z20, Z3
+	VFMADD231PS  Z16, Z21, Z4
+	VFMADD231PS  Z17, Z21, Z5
+	VFMADD231PS  Z18, Z21, Z6
+	VFMADD231PS  Z19, Z21, Z7
+	VFMADD231PS  Z16, Z22, Z8
+	VFMADD231PS  Z17, Z22, Z9
+	VFMADD231PS  Z18, Z22, Z10
+	VFMADD231PS  Z19, Z22, Z11
+	VFMADD231PS  Z16, Z23, Z12
+	VFMADD231PS  Z17, Z23, Z13
+	VFMADD231PS  Z18, Z23, Z14
+	VFMADD231PS  Z19, Z23, Z15
+	ADDQ         $4, AX
+	ADDQ         R10, BX
+	DECQ         CX
+	JNZ          pv4loop
+
+pv4store:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, 128(DX)
+	VMOVUPS Z3, 192(DX)
+	VMOVUPS Z4, (DX)(R11*1)
+	VMOVUPS Z5, 64(DX)(R11*1)
+	VMOVUPS Z6, 128(DX)(R11*1)
+	VMOVUPS Z7, 192(DX)(R11*1)
+	VMOVUPS Z8, (DX)(R11*2)
+	VMOVUPS Z9, 64(DX)(R11*2)
+	VMOVUPS Z10, 128(DX)(R11*2)
+	VMOVUPS Z11, 192(DX)(R11*2)
+	LEAQ    (DX)(R11*2), BX
+	VMOVUPS Z12, (BX)(R11*1)
+	VMOVUPS Z13, 64(BX)(R11*1)
+	VMOVUPS Z14, 128(BX)(R11*1)
+	VMOVUPS Z15, 192(BX)(R11*1)
+	ADDQ    $256, DI
+	ADDQ    $256, DX
+	DECQ    R12
+	JNZ     pv4chunk
+	VZEROUPPER
+	RET
+
+// func pv1AVX512(p *float32, nk int, v *float32, vs int, out *float32, hd64 int)
+TEXT ·pv1AVX512(SB), NOSPLIT, $0-48
+	MOVQ p+0(FP), SI
+	MOVQ nk+8(FP), R9
+	MOVQ v+16(FP), DI
+	MOVQ vs+24(FP), R10
+	SHLQ $2, R10
+	MOVQ out+32(FP), DX
+	MOVQ hd64+40(FP), R12
+
+pv1chunk:
+	VMOVUPS (DX), Z0
+	VMOVUPS 64(DX), Z1
+	VMOVUPS 128(DX), Z2
+	VMOVUPS 192(DX), Z3
+	MOVQ   SI, AX
+	MOVQ   DI, BX
+	MOVQ   R9, CX
+	TESTQ  CX, CX
+	JZ     pv1store
+
+pv1loop:
+	VBROADCASTSS (AX), Z20
+	VFMADD231PS  (BX), Z20, Z0
+	VFMADD231PS  64(BX), Z20, Z1
+	VFMADD231PS  128(BX), Z20, Z2
+	VFMADD231PS  192(BX), Z20, Z3
+	ADDQ         $4, AX
+	ADDQ         R10, BX
+	DECQ         CX
+	JNZ          pv1loop
+
+pv1store:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, 128(DX)
+	VMOVUPS Z3, 192(DX)
+	ADDQ    $256, DI
+	ADDQ    $256, DX
+	DECQ    R12
+	JNZ     pv1chunk
+	VZEROUPPER
+	RET
+
+// func f16x1x4AVX512(x *float32, w *uint16, ws int, n16 int, out *float32)
+// As f32x1x4AVX512 with f16 weights converted in the loop (exact), for
+// decode, where each weight is used once.
+TEXT ·f16x1x4AVX512(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ w+8(FP), DI
+	MOVQ ws+16(FP), R10
+	SHLQ $1, R10
+	LEAQ (R10)(R10*2), R11
+	MOVQ n16+24(FP), CX
+	MOVQ out+32(FP), DX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	TESTQ CX, CX
+	JZ    h14reduce
+
+h14loop:
+	VMOVUPS     (SI), Z16
+	VCVTPH2PS   (DI), Z20
+	VCVTPH2PS   (DI)(R10*1), Z21
+	VCVTPH2PS   (DI)(R10*2), Z22
+	VCVTPH2PS   (DI)(R11*1), Z23
+	VFMADD231PS Z20, Z16, Z0
+	VFMADD231PS Z21, Z16, Z1
+	VFMADD231PS Z22, Z16, Z2
+	VFMADD231PS Z23, Z16, Z3
+	ADDQ        $64, SI
+	ADDQ        $32, DI
+	DECQ        CX
+	JNZ         h14loop
+
+h14reduce:
+	REDUCE16(Z0, Y0, X0, 0(DX))
+	REDUCE16(Z1, Y1, X1, 4(DX))
+	REDUCE16(Z2, Y2, X2, 8(DX))
+	REDUCE16(Z3, Y3, X3, 12(DX))
+	VZEROUPPER
+	RET

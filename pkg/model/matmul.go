@@ -2,6 +2,7 @@ package model
 
 import (
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/kvcache/kvcache/pkg/gguf"
@@ -32,6 +33,8 @@ type kernels struct {
 	f32x4x4 func(x *float32, xs int, w *float32, ws int, n16 int, out *float32)
 	// f32x1x4 computes 1 row × 4 columns.
 	f32x1x4 func(x *float32, w *float32, ws int, n16 int, out *float32)
+	// f16x1x4 is f32x1x4 with f16 weights converted in the loop.
+	f16x1x4 func(x *float32, w *uint16, ws int, n16 int, out *float32)
 	// f16 converts a prefix of src into dst and returns its length.
 	f16 func(dst []float32, src []uint16) int
 	// q8x4x2 computes 4 rows × 2 Q8_0 columns over np block pairs; xd holds
@@ -39,6 +42,10 @@ type kernels struct {
 	q8x4x2 func(x *int8, xs int, xd *float32, xds int, w *byte, ws int, np int, out *float32)
 	// q8x1x4 computes 1 row × 4 Q8_0 columns.
 	q8x1x4 func(x *int8, xd *float32, w *byte, ws int, np int, out *float32)
+	// pv4 and pv1 compute attention's weighted value sums for 4 rows / 1
+	// row over hd64*64 dimensions (see pvRef).
+	pv4 func(p *float32, ps int, nk int, v *float32, vs int, out *float32, os int, hd64 int)
+	pv1 func(p *float32, nk int, v *float32, vs int, out *float32, hd64 int)
 }
 
 // portable is the pure-Go kernel set.
@@ -83,7 +90,16 @@ func (ks *kernels) matmul(out, x []float32, w *weight, n int) {
 	if w.typ == gguf.F32 {
 		parallel(chunks, func(c int) {
 			o0 := c * ob
-			ks.f32Block(out, m, x, n, k, w.f32, o0, min(m, o0+ob))
+			ks.f32Block(out, m, x, k, n, k, w.f32, k, o0, min(m, o0+ob))
+		})
+		return
+	}
+	if w.typ == gguf.F16 && n < 4 && ks.f16x1x4 != nil && k >= 16 {
+		// Decode: each weight is used by at most three rows, so convert
+		// it in the kernel instead of through scratch.
+		parallel(chunks, func(c int) {
+			o0 := c * ob
+			ks.f16Direct(out, m, x, n, k, f16Rows(w, 0, m), o0, min(m, o0+ob))
 		})
 		return
 	}
@@ -101,28 +117,65 @@ func (ks *kernels) matmul(out, x []float32, w *weight, n int) {
 			w.rows2f32(o0, o1, wf)
 		}
 		// wf row 0 is W row o0: shift the output so columns line up.
-		ks.f32Block(out[o0:], m, x, n, k, wf, 0, o1-o0)
+		ks.f32Block(out[o0:], m, x, k, n, k, wf, k, 0, o1-o0)
 		scratch.Put(buf)
 	})
+}
+
+// f16Direct computes columns [o0,o1) of n rows against f16 weights with
+// the fused kernel; the k%16 tail and leftover columns convert exactly and
+// take the portable order, so the bits equal the scratch path's.
+func (ks *kernels) f16Direct(out []float32, ldo int, x []float32, n, k int, w []uint16, o0, o1 int) {
+	k16 := k &^ 15
+	var tile [4]float32
+	var wf []float32
+	row := func(o int) []float32 {
+		wf = slices.Grow(wf[:0], k)[:k]
+		ks.f16ToF32(wf, w[o*k:(o+1)*k])
+		return wf
+	}
+	for r := range n {
+		xr := x[r*k : (r+1)*k]
+		o := o0
+		for ; o+4 <= o1; o += 4 {
+			_ = w[(o+4)*k-1]
+			ks.f16x1x4(&xr[0], &w[o*k], k, k16/16, &tile[0])
+			for j := range 4 {
+				s := tile[j]
+				for i := k16; i < k; i++ {
+					s = fma32(xr[i], halfToFloat32(w[(o+j)*k+i]), s)
+				}
+				out[r*ldo+o+j] = s
+			}
+		}
+		for ; o < o1; o++ {
+			out[r*ldo+o] = dotF32(xr, row(o))
+		}
+	}
 }
 
 // scratch holds per-goroutine decoded weight blocks.
 var scratch = sync.Pool{New: func() any { return new([]float32) }}
 
-// f32Block computes columns [o0,o1) of every row: out[r*ldo+o] = x[r]·w[o].
-func (ks *kernels) f32Block(out []float32, ldo int, x []float32, n, k int, w []float32, o0, o1 int) {
+// f32Block computes columns [o0,o1) of every row: out[r*ldo+o] =
+// x[r]·w[o] over k elements, x row r at x[r*xs:], w row o at w[o*ws:].
+func (ks *kernels) f32Block(out []float32, ldo int, x []float32, xs, n, k int, w []float32, ws, o0, o1 int) {
 	k16 := k &^ 15
 	n16 := k16 / 16
 	var tile [16]float32
+	xr := func(r int) []float32 { return x[r*xs : r*xs+k] }
+	wr := func(o int) []float32 { return w[o*ws : o*ws+k] }
 	set := func(r, o int, s float32) {
-		out[r*ldo+o] = tailF32(s, x[r*k+k16:r*k+k], w[o*k+k16:o*k+k])
+		out[r*ldo+o] = tailF32(s, xr(r)[k16:], wr(o)[k16:])
 	}
 	r := 0
 	if ks.f32x4x4 != nil && n16 > 0 {
 		for ; r+4 <= n; r += 4 {
+			_ = x[(r+3)*xs+k-1] // the kernel reads rows r..r+3
 			o := o0
 			for ; o+4 <= o1; o += 4 {
-				ks.f32x4x4(&x[r*k], k, &w[o*k], k, n16, &tile[0])
+				_ = w[(o+3)*ws+k-1]
+				ks.f32x4x4(&x[r*xs], xs, &w[o*ws], ws, n16, &tile[0])
 				for i := range 4 {
 					for j := range 4 {
 						set(r+i, o+j, tile[i*4+j])
@@ -131,7 +184,7 @@ func (ks *kernels) f32Block(out []float32, ldo int, x []float32, n, k int, w []f
 			}
 			for ; o < o1; o++ {
 				for i := range 4 {
-					out[(r+i)*ldo+o] = dotF32(x[(r+i)*k:(r+i+1)*k], w[o*k:(o+1)*k])
+					out[(r+i)*ldo+o] = dotF32(xr(r+i), wr(o))
 				}
 			}
 		}
@@ -139,24 +192,26 @@ func (ks *kernels) f32Block(out []float32, ldo int, x []float32, n, k int, w []f
 	for ; r < n; r++ {
 		o := o0
 		if ks.f32x1x4 != nil && n16 > 0 {
+			_ = x[r*xs+k-1]
 			for ; o+4 <= o1; o += 4 {
-				ks.f32x1x4(&x[r*k], &w[o*k], k, n16, &tile[0])
+				_ = w[(o+3)*ws+k-1]
+				ks.f32x1x4(&x[r*xs], &w[o*ws], ws, n16, &tile[0])
 				for j := range 4 {
 					set(r, o+j, tile[j])
 				}
 			}
 		}
 		for ; o < o1; o++ {
-			out[r*ldo+o] = dotF32(x[r*k:(r+1)*k], w[o*k:(o+1)*k])
+			out[r*ldo+o] = dotF32(xr(r), wr(o))
 		}
 	}
 }
 
-// parallel runs fn(i) for i in [0,n) on up to runtime.NumCPU goroutines
+// parallel runs fn(i) for i in [0,n) on up to GOMAXPROCS goroutines
 // (the caller included) and waits for all of them. Work is handed out by a
 // shared counter, so uneven items balance.
 func parallel(n int, fn func(i int)) {
-	workers := min(n, runtime.NumCPU())
+	workers := min(n, runtime.GOMAXPROCS(0))
 	if workers <= 1 {
 		for i := 0; i < n; i++ {
 			fn(i)
