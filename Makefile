@@ -8,7 +8,7 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build test test-short generate tools lint-proto bench demo images clean vet fuzz
+.PHONY: all build test test-short generate tools lint-proto bench bench-engine demo images clean vet fuzz
 
 all: build
 
@@ -66,6 +66,23 @@ bench:
 	$(BIN)/kvbench -redis-server "$$(command -v redis-server)" $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench 'Encode/(int8|int4)$$|Decode/(int8|int4)$$' -benchtime 5x ./pkg/kvblock/
 
+# The engine (pkg/model) against llama.cpp's llama-bench when it is on PATH
+# (skipped with a note otherwise) on a generated random-weight 125M Llama
+# GGUF in F16 and Q8_0 (kept in $$TMPDIR/kvcache-enginebench), alternating
+# rounds, medians; then resident memory in place vs dequantized, and the
+# worker's time to first token for a cached (hit) and uncached (miss)
+# prefix of 1k and 4k tokens. ENGINEFLAGS adds enginebench flags (e.g.
+# ENGINEFLAGS='-rounds 3 -llama-bench /path/to/llama-bench').
+bench-engine:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/enginebench ./cmd/enginebench
+	$(BIN)/enginebench $(ENGINEFLAGS)
+	@echo; echo "| prefix tokens | miss TTFT ms | hit TTFT ms |"; echo "|---|---|---|"
+	@$(GO) test -run '^$$' -bench 'TTFT' -benchtime 3x ./pkg/worker/ > $(BIN)/ttft.txt || { cat $(BIN)/ttft.txt; exit 1; }
+	@awk ' \
+		/^BenchmarkTTFT\/prefix=/ { split($$1, p, "[=/-]"); for (i = 2; i < NF; i++) if ($$(i+1) == "ttft_ms") t[p[3], p[4]] = $$i; n[p[3]] = 1 } \
+		END { for (k in n) printf "| %s | %s | %s |\n", k, t[k, "miss"], t[k, "hit"] }' $(BIN)/ttft.txt | sort -t'|' -k2n
+
 # Every decoder of untrusted bytes, FUZZTIME each.
 FUZZTIME ?= 30s
 fuzz:
@@ -73,6 +90,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./pkg/gguf/
 	$(GO) test -run XXX -fuzz '^FuzzReadRequest$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 	$(GO) test -run XXX -fuzz '^FuzzResponseReader$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
+	$(GO) test -run XXX -fuzz '^FuzzReadHello$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 	$(GO) test -run XXX -fuzz '^FuzzBPERoundTrip$$' -fuzztime $(FUZZTIME) ./pkg/tokenizer/
 	$(GO) test -run XXX -fuzz '^FuzzEncodeChat$$' -fuzztime $(FUZZTIME) ./pkg/tokenizer/
 
