@@ -3,6 +3,7 @@ GO       ?= go
 BIN      := $(CURDIR)/bin
 TOOLS    := $(CURDIR)/.tools/bin
 CMDS     := cachenode worker kvctl kvbench
+PLOTDIR  ?= plots
 # Pinned generator versions: `make generate` installs exactly these.
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
@@ -54,7 +55,8 @@ lint-proto: tools
 # with Redis on loopback (Debian's redis-server, installed if missing; kvbench
 # starts it on a free port without persistence and stops it when it ends,
 # also on failure), then a short run of the codec micro-benchmarks. About two
-# minutes; BENCHFLAGS adds kvbench flags (e.g. BENCHFLAGS=-json).
+# minutes; BENCHFLAGS adds kvbench flags (e.g. BENCHFLAGS=-json). Writes
+# the fetch-by-block-size and codec-fidelity plots to PLOTDIR (./plots).
 bench:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "bench: installing redis-server"; \
@@ -63,7 +65,7 @@ bench:
 		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q redis-server >/dev/null; }; }
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/kvbench ./cmd/kvbench
-	$(BIN)/kvbench -redis-server "$$(command -v redis-server)" $(BENCHFLAGS)
+	$(BIN)/kvbench -redis-server "$$(command -v redis-server)" -block-sizes 64KiB,256KiB,4MiB -plot $(PLOTDIR) $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench 'Encode/(int8|int4)$$|Decode/(int8|int4)$$' -benchtime 5x ./pkg/kvblock/
 
 # The engine (pkg/model) against llama.cpp's llama-bench when it is on PATH
@@ -97,7 +99,6 @@ fuzz:
 # Three cache nodes and two workers on loopback, a shared-prefix workload,
 # a table of hits and TTFTs, a TTFT sweep over the prefix length, and the
 # plots (PNG and SVG) in PLOTDIR; stops everything it started.
-PLOTDIR ?= plots
 demo:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/cachenode ./cmd/worker ./cmd/kvdemo
