@@ -30,6 +30,7 @@ import (
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/internal/dataplane"
 	"github.com/kvcache/kvcache/pkg/auth"
 	"github.com/kvcache/kvcache/pkg/server"
@@ -142,7 +143,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 func (n *Node) listen() error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(newStoreCollector(n.st))
+	reg.MustRegister(newStoreCollector(n.st), buildinfo.Get().Collector())
 	m := newRPCMetrics(reg)
 
 	logOpts := []logging.Option{
