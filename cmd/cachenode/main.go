@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/internal/cachenode"
 	"github.com/kvcache/kvcache/internal/units"
 )
@@ -59,7 +60,11 @@ func run() error {
 	flag.IntVar(&cfg.MaxReads, "max-reads", 0, "concurrent Lookup calls, and separately Get calls; more get ResourceExhausted (0 = 4 per core, at least 16)")
 	flag.IntVar(&cfg.DataConnsPerAddr, "data-conns-per-addr", 64, "data-plane connections per client IP address")
 	flag.DurationVar(&cfg.DataIdleTimeout, "data-idle-timeout", 2*time.Minute, "a data-plane connection idle this long is closed (a full data plane also closes its longest-idle one for a new client)")
+	version := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *version {
+		return buildinfo.Print(os.Stdout, "cachenode")
+	}
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if !set["data-listen"] {
@@ -92,6 +97,7 @@ func run() error {
 	}
 	cfg.MaxStreams = uint32(min(streams, 1<<31))
 	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger.Info("cachenode starting", buildinfo.Get().LogAttr())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

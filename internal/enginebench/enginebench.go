@@ -53,6 +53,7 @@ type options struct {
 	rssOf      string // internal: load this file, print RSS, exit
 	rssHeap    bool
 	cpuProfile string
+	rss        bool
 }
 
 // result is tokens per second for one engine, quant and metric.
@@ -126,6 +127,9 @@ func Main(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	if llama == "" {
 		fmt.Fprintln(stdout, "\nllama-bench not on PATH: llama.cpp columns skipped (build llama.cpp and put llama-bench on PATH, or pass -llama-bench).")
 	}
+	if !o.rss {
+		return nil
+	}
 	return printRSSTable(ctx, stdout, paths, o)
 }
 
@@ -142,6 +146,7 @@ func parse(stderr io.Writer, args []string) (options, error) {
 	fs.StringVar(&quants, "quants", "F16,Q8_0", "weight types")
 	fs.StringVar(&o.llamaBench, "llama-bench", "", "llama-bench binary (default: llama-bench on PATH)")
 	fs.StringVar(&o.rssOf, "rss-of", "", "internal: load this GGUF, run a short prefill and print the RSS")
+	fs.BoolVar(&o.rss, "rss", true, "also report resident memory in place vs dequantized")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the kvcache runs to this file")
 	fs.BoolVar(&o.rssHeap, "rss-heap", false, "internal: with -rss-of, dequantize the weights to float32 on the heap")
 	if err := fs.Parse(args); err != nil {
