@@ -65,6 +65,10 @@ type streamOptions struct {
 type stopField []string
 
 func (s *stopField) UnmarshalJSON(b []byte) error {
+	if isNull(b) {
+		*s = nil
+		return nil
+	}
 	var one string
 	if err := json.Unmarshal(b, &one); err == nil {
 		*s = stopField{one}

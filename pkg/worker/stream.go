@@ -279,12 +279,21 @@ func (o *output) logprobs(choice int, lps []TokenLogprob, text string) any {
 	return out
 }
 
-// tokenText is a token's text for logprobs: its bytes, or for a control
-// token (which contributes no text) its vocabulary name when the
-// tokenizer can tell it.
+// tokenText is a token's text for logprobs: its bytes when they are valid
+// UTF-8; else, as OpenAI writes them, "bytes:" and the bytes as \xNN
+// escapes (so partial characters stay distinct keys of top_logprobs); for
+// a control token (no text) its vocabulary name when the tokenizer can
+// tell it.
 func (o *output) tokenText(id int) string {
-	if b := o.tok.TokenBytes(id); b != nil {
+	if b := o.tok.TokenBytes(id); utf8.Valid(b) && b != nil {
 		return string(b)
+	} else if b != nil {
+		var sb strings.Builder
+		sb.WriteString("bytes:")
+		for _, c := range b {
+			fmt.Fprintf(&sb, "\\x%02x", c)
+		}
+		return sb.String()
 	}
 	if n, ok := o.tok.(interface{ TokenText(int) string }); ok {
 		return n.TokenText(id)

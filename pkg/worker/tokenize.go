@@ -121,7 +121,7 @@ func (w *Worker) handleTokenize(rw http.ResponseWriter, r *http.Request) {
 	}
 	defer w.admit.release()
 	tok := w.m.Tokenizer()
-	var ids []int
+	ids := []int{}
 	if req.AddSpecial && tok.AddBOS() && tok.BOS() >= 0 {
 		ids = append(ids, tok.BOS())
 	}
