@@ -456,4 +456,3 @@ func chatMessages(in []chatMessage) ([]tokenizer.Message, *apiError) {
 	}
 	return out, nil
 }
-
