@@ -11,7 +11,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/kvcache/kvcache/pkg/tokenizer"
 )
@@ -171,9 +170,6 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
 	)
 	switch {
 	case err == nil:
-		// The body is in: lift the read deadline (ReadTimeout), which
-		// would otherwise cancel the request's context mid-generation.
-		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 		return nil
 	case errors.As(err, &netErr) && netErr.Timeout():
 		return &apiError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Message: "the request body was not received in time"}

@@ -76,8 +76,9 @@ type Config struct {
 	// ReadHeaderTimeout, ReadTimeout and IdleTimeout configure the
 	// http.Server of NewServer: the time to send the request headers, the
 	// whole request (headers and body), and an idle keep-alive connection.
-	// Defaults 5s, 30s, 120s. Once the body is read the read deadline is
-	// lifted, so a long generation is never cut.
+	// Defaults 5s, 30s, 120s. ReadTimeout does not limit the response: a
+	// generation streams for as long as it takes (there is no write
+	// timeout).
 	ReadHeaderTimeout, ReadTimeout, IdleTimeout time.Duration
 	// PrefillChunk is how many tokens one prefill step computes while
 	// holding the forward-pass semaphore. Default 256. Chunking never

@@ -268,7 +268,13 @@ func TestModelsHealthMetrics(t *testing.T) {
 		t.Errorf("/healthz: %d", code)
 	}
 	code, body := get("/metrics")
-	for _, s := range []string{`kvcache_worker_requests_total{code="200",endpoint="completions"} 1`, "kvcache_worker_ttft_seconds_count 1", "kvcache_worker_prompt_tokens_total 3", `kvcache_worker_cache_errors_total{op="fetch"} 0`} {
+	for _, s := range []string{`kvcache_worker_requests_total{code="200",endpoint="completions"} 1`, "kvcache_worker_ttft_seconds_count 1", "kvcache_worker_prompt_tokens_total 3", `kvcache_worker_cache_errors_total{op="fetch"} 0`,
+		"\ngo_goroutines ", "\nprocess_cpu_seconds_total ", "\nprocess_resident_memory_bytes ",
+		"kvcache_worker_requests_running 0", "kvcache_worker_requests_waiting 0", "kvcache_worker_queue_capacity 8", "kvcache_worker_running_capacity 4",
+		`kvcache_worker_e2e_request_latency_seconds_count{endpoint="completions"} 1`, `kvcache_worker_e2e_request_latency_seconds_count{endpoint="chat"} 0`,
+		"kvcache_worker_inter_token_latency_seconds_count 1", "kvcache_worker_prefill_tokens_per_second_count 1", "kvcache_worker_decode_tokens_per_second_count 1",
+		"kvcache_worker_prefills_total 1", "kvcache_worker_prefill_tokens_total 3", "kvcache_worker_completion_tokens_total 2",
+		`kvcache_worker_rejected_requests_total{reason="queue_full"} 0`, `kvcache_worker_rejected_requests_total{reason="client_gone"} 0`} {
 		if code != 200 || !strings.Contains(body, s) {
 			t.Errorf("/metrics lacks %q", s)
 		}
