@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/kvcache/kvcache/pkg/model"
 )
 
 // A client that disconnects mid-stream stops the generation: the worker
@@ -34,20 +32,16 @@ func TestDisconnectStopsGeneration(t *testing.T) {
 	}
 }
 
-// medianDuration runs f n times and returns the median duration.
-func medianDuration(n int, f func()) time.Duration {
-	d := make([]time.Duration, n)
-	for i := range d {
+// bestOf runs f n times and returns the shortest duration: the one least
+// disturbed by other load on the machine.
+func bestOf(n int, f func()) time.Duration {
+	best := time.Duration(1<<63 - 1)
+	for range n {
 		start := time.Now()
 		f()
-		d[i] = time.Since(start)
+		best = min(best, time.Since(start))
 	}
-	for i := range d { // insertion sort: n is tiny
-		for j := i; j > 0 && d[j] < d[j-1]; j-- {
-			d[j], d[j-1] = d[j-1], d[j]
-		}
-	}
-	return d[n/2]
+	return best
 }
 
 // A request that cannot fit the context is refused before it is
@@ -57,7 +51,6 @@ func medianDuration(n int, f func()) time.Duration {
 func TestOversizedRequestsAreLinear(t *testing.T) {
 	w := newWorker(t, Config{})
 	url := server(t, w)
-	ctx := model.TinyConfig().ContextLen
 	chat := func(n int) string {
 		msgs := make([]map[string]string, n)
 		for i := range msgs {
@@ -74,8 +67,10 @@ func TestOversizedRequestsAreLinear(t *testing.T) {
 		param      string
 		small      int
 	}{
-		{"tiny chat messages", "/v1/chat/completions", chat, "messages", 2 * ctx},
-		{"long prompt", "/v1/completions", completion, "prompt", 4 * ctx},
+		// Sizes large enough that parsing, not noise, dominates: the
+		// large body is just under the 4 MiB limit.
+		{"tiny chat messages", "/v1/chat/completions", chat, "messages", 8000},
+		{"long prompt", "/v1/completions", completion, "prompt", 100000},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			small, large := tt.body(tt.small), tt.body(8*tt.small)
@@ -86,8 +81,8 @@ func TestOversizedRequestsAreLinear(t *testing.T) {
 				}
 				checkError(t, m, tt.param, "context_length_exceeded")
 			}
-			ts := medianDuration(5, func() { post(t, url+tt.path, small) })
-			tl := medianDuration(5, func() { post(t, url+tt.path, large) })
+			ts := bestOf(3, func() { post(t, url+tt.path, small) })
+			tl := bestOf(3, func() { post(t, url+tt.path, large) })
 			ratio := float64(tl) / float64(ts)
 			t.Logf("%d bytes: %v, %d bytes: %v (x%.1f)", len(small), ts, len(large), tl, ratio)
 			if ratio > 24 {
