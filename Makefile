@@ -3,18 +3,25 @@ GO       ?= go
 BIN      := $(CURDIR)/bin
 TOOLS    := $(CURDIR)/.tools/bin
 CMDS     := cachenode worker kvctl kvbench
+PLOTDIR  ?= plots
+# The build stamped into every binary (internal/buildinfo: --version, the
+# first log line, Stats, kvcache_build_info). VERSION is the v* tag of HEAD
+# (or "devel"); override it for a release: make build VERSION=v1.2.0.
+VERSION ?= $(shell git describe --tags --match 'v*' --dirty 2>/dev/null || echo devel)
+COMMIT  ?= $(shell c=$$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet HEAD -- 2>/dev/null || c=$$c-dirty; echo $$c; })
+LDFLAGS := -X github.com/kvcache/kvcache/internal/buildinfo.version=$(VERSION) -X github.com/kvcache/kvcache/internal/buildinfo.commit=$(COMMIT)
 # Pinned generator versions: `make generate` installs exactly these.
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build test test-short generate tools lint-proto bench demo images clean vet fuzz
+.PHONY: all build test test-short generate tools lint-proto bench bench-engine demo images clean vet fuzz
 
 all: build
 
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(patsubst %,./%,$(wildcard $(CMDS:%=cmd/%)))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN)/ $(patsubst %,./%,$(wildcard $(CMDS:%=cmd/%)))
 
 vet:
 	$(GO) vet ./...
@@ -54,7 +61,8 @@ lint-proto: tools
 # with Redis on loopback (Debian's redis-server, installed if missing; kvbench
 # starts it on a free port without persistence and stops it when it ends,
 # also on failure), then a short run of the codec micro-benchmarks. About two
-# minutes; BENCHFLAGS adds kvbench flags (e.g. BENCHFLAGS=-json).
+# minutes; BENCHFLAGS adds kvbench flags (e.g. BENCHFLAGS=-json). Writes
+# the fetch-by-block-size and codec-fidelity plots to PLOTDIR (./plots).
 bench:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "bench: installing redis-server"; \
@@ -62,9 +70,26 @@ bench:
 		$$SUDO apt-get install -y -q redis-server >/dev/null 2>&1 || \
 		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q redis-server >/dev/null; }; }
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/kvbench ./cmd/kvbench
-	$(BIN)/kvbench -redis-server "$$(command -v redis-server)" $(BENCHFLAGS)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN)/kvbench ./cmd/kvbench
+	$(BIN)/kvbench -redis-server "$$(command -v redis-server)" -block-sizes 64KiB,256KiB,4MiB -plot $(PLOTDIR) $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench 'Encode/(int8|int4)$$|Decode/(int8|int4)$$' -benchtime 5x ./pkg/kvblock/
+
+# The engine (pkg/model) against llama.cpp's llama-bench when it is on PATH
+# (skipped with a note otherwise) on a generated random-weight 125M Llama
+# GGUF in F16 and Q8_0 (kept in $$TMPDIR/kvcache-enginebench), alternating
+# rounds, medians; then resident memory in place vs dequantized, and the
+# worker's time to first token for a cached (hit) and uncached (miss)
+# prefix of 1k and 4k tokens. ENGINEFLAGS adds enginebench flags (e.g.
+# ENGINEFLAGS='-rounds 3 -llama-bench /path/to/llama-bench').
+bench-engine:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/enginebench ./cmd/enginebench
+	$(BIN)/enginebench $(ENGINEFLAGS)
+	@echo; echo "| prefix tokens | miss TTFT ms | hit TTFT ms |"; echo "|---|---|---|"
+	@$(GO) test -run '^$$' -bench 'TTFT' -benchtime 3x ./pkg/worker/ > $(BIN)/ttft.txt || { cat $(BIN)/ttft.txt; exit 1; }
+	@awk ' \
+		/^BenchmarkTTFT\/prefix=/ { split($$1, p, "[=/-]"); for (i = 2; i < NF; i++) if ($$(i+1) == "ttft_ms") t[p[3], p[4]] = $$i; n[p[3]] = 1 } \
+		END { for (k in n) printf "| %s | %s | %s |\n", k, t[k, "miss"], t[k, "hit"] }' $(BIN)/ttft.txt | sort -t'|' -k2n
 
 # Every decoder of untrusted bytes, FUZZTIME each.
 FUZZTIME ?= 30s
@@ -73,13 +98,15 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./pkg/gguf/
 	$(GO) test -run XXX -fuzz '^FuzzReadRequest$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 	$(GO) test -run XXX -fuzz '^FuzzResponseReader$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
+	$(GO) test -run XXX -fuzz '^FuzzReadHello$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 
 # Three cache nodes and two workers on loopback, a shared-prefix workload,
-# a table of hits and TTFTs; stops everything it started.
+# a table of hits and TTFTs, a TTFT sweep over the prefix length, and the
+# plots (PNG and SVG) in PLOTDIR; stops everything it started.
 demo:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/cachenode ./cmd/worker ./cmd/kvdemo
-	$(BIN)/kvdemo --bin $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN)/ ./cmd/cachenode ./cmd/worker ./cmd/kvdemo
+	$(BIN)/kvdemo --bin $(BIN) --plot $(PLOTDIR)
 
 # Container images FROM scratch: static binaries into deploy/bin (ignored
 # by git), then one image per Dockerfile with deploy/ as the context.
@@ -89,7 +116,7 @@ DEPLOY_BIN := $(CURDIR)/deploy/bin
 
 images:
 	@mkdir -p $(DEPLOY_BIN)/empty
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(DEPLOY_BIN)/ ./cmd/cachenode ./cmd/worker ./cmd/kvctl
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(LDFLAGS)' -o $(DEPLOY_BIN)/ ./cmd/cachenode ./cmd/worker ./cmd/kvctl
 	$(DOCKER) build -q -f deploy/Dockerfile.cachenode -t kvcache/cachenode:$(IMAGE_TAG) deploy
 	$(DOCKER) build -q -f deploy/Dockerfile.worker -t kvcache/worker:$(IMAGE_TAG) deploy
 

@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/internal/cachenode"
 	"github.com/kvcache/kvcache/internal/units"
 )
@@ -31,16 +33,35 @@ func run() error {
 		level    slog.Level
 	)
 	flag.StringVar(&cfg.Listen, "listen", ":7070", "gRPC listen address")
-	flag.StringVar(&cfg.DataListen, "data-listen", ":7071", "TCP address of the bulk data plane, advertised to clients by port (empty to disable)")
+	flag.StringVar(&cfg.DataListen, "data-listen", ":7071", "TCP address of the bulk data plane, advertised to clients by port (empty to disable; default: port 7071 on the host of --listen)")
 	flag.StringVar(&cfg.Data, "data", "./data", "directory for the block store file")
 	flag.StringVar(&capacity, "capacity", "0", "byte budget of the store, e.g. 20GiB (0 = unlimited)")
 	flag.StringVar(&maxBlock, "max-block", "64MiB", "largest block accepted")
-	flag.StringVar(&cfg.MetricsListen, "metrics-listen", ":9090", "HTTP address for /metrics and /healthz (empty to disable)")
+	flag.StringVar(&cfg.MetricsListen, "metrics-listen", ":9090", "HTTP address for /metrics and /healthz (empty to disable; default: port 9090 on the host of --listen)")
+	sec := &cfg.Security
+	flag.StringVar(&sec.TLSCert, "tls-cert", "", "PEM certificate: TLS on gRPC, the data plane and metrics (reloaded on change and SIGHUP)")
+	flag.StringVar(&sec.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	flag.StringVar(&sec.TLSClientCA, "tls-client-ca", "", "PEM CA bundle: require and verify client certificates (mTLS)")
+	flag.StringVar(&sec.AuthTokens, "auth-tokens", "", "tokens file, lines of TOKEN TENANT ROLE [QUOTA] (reloaded on change and SIGHUP; docs/security.md)")
+	flag.BoolVar(&sec.Insecure, "insecure", false, "without --auth-tokens or --tls-client-ca, serve every address unauthenticated (default: loopback clients only)")
+	flag.Var(quotaFlag{&sec.TenantQuota}, "tenant-quota", "TENANT=BYTES byte budget of a tenant, e.g. acme=20GiB (repeatable)")
 	flag.StringVar(&cfg.NodeID, "node-id", "", "node name in stats and logs (default: host name)")
 	flag.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 0, "time in-flight calls get on SIGTERM (default 10s)")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	gcPercent := flag.Int("gc-percent", 400, "Go GC target percentage when GOGC is not set (Go's default is 100)")
+	version := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *version {
+		return buildinfo.Print(os.Stdout, "cachenode")
+	}
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["data-listen"] {
+		cfg.DataListen = cachenode.HostPort(cfg.Listen, "7071")
+	}
+	if !set["metrics-listen"] {
+		cfg.MetricsListen = cachenode.HostPort(cfg.Listen, "9090")
+	}
 
 	if os.Getenv("GOGC") == "" {
 		cfg.GCPercent = *gcPercent
@@ -56,6 +77,7 @@ func run() error {
 	}
 	cfg.MaxBlockBytes = int(mb)
 	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger.Info("cachenode starting", buildinfo.Get().LogAttr())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -63,5 +85,45 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			if err := n.Reload(); err != nil {
+				cfg.Logger.Error("SIGHUP reload failed; previous credentials stay in force", "err", err)
+			} else {
+				cfg.Logger.Info("SIGHUP: TLS and tokens files reloaded")
+			}
+		}
+	}()
 	return n.Wait()
+}
+
+// quotaFlag parses repeated TENANT=BYTES flags.
+type quotaFlag struct{ m *map[string]int64 }
+
+func (q quotaFlag) String() string {
+	if q.m == nil {
+		return ""
+	}
+	return fmt.Sprint(*q.m)
+}
+
+func (q quotaFlag) Set(s string) error {
+	tenant, size, ok := strings.Cut(s, "=")
+	if !ok || tenant == "" {
+		return fmt.Errorf("want TENANT=BYTES, got %q", s)
+	}
+	b, err := units.ParseBytes(size)
+	if err != nil || b <= 0 {
+		return fmt.Errorf("tenant %s: quota %q: want a positive byte size such as 20GiB", tenant, size)
+	}
+	if tenant == "-" { // the shared tenant, as in the tokens file
+		tenant = ""
+	}
+	if *q.m == nil {
+		*q.m = map[string]int64{}
+	}
+	(*q.m)[tenant] = b
+	return nil
 }

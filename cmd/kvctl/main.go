@@ -1,10 +1,8 @@
-// Command kvctl is the operator CLI of a kvcache cluster.
+// Command kvctl is the operator CLI of a kvcache cluster. See internal/kvctl.
 package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 
@@ -13,13 +11,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	err := kvctl.Main(ctx, &kvctl.Env{Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:])
+	code := kvctl.Run(ctx, &kvctl.Env{Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:])
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kvctl:", err)
-		if errors.Is(err, kvctl.ErrUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	os.Exit(code)
 }

@@ -1,10 +1,14 @@
 // Command kvdemo shows the KV cache at work on one machine: it starts three
 // cache nodes and two workers (the embedded model, every worker using all
 // three nodes), sends a shared-prefix workload alternately to both workers,
-// prints one line per request and a summary, and stops everything it
-// started, also on error or Ctrl-C.
+// prints one line per request and a summary, then TTFT of a hit and a
+// miss for a sweep of prefix lengths, and stops everything it started,
+// also on error or Ctrl-C. Progress (each process started, each request
+// sent, a heartbeat while one runs) goes to stderr as it happens;
+// --plot DIR draws the TTFT sweep and the hit ratio over time
+// (internal/plots).
 //
-//	make demo    # builds ./bin and runs: kvdemo --bin ./bin
+//	make demo    # builds ./bin and runs: kvdemo --bin ./bin --plot plots
 package main
 
 import (
@@ -24,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kvcache/kvcache/internal/buildinfo"
 )
 
 func main() {
@@ -39,6 +45,8 @@ type options struct {
 	codec                   string
 	maxTokens               int
 	systemTokens, docTokens int
+	sweep                   []int  // shared-prefix lengths of the TTFT sweep
+	plotDir                 string // where to write the plots; "" = none
 	timeout                 time.Duration
 }
 
@@ -51,8 +59,19 @@ func run() error {
 	flag.IntVar(&o.maxTokens, "max-tokens", 8, "tokens generated per request")
 	flag.IntVar(&o.systemTokens, "system-tokens", 1000, "length of the shared system prompt")
 	flag.IntVar(&o.docTokens, "doc-tokens", 1000, "length of the shared document")
-	flag.DurationVar(&o.timeout, "timeout", 110*time.Second, "give up after this long")
+	sweep := flag.String("sweep", "64,128,256,512", "shared-prefix lengths (tokens) of the TTFT hit-vs-miss sweep; empty = none")
+	flag.StringVar(&o.plotDir, "plot", "", "write the plots (PNG and SVG) into this directory")
+	flag.DurationVar(&o.timeout, "timeout", 170*time.Second, "give up after this long")
+	version := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *version {
+		return buildinfo.Print(os.Stdout, "kvdemo")
+	}
+	var err error
+	if o.sweep, err = parseSweep(*sweep); err != nil {
+		return err
+	}
+	p := newProgress(os.Stderr, 5*time.Second)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -77,7 +96,7 @@ func run() error {
 	}()
 
 	start := time.Now()
-	workers, err := startCluster(ctx, o, dir, &procs)
+	workers, err := startCluster(ctx, o, dir, &procs, p)
 	if err != nil {
 		return err
 	}
@@ -88,11 +107,32 @@ func run() error {
 	fmt.Printf("started %d cache nodes and %d workers in %.1fs; model %s, %d B of f16 KV per token, %d-token blocks, codec %s\n\n",
 		o.nodes, o.workers, time.Since(start).Seconds(), info.ID, info.KVBytesPerToken, info.BlockTokens, info.Codec)
 
-	rows, err := runWorkload(ctx, o, workers, os.Stdout)
+	t0 := time.Now()
+	rows, err := runSteps(ctx, o, workers, workload(o.systemTokens, o.docTokens), newTable(os.Stdout), p, t0)
 	if err != nil {
 		return err
 	}
 	printSummary(os.Stdout, summarize(rows, info.KVBytesPerToken), info.Codec)
+	var swept []sweepPoint
+	if len(o.sweep) > 0 {
+		fmt.Printf("\nTTFT against the shared prefix: each prompt once on one worker (a miss), then on the other (a hit)\n\n")
+		srows, err := runSteps(ctx, o, workers, sweepSteps(o.sweep), newTable(os.Stdout), p, t0)
+		if err != nil {
+			return err
+		}
+		swept = sweepPoints(srows)
+		printSweep(os.Stdout, swept)
+	}
+	if o.plotDir != "" {
+		paths, err := writePlots(o.plotDir, rows, swept)
+		if err != nil {
+			return err
+		}
+		fmt.Println()
+		for _, path := range paths {
+			fmt.Printf("wrote %s\n", path)
+		}
+	}
 	fmt.Printf("total time          %.1fs\n", time.Since(start).Seconds())
 	return nil
 }
@@ -104,7 +144,8 @@ type endpoint struct {
 
 // startCluster starts the nodes and then the workers, appending every
 // child to procs as soon as it runs so the caller can stop it.
-func startCluster(ctx context.Context, o options, dir string, procs *[]*proc) ([]endpoint, error) {
+func startCluster(ctx context.Context, o options, dir string, procs *[]*proc, prog *progress) ([]endpoint, error) {
+	prog.printf("starting %d cache nodes and %d workers (logs in %s)", o.nodes, o.workers, dir)
 	var addrs []string
 	for i := range o.nodes {
 		name := fmt.Sprintf("node-%d", i+1)
@@ -119,6 +160,7 @@ func startCluster(ctx context.Context, o options, dir string, procs *[]*proc) ([
 		if err != nil {
 			return nil, err
 		}
+		prog.printf("%s serving on %s", name, a)
 		addrs = append(addrs, a)
 	}
 	var eps []endpoint
@@ -133,14 +175,17 @@ func startCluster(ctx context.Context, o options, dir string, procs *[]*proc) ([
 		eps = append(eps, endpoint{name: name})
 	}
 	for i, p := range (*procs)[o.nodes:] {
+		stop := prog.during(eps[i].name + ": loading the model")
 		a, err := p.waitAddr(ctx)
+		if err == nil {
+			eps[i].url = "http://" + a
+			err = waitHealthy(ctx, eps[i].url)
+		}
+		stop()
 		if err != nil {
 			return nil, err
 		}
-		eps[i].url = "http://" + a
-		if err := waitHealthy(ctx, eps[i].url); err != nil {
-			return nil, err
-		}
+		prog.printf("%s ready on %s", eps[i].name, eps[i].url)
 	}
 	return eps, nil
 }
@@ -195,11 +240,10 @@ type chatAnswer struct {
 	Timings timings `json:"timings"`
 }
 
-// runWorkload sends the steps alternately to the workers, one at a time,
-// printing a table line per request.
-func runWorkload(ctx context.Context, o options, eps []endpoint, out io.Writer) ([]row, error) {
-	steps := workload(o.systemTokens, o.docTokens)
-	tb := newTable(out)
+// runSteps sends the steps alternately to the workers, one at a time,
+// printing a table line per request and progress while each runs; t0 is
+// the start of the demo's timeline.
+func runSteps(ctx context.Context, o options, eps []endpoint, steps []step, tb *table, p *progress, t0 time.Time) ([]row, error) {
 	var (
 		rows         []row
 		conversation []message
@@ -218,11 +262,14 @@ func runWorkload(ctx context.Context, o options, eps []endpoint, out io.Writer) 
 		}
 		var ans chatAnswer
 		body := map[string]any{"messages": msgs, "max_tokens": o.maxTokens, "temperature": 0}
-		if err := call(ctx, http.MethodPost, ep.url+"/v1/chat/completions", body, &ans); err != nil {
+		stop := p.during(fmt.Sprintf("request %d/%d (%s %s) on %s", i+1, len(steps), s.Group, s.Label, ep.name))
+		err := call(ctx, http.MethodPost, ep.url+"/v1/chat/completions", body, &ans)
+		stop()
+		if err != nil {
 			return rows, fmt.Errorf("request %d (%s %s) on %s: %w", i+1, s.Group, s.Label, ep.name, err)
 		}
 		r := row{N: i + 1, Group: s.Group, Label: s.Label, Worker: ep.name, PromptTokens: ans.Usage.PromptTokens,
-			CachedTokens: ans.Usage.PromptTokensDetails.CachedTokens, Timings: ans.Timings}
+			CachedTokens: ans.Usage.PromptTokensDetails.CachedTokens, Timings: ans.Timings, Done: time.Since(t0)}
 		if r.hit() {
 			r.PrefixFrom = computedBy[s.Group]
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"time"
 )
 
 // timings mirrors the worker's timings object.
@@ -26,6 +27,7 @@ type row struct {
 	PromptTokens int
 	CachedTokens int
 	Timings      timings
+	Done         time.Duration // when it finished, since the first request started
 }
 
 func (r row) hit() bool { return r.CachedTokens > 0 }

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/pkg/client"
 	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/model"
@@ -63,10 +64,15 @@ func run() error {
 	flag.BoolVar(&cfg.PromptOnly, "prompt-only", false, "append only prompt blocks, not blocks completed while generating")
 	flag.DurationVar(&putGrace, "shutdown-grace", 10*time.Second, "time in-flight requests and queued appends get on SIGTERM")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	version := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *version {
+		return buildinfo.Print(os.Stdout, "worker")
+	}
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
+	log.Info("worker starting", buildinfo.Get().LogAttr())
 	var err error
 	if cfg.Codec, err = kvblock.ParseCodec(codec); err != nil {
 		return fmt.Errorf("--codec: %w", err)

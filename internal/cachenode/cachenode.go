@@ -30,7 +30,9 @@ import (
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/internal/dataplane"
+	"github.com/kvcache/kvcache/pkg/auth"
 	"github.com/kvcache/kvcache/pkg/server"
 	"github.com/kvcache/kvcache/pkg/store"
 )
@@ -58,6 +60,12 @@ type Config struct {
 	// and makes GC cycles, the main source of tail latency in lookups, 4x
 	// rarer. 0 leaves the runtime's setting (GOGC) alone.
 	GCPercent int
+	// Security is TLS, authentication and quotas (security.go); the zero
+	// value is protected mode.
+	Security Security
+	// ReloadInterval is how often the TLS and tokens files are checked
+	// for changes. Default 2s.
+	ReloadInterval time.Duration
 }
 
 // Node is a running cache node.
@@ -72,6 +80,9 @@ type Node struct {
 	dataLis net.Listener
 	http    *http.Server
 	httpLis net.Listener
+	sec     *security
+	quotas  map[string]int64 // per tenant, as the store enforces them
+	usage   *server.Usage
 	done    chan error
 }
 
@@ -102,16 +113,25 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		log = slog.Default()
 	}
 	log = log.With("node", cfg.NodeID)
+	if cfg.ReloadInterval <= 0 {
+		cfg.ReloadInterval = 2 * time.Second
+	}
+	sec, err := loadSecurity(cfg.Security)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("cachenode: data directory: %w", err)
 	}
+	quotas := sec.quotas(cfg.Security.TenantQuota)
 	st, err := store.Open(filepath.Join(cfg.Data, DBFile), &store.Options{
 		Capacity: cfg.Capacity, MaxBlockBytes: cfg.MaxBlockBytes, NoSync: cfg.NoSync, Logger: log,
+		Quotas: quotas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cachenode: open store: %w", err)
 	}
-	n := &Node{cfg: cfg, log: log, st: st, done: make(chan error, 1)}
+	n := &Node{cfg: cfg, log: log, st: st, sec: sec, quotas: quotas, usage: server.NewUsage(), done: make(chan error, 1)}
 	if err := n.listen(); err != nil {
 		st.Close()
 		return nil, err
@@ -123,7 +143,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 func (n *Node) listen() error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(newStoreCollector(n.st))
+	reg.MustRegister(newStoreCollector(n.st), buildinfo.Get().Collector())
 	m := newRPCMetrics(reg)
 
 	logOpts := []logging.Option{
@@ -145,10 +165,11 @@ func (n *Node) listen() error {
 		n.log.Error("panic in handler", "panic", p)
 		return status.Errorf(codes.Internal, "internal error")
 	})
-	n.grpc = grpc.NewServer(append(server.GRPCOptions(),
+	authUnary, authStream := n.sec.interceptors()
+	n.grpc = grpc.NewServer(append(append(server.GRPCOptions(), n.sec.grpcOptions()...),
 		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
-		grpc.ChainUnaryInterceptor(m.unary, logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(panics)),
-		grpc.ChainStreamInterceptor(m.stream, logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(panics)),
+		grpc.ChainUnaryInterceptor(m.unary, logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(panics), authUnary),
+		grpc.ChainStreamInterceptor(m.stream, logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(panics), authStream),
 	)...)
 	var dataAddr string
 	if n.cfg.DataListen != "" {
@@ -156,13 +177,17 @@ func (n *Node) listen() error {
 		if err != nil {
 			return fmt.Errorf("cachenode: data listen %s: %w", n.cfg.DataListen, err)
 		}
-		n.dataLis = dl
+		n.dataLis = n.sec.wrapListener(dl)
 		_, port, _ := net.SplitHostPort(dl.Addr().String())
 		dataAddr = ":" + port // host-relative: the node may not know its external address
-		n.data = dataplane.NewServer(n.st, &dataplane.ServerOptions{Logger: n.log, OnRequest: m.dataRequest})
+		n.data = dataplane.NewServer(n.st, &dataplane.ServerOptions{
+			Logger: n.log, OnRequest: m.dataRequest, Verifier: n.sec.v, OnServed: n.usage.Served,
+			StoreClosed: func(err error) bool { return errors.Is(err, store.ErrClosed) },
+		})
 	}
 	kvcachev1.RegisterKVCacheServiceServer(n.grpc, server.New(n.st, &server.Options{
 		MaxBlockBytes: n.cfg.MaxBlockBytes, NodeID: n.cfg.NodeID, DataAddr: dataAddr, Logger: n.log,
+		Usage: n.usage, TenantQuota: n.quotaOf, TenantBytes: n.tenantBytes,
 	}))
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.grpc, n.health)
@@ -181,9 +206,9 @@ func (n *Node) listen() error {
 			n.closeData()
 			return fmt.Errorf("cachenode: metrics listen %s: %w", n.cfg.MetricsListen, err)
 		}
-		n.httpLis = hl
+		n.httpLis = n.sec.wrapListener(hl, "h2", "http/1.1")
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.Handle("/metrics", n.sec.metricsHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 			resp, err := n.health.Check(r.Context(), &healthpb.HealthCheckRequest{})
 			if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
@@ -216,7 +241,18 @@ func (n *Node) serve(ctx context.Context) {
 	}
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	n.health.SetServingStatus(kvcachev1.KVCacheService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	n.log.Info("cache node serving", "grpc", n.lis.Addr().String(), "data", n.DataAddr(), "metrics", n.MetricsAddr(), "capacity", n.cfg.Capacity)
+	n.log.Info("cache node serving", "grpc", n.lis.Addr().String(), "data", n.DataAddr(), "metrics", n.MetricsAddr(), "capacity", n.cfg.Capacity, "security", n.sec.mode())
+	if rs := n.sec.reloaders(); len(rs) > 0 {
+		wctx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go auth.Watch(wctx, n.cfg.ReloadInterval, func(r auth.Reloader, err error) {
+			if err != nil {
+				n.log.Error("reload failed; previous credentials stay in force", "err", err)
+				return
+			}
+			n.log.Info("reloaded credentials", "file", fmt.Sprintf("%T", r))
+		}, rs...)
+	}
 
 	var serveErr error
 	select {

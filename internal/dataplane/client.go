@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,6 +14,12 @@ import (
 
 	"github.com/kvcache/kvcache/pkg/prefix"
 )
+
+// ErrNoLookup is returned by Lookup when the node's data plane predates
+// the lookup extension (it refused FlagLookup with CodeBadFlags): its
+// fetches still work; lookups must go another way. The error also wraps
+// the node's *RemoteError.
+var ErrNoLookup = errors.New("dataplane: node has no lookup extension")
 
 // RemoteError is an error frame sent by the node.
 type RemoteError struct {
@@ -145,6 +152,11 @@ type DialOptions struct {
 	ReadBuffer  int // SO_RCVBUF; 0 = the system's default
 	WriteBuffer int // SO_SNDBUF; 0 = the system's default
 	Chunk       int // see ResponseReader.Chunk
+	// TLS, if set, secures the connection (the node must be started with
+	// --tls-cert); a ServerName of "" means the host of addr.
+	TLS *tls.Config
+	// Token, if set, is sent in a hello frame before the first request.
+	Token string
 }
 
 // Dial connects to a node's data plane.
@@ -160,6 +172,36 @@ func Dial(ctx context.Context, addr string, o DialOptions) (*Conn, error) {
 		}
 		if o.WriteBuffer > 0 {
 			_ = tc.SetWriteBuffer(o.WriteBuffer)
+		}
+	}
+	if o.TLS != nil {
+		cfg := o.TLS
+		if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+			cfg = cfg.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("dataplane: TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
+	}
+	if o.Token != "" {
+		if len(o.Token) > MaxTokenBytes {
+			nc.Close()
+			return nil, fmt.Errorf("dataplane: token of %d bytes, at most %d", len(o.Token), MaxTokenBytes)
+		}
+		// No answer comes to a good hello: the first request's response
+		// is the node's verdict, so the hello costs no round trip.
+		if dl, ok := ctx.Deadline(); ok {
+			_ = nc.SetWriteDeadline(dl)
+		}
+		_, err := nc.Write(AppendHello(nil, o.Token))
+		_ = nc.SetWriteDeadline(time.Time{})
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("dataplane: hello to %s: %w", addr, err)
 		}
 	}
 	return NewConn(nc, o), nil
@@ -277,12 +319,11 @@ func (c *Conn) end(ctx context.Context, ex exchange, err error) error {
 }
 
 // Lookup sends a FlagLookup request for keys[idx[0]], keys[idx[1]], ...
-// (every key when idx is nil) and returns the node's answer: one byte per
-// key, 1 present, 0 absent. The slice belongs to the connection and is
-// valid until its next use. Deadline and cancellation are as for Get.
-// A node without the lookup extension answers a *RemoteError with
-// StatusRequestError and CodeBadFlags (and closes the connection).
-func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, idx []int) (present []byte, err error) {
+// (every key when idx is nil) and returns the node's answer appended to
+// dst[:0]: one bool per key, true when present. Deadline and cancellation
+// are as for Get. A node without the lookup extension fails it with an
+// error matching ErrNoLookup (and closes the connection).
+func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, idx []int, dst []bool) (present []bool, err error) {
 	n := len(keys)
 	if idx != nil {
 		n = len(idx)
@@ -318,6 +359,10 @@ func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Ke
 		// and the rest of the stream.
 		rr := ResponseReader{R: io.MultiReader(bytes.NewReader(buf[:got]), c.nc), MaxBlock: 1}
 		s, _, err := rr.Next()
+		var re *RemoteError
+		if errors.As(err, &re) && re.Status == StatusRequestError && re.Code == CodeBadFlags {
+			return nil, fmt.Errorf("%w: %w", ErrNoLookup, err)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -333,7 +378,11 @@ func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Ke
 	if err := checkPresence(p); err != nil {
 		return nil, err
 	}
-	return p, nil
+	present = dst[:0]
+	for _, b := range p {
+		present = append(present, b != 0)
+	}
+	return present, nil
 }
 
 func isKeyError(err error) bool {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ func TestLookupRoundTrip(t *testing.T) {
 	ctx := ctxT(t)
 	ns := storetest.Namespace("lk")
 	var keys []prefix.Key
-	var want []byte
+	var want []bool
 	for i := range 300 {
 		k := storetest.Key(string(rune('a'+i%26)) + string(rune('0'+i/26)))
 		keys = append(keys, k)
@@ -27,9 +28,9 @@ func TestLookupRoundTrip(t *testing.T) {
 			if _, err := st.Put(ctx, ns, k, storetest.Block(nil, storetest.Payload(k.String(), 16))); err != nil {
 				t.Fatal(err)
 			}
-			want = append(want, 1)
+			want = append(want, true)
 		} else {
-			want = append(want, 0)
+			want = append(want, false)
 		}
 	}
 	addr, reqs := serve(t, st, dataplane.ServerOptions{})
@@ -40,16 +41,16 @@ func TestLookupRoundTrip(t *testing.T) {
 	defer dc.Close()
 	// Lookups and fetches share the connection, in any order.
 	for round := range 3 {
-		p, err := dc.Lookup(ctx, ns, keys, nil)
-		if err != nil || !bytes.Equal(p, want) {
+		p, err := dc.Lookup(ctx, ns, keys, nil, nil)
+		if err != nil || !slices.Equal(p, want) {
 			t.Fatalf("round %d: Lookup = %v, %v; want %v", round, p, err, want)
 		}
 		if err := <-reqs; err != nil {
 			t.Fatalf("round %d: node reports %v", round, err)
 		}
 		idx := []int{5, 4, 1, 0}
-		p, err = dc.Lookup(ctx, ns, keys, idx)
-		if err != nil || !bytes.Equal(p, []byte{want[5], want[4], want[1], want[0]}) {
+		p, err = dc.Lookup(ctx, ns, keys, idx, p)
+		if err != nil || !slices.Equal(p, []bool{want[5], want[4], want[1], want[0]}) {
 			t.Fatalf("round %d: Lookup(idx) = %v, %v", round, p, err)
 		}
 		<-reqs
@@ -63,8 +64,8 @@ func TestLookupRoundTrip(t *testing.T) {
 		t.Fatal("connection broken after clean exchanges")
 	}
 	// Another namespace holds none of them.
-	p, err := dc.Lookup(ctx, storetest.Namespace("other"), keys[:2], nil)
-	if err != nil || !bytes.Equal(p, []byte{0, 0}) {
+	p, err := dc.Lookup(ctx, storetest.Namespace("other"), keys[:2], nil, nil)
+	if err != nil || !slices.Equal(p, []bool{false, false}) {
 		t.Fatalf("other namespace: %v, %v", p, err)
 	}
 }
@@ -160,7 +161,7 @@ func TestMalformedLookupResponses(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer dc.Close()
-			p, err := dc.Lookup(ctx, ns, keys, nil)
+			p, err := dc.Lookup(ctx, ns, keys, nil, nil)
 			if err == nil {
 				t.Fatalf("Lookup accepted %q: %v", tc.resp, p)
 			}
@@ -168,6 +169,9 @@ func TestMalformedLookupResponses(t *testing.T) {
 			isOld := errors.As(err, &re) && re.Status == dataplane.StatusRequestError && re.Code == dataplane.CodeBadFlags
 			if isOld != tc.oldNode {
 				t.Fatalf("error %v: old-node %v, want %v", err, isOld, tc.oldNode)
+			}
+			if errors.Is(err, dataplane.ErrNoLookup) != tc.oldNode {
+				t.Fatalf("error %v: matches ErrNoLookup %v, want %v", err, !tc.oldNode, tc.oldNode)
 			}
 		})
 	}

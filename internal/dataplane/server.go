@@ -3,6 +3,8 @@ package dataplane
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -10,9 +12,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvcache/kvcache/pkg/auth"
 	"github.com/kvcache/kvcache/pkg/prefix"
-	"github.com/kvcache/kvcache/pkg/store"
 )
+
+// Blocks is what the server reads from a store; pkg/store's Store has it.
+// It is declared here, where it is used, so the package (and every client
+// that links it for the protocol) does not depend on the storage engine.
+type Blocks interface {
+	// View calls fn for each key with its block (valid only during fn)
+	// or found false; see store.Store.View.
+	View(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, fn func(i int, block []byte, found bool) error) error
+	// Contains reports, from one snapshot, which keys are present.
+	Contains(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) ([]bool, error)
+}
 
 // ServerOptions tune a Server. Zero values mean defaults.
 type ServerOptions struct {
@@ -38,12 +51,26 @@ type ServerOptions struct {
 	// OnRequest, if set, is called after each request with its key count,
 	// the blocks and bytes sent, and the error that ended it (nil if none).
 	OnRequest func(keys, blocks int, bytes int64, err error)
-	Logger    *slog.Logger
+	// Verifier, if set, identifies the caller of every request (hello
+	// token, else TLS client certificate, else protected mode) and its
+	// tenant is folded into the request's namespace before the store sees
+	// it. Nil serves everyone unchecked in the shared tenant (in-process
+	// use and tests).
+	Verifier *auth.Verifier
+	// OnServed, if set, is called after each block request with the
+	// caller's tenant, the blocks found and the keys missed.
+	OnServed func(tenant string, found, missed int)
+	// StoreClosed reports whether an error of the Blocks means the store
+	// is closed for good (for pkg/store: errors.Is(err, store.ErrClosed)).
+	// Such an error is answered with CodeShutdown and ends the
+	// connection. Nil: only the server's own Close counts as shutdown.
+	StoreClosed func(error) bool
+	Logger      *slog.Logger
 }
 
 // Server serves a store's blocks over the data-plane protocol.
 type Server struct {
-	st   store.Store
+	st   Blocks
 	opts ServerOptions
 	log  *slog.Logger
 	ctx  context.Context // ends on Close
@@ -57,7 +84,7 @@ type Server struct {
 }
 
 // NewServer returns a server over st; it does not own st.
-func NewServer(st store.Store, o *ServerOptions) *Server {
+func NewServer(st Blocks, o *ServerOptions) *Server {
 	var opts ServerOptions
 	if o != nil {
 		opts = *o
@@ -177,6 +204,11 @@ type conn struct {
 	iov  [2][]byte
 	one  [1]prefix.Key
 	out  []byte // a lookup's response frame, reused
+
+	cert     *x509.Certificate // verified TLS client certificate, if any
+	token    string            // from the hello frame
+	hasToken bool
+	tenant   string // of the current request
 }
 
 func (s *Server) serveConn(nc net.Conn) {
@@ -198,7 +230,17 @@ func (s *Server) serveConn(nc net.Conn) {
 		}
 	}
 	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, 4096)}
-	for {
+	if tc, ok := nc.(*tls.Conn); ok {
+		_ = nc.SetDeadline(time.Now().Add(s.opts.ReadTimeout))
+		if err := tc.HandshakeContext(s.ctx); err != nil {
+			return
+		}
+		if st := tc.ConnectionState(); len(st.VerifiedChains) > 0 && len(st.VerifiedChains[0]) > 0 {
+			c.cert = st.VerifiedChains[0][0]
+		}
+		_ = nc.SetDeadline(time.Time{})
+	}
+	for first := true; ; first = false {
 		// Wait for the next request for up to IdleTimeout, then give the
 		// rest of it ReadTimeout.
 		_ = nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
@@ -206,13 +248,30 @@ func (s *Server) serveConn(nc net.Conn) {
 			return // closed, idle or gone
 		}
 		_ = nc.SetReadDeadline(time.Now().Add(s.opts.ReadTimeout))
-		err := ReadRequest(c.br, s.opts.MaxKeys, &c.rhdr, &c.req)
 		var pe *ProtocolError
+		if first {
+			if m, _ := c.br.Peek(len(HelloMagic)); string(m) == HelloMagic {
+				tok, err := ReadHello(c.br)
+				switch {
+				case errors.As(err, &pe):
+					s.refuse(nc, pe.Code, pe.Msg)
+					return
+				case err != nil:
+					return
+				}
+				c.token, c.hasToken = tok, true
+				continue
+			}
+		}
+		err := ReadRequest(c.br, s.opts.MaxKeys, &c.rhdr, &c.req)
 		switch {
 		case errors.As(err, &pe):
 			s.refuse(nc, pe.Code, pe.Msg)
 			return
 		case err != nil:
+			return
+		}
+		if !s.authorize(c) {
 			return
 		}
 		serve := s.serveRequest
@@ -223,6 +282,33 @@ func (s *Server) serveConn(nc net.Conn) {
 			return
 		}
 	}
+}
+
+// authorize identifies the caller of the request in c (again for every
+// request, so revocation reaches open connections), refuses it and
+// reports false if it may not read, and folds its tenant into the
+// request's namespace.
+func (s *Server) authorize(c *conn) bool {
+	v := s.opts.Verifier
+	if v == nil {
+		c.tenant = ""
+		return true
+	}
+	id, err := v.Identify(c.token, c.hasToken, c.cert, c.nc.RemoteAddr())
+	if err == nil {
+		err = id.Require(auth.RoleRead)
+	}
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		s.refuse(c.nc, CodeUnauthenticated, err.Error())
+		return false
+	case err != nil:
+		s.refuse(c.nc, CodePermission, err.Error())
+		return false
+	}
+	c.tenant = id.Tenant
+	c.req.Namespace = prefix.WithTenant(c.req.Namespace, id.Tenant)
+	return true
 }
 
 // serveLookup answers a FlagLookup request: presence of every key from
@@ -258,7 +344,7 @@ func (s *Server) serveLookup(c *conn) (err error) {
 // connection stays usable unless the node is shutting down).
 func (s *Server) keyError(c *conn, verr error) error {
 	code := byte(CodeInternal)
-	if errors.Is(verr, store.ErrClosed) || s.ctx.Err() != nil {
+	if s.ctx.Err() != nil || s.opts.StoreClosed != nil && s.opts.StoreClosed(verr) {
 		code = CodeShutdown
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
@@ -279,10 +365,13 @@ var errStop = errors.New("dataplane: stop at miss")
 // from the memory map with its header in one writev.
 func (s *Server) serveRequest(c *conn) (err error) {
 	req := &c.req
-	var blocks int
+	var blocks, missed int
 	var bytes int64
 	if s.opts.OnRequest != nil {
 		defer func() { s.opts.OnRequest(len(req.Keys), blocks, bytes, err) }()
+	}
+	if s.opts.OnServed != nil {
+		defer func() { s.opts.OnServed(c.tenant, blocks, missed) }()
 	}
 	stopAtMiss := req.StopAtMiss()
 	for i := range req.Keys {
@@ -291,6 +380,7 @@ func (s *Server) serveRequest(c *conn) (err error) {
 		verr := s.st.View(s.ctx, req.Namespace, c.one[:], func(_ int, block []byte, found bool) error {
 			wrote = true
 			if !found {
+				missed++
 				putResponseHeader(c.hdr[:], StatusMissing, 0)
 				_ = c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 				if _, err := c.nc.Write(c.hdr[:]); err != nil {

@@ -2,15 +2,14 @@ package kvctl
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"log/slog"
+	"io"
 	"net/http"
 	"strings"
 	"text/tabwriter"
-	"time"
+
+	"github.com/spf13/cobra"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -33,26 +32,29 @@ type clusterRow struct {
 	StatsErr string   `json:"stats_error,omitempty"`
 }
 
-func runCluster(ctx context.Context, e *Env, args []string) error {
-	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
-	var nf nodeFlags
-	nf.register(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	strict := fs.Bool("strict", false, "exit non-zero unless every member is healthy")
-	if err := parse(fs, e, args); err != nil {
-		return err
+func clusterCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cluster",
+		Short: "Members, health, bytes, blocks and hit ratio; exit 1 unless all are healthy",
+		Long: `Check every member named by --nodes once (DNS and SRV entries are
+resolved) and print its state, source and counters. The exit status is 0
+only when every member is healthy, so scripts and CI can gate on it.`,
+		Example: `  kvctl cluster --nodes dnssrv:///_grpc._tcp.kvcache-headless
+  kvctl cluster --nodes n1:7070,n2:7070 -o yaml`,
+		Args: cobra.NoArgs,
+		RunE: runE(g, runCluster),
 	}
+}
+
+func runCluster(ctx context.Context, cmd *cobra.Command, g *globals) error {
 	// Active checks run on demand (Refresh), not in the background: this
 	// is a one-shot view.
-	c, err := client.New(client.Config{Nodes: nf.list(), CallTimeout: nf.timeout, Replicas: 1,
-		Health: client.HealthConfig{Interval: -1, Timeout: nf.timeout, EjectAfter: 1, WarmUp: -1}, RepairQueue: -1,
-		// Health transitions are this command's output, not log lines.
-		Logger: slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn + 1}))})
+	c, err := g.client()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	rctx, cancel := context.WithTimeout(ctx, nf.timeout)
+	rctx, cancel := context.WithTimeout(ctx, g.timeout)
 	c.Refresh(rctx)
 	cancel()
 
@@ -63,55 +65,44 @@ func runCluster(ctx context.Context, e *Env, args []string) error {
 		if m.State != client.Healthy {
 			unhealthy++
 		}
-		if s, err := c.NodeStats(ctx, m.Addr); err != nil {
+		if s, err := nodeStats(ctx, c, m.Addr); err != nil {
 			r.StatsErr = err.Error()
 		} else {
-			r.Stats = &statsJSON{NodeID: s.GetNodeId(), BytesUsed: s.GetBytesUsed(), Capacity: s.GetCapacityBytes(), Blocks: s.GetBlocks(),
-				Hits: s.GetHits(), Misses: s.GetMisses(), Evictions: s.GetEvictions(), Puts: s.GetPuts(), PutBytes: s.GetPutBytes(), FileBytes: s.GetFileBytes()}
-			if n := s.GetHits() + s.GetMisses(); n > 0 {
-				h := float64(s.GetHits()) / float64(n)
+			r.Stats = s
+			if n := s.Hits + s.Misses; n > 0 {
+				h := float64(s.Hits) / float64(n)
 				r.HitRatio = &h
 			}
 		}
 		rows = append(rows, r)
 	}
-	if *asJSON {
-		enc := json.NewEncoder(e.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rows); err != nil {
-			return err
-		}
-	} else if err := printCluster(e, rows); err != nil {
+	if err := g.emit(cmd.OutOrStdout(), rows, func(w io.Writer) error { return printCluster(w, rows) }); err != nil {
 		return err
 	}
 	if len(rows) == 0 {
-		return fmt.Errorf("%w: no members found for %s", ErrUnhealthy, nf.nodes)
+		return fmt.Errorf("%w: no members found for %s", ErrUnhealthy, g.nodes)
 	}
-	if *strict && unhealthy > 0 {
+	if unhealthy > 0 {
 		return fmt.Errorf("%w: %d of %d members not healthy", ErrUnhealthy, unhealthy, len(rows))
 	}
 	return nil
 }
 
-func printCluster(e *Env, rows []clusterRow) error {
-	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tSOURCE\tID\tBLOCKS\tUSED\tCAPACITY\tHITS\tMISSES\tHIT%\tERROR")
+func printCluster(w io.Writer, rows []clusterRow) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tSOURCE\tID\tBLOCKS\tUSED\tCAPACITY\tHITS\tMISSES\tHIT%\tVERSION\tERROR")
 	for _, r := range rows {
 		errStr := r.LastError
 		if errStr == "" {
 			errStr = r.StatsErr
 		}
 		if r.Stats == nil {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.Addr, r.State, r.Source, oneLine(errStr))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.Addr, r.State, r.Source, oneLine(errStr))
 			continue
 		}
 		s := r.Stats
-		capStr := "unlimited"
-		if s.Capacity > 0 {
-			capStr = units.FormatBytes(float64(s.Capacity))
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\n", r.Addr, r.State, r.Source, s.NodeID, s.Blocks,
-			units.FormatBytes(float64(s.BytesUsed)), capStr, s.Hits, s.Misses, pct(s.Hits, s.Hits+s.Misses), oneLine(errStr))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.Addr, r.State, r.Source, s.NodeID, s.Blocks,
+			units.FormatBytes(float64(s.BytesUsed)), capacity(s.Capacity), s.Hits, s.Misses, pct(s.Hits, s.Hits+s.Misses), s.shortBuild(), oneLine(errStr))
 	}
 	return tw.Flush()
 }
@@ -125,24 +116,47 @@ func oneLine(s string) string {
 	return s
 }
 
-// runProbe is a container health check: FROM scratch images have no shell
-// or curl, so compose runs `kvctl probe` from inside the image.
-func runProbe(ctx context.Context, e *Env, args []string) error {
-	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
-	grpcAddr := fs.String("grpc", "", "check the gRPC health service at this address")
-	service := fs.String("service", "kvcache.v1.KVCacheService", "gRPC health service name")
-	httpURL := fs.String("http", "", "check that GET of this URL answers 2xx")
-	timeout := fs.Duration("timeout", 2*time.Second, "deadline of the check")
-	if err := parse(fs, e, args); err != nil {
-		return err
+// probeCmd is a container health check: FROM scratch images have no shell
+// or curl, so compose and the Dockerfiles run `kvctl probe` inside the image.
+func probeCmd(g *globals) *cobra.Command {
+	var grpcAddr, service, httpURL string
+	cmd := &cobra.Command{
+		Use:   "probe (--grpc ADDR | --http URL)",
+		Short: "Exit 0 if a node (--grpc) or worker (--http) is healthy",
+		Example: `  kvctl probe --grpc 127.0.0.1:7070
+  kvctl probe --http http://127.0.0.1:8080/healthz --timeout 2s`,
+		Args: cobra.NoArgs,
+		RunE: runE(g, func(ctx context.Context, cmd *cobra.Command, g *globals) error {
+			return runProbe(ctx, cmd, g, grpcAddr, service, httpURL)
+		}),
 	}
-	if (*grpcAddr == "") == (*httpURL == "") {
-		return fmt.Errorf("%w: give exactly one of --grpc or --http", ErrUsage)
+	cmd.Flags().StringVar(&grpcAddr, "grpc", "", "check the gRPC health service at this address")
+	cmd.Flags().StringVar(&service, "service", "kvcache.v1.KVCacheService", "gRPC health service name")
+	cmd.Flags().StringVar(&httpURL, "http", "", "check that GET of this URL answers 2xx")
+	cmd.MarkFlagsOneRequired("grpc", "http")
+	cmd.MarkFlagsMutuallyExclusive("grpc", "http")
+	return cmd
+}
+
+func runProbe(ctx context.Context, cmd *cobra.Command, g *globals, grpcAddr, service, httpURL string) error {
+	target := grpcAddr
+	if httpURL != "" {
+		target = httpURL
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ok := func() error {
+		res := struct {
+			Target string `json:"target"`
+			Status string `json:"status"`
+		}{target, "ok"}
+		return g.emit(cmd.OutOrStdout(), res, func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, "ok")
+			return err
+		})
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
-	if *httpURL != "" {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, *httpURL, nil)
+	if httpURL != "" {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, httpURL, nil)
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrUsage, err)
 		}
@@ -152,23 +166,21 @@ func runProbe(ctx context.Context, e *Env, args []string) error {
 		}
 		resp.Body.Close()
 		if resp.StatusCode/100 != 2 {
-			return fmt.Errorf("%w: %s answered %s", ErrUnhealthy, *httpURL, resp.Status)
+			return fmt.Errorf("%w: %s answered %s", ErrUnhealthy, httpURL, resp.Status)
 		}
-		fmt.Fprintln(e.Stdout, "ok")
-		return nil
+		return ok()
 	}
-	cc, err := grpc.NewClient(*grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	defer cc.Close()
-	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: *service})
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnhealthy, err)
 	}
 	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("%w: %s is %s", ErrUnhealthy, *grpcAddr, resp.GetStatus())
+		return fmt.Errorf("%w: %s is %s", ErrUnhealthy, grpcAddr, resp.GetStatus())
 	}
-	fmt.Fprintln(e.Stdout, "ok")
-	return nil
+	return ok()
 }

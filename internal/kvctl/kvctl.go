@@ -1,183 +1,59 @@
-// Package kvctl implements the operator CLI: node stats, lookups, raw block
-// get/put for debugging, and the KV memory calculator.
 package kvctl
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/internal/units"
 	"github.com/kvcache/kvcache/pkg/client"
 	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/prefix"
 )
 
-// ErrUsage reports a command line that cannot be run.
-var ErrUsage = errors.New("usage")
-
-// Command is one subcommand.
-type Command struct {
-	Name, Summary string
-	Run           func(ctx context.Context, e *Env, args []string) error
+// client dials --nodes for a one-shot command: no background health
+// checks or repairs, and no log lines (a failure is this command's result,
+// reported once).
+func (g *globals) client() (*client.Client, error) {
+	c, err := client.New(client.Config{Nodes: g.nodeList(), CallTimeout: g.timeout, Replicas: 1,
+		Health: client.HealthConfig{Interval: -1, Timeout: g.timeout, EjectAfter: 1, WarmUp: -1}, RepairQueue: -1,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	return c, nil
 }
 
-// Env is what a command writes to.
-type Env struct {
-	Stdout, Stderr io.Writer
-}
-
-// commands lists the subcommands in help order. It is fixed at compile
-// time: a new subcommand is added here, not registered at run time.
-var commands = []Command{
-	{"stats", "show node counters (--json for machines)", runStats},
-	{"lookup", "how many keys from the first are cached", runLookup},
-	{"get", "fetch one block, print its header, optionally save it", runGet},
-	{"put", "store one block from a file or a synthetic one", runPut},
-	{"size", "KV bytes per token and in total for every codec", runSize},
-	{"cluster", "members, health, bytes, blocks and hit ratio (--json)", runCluster},
-	{"probe", "exit 0 if a node (--grpc) or worker (--http) is healthy", runProbe},
-}
-
-// Main runs the CLI with args (without the program name).
-func Main(ctx context.Context, e *Env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(e.Stderr)
-		if len(args) == 0 {
-			return ErrUsage
+// unreachable explains a miss: the client counts a node it cannot reach
+// as a miss (a cache never fails a request), but for an operator "not
+// found" and "could not ask" are different answers. It returns an error
+// naming the nodes that failed a health check, or nil if all answered.
+func (g *globals) unreachable(ctx context.Context, c *client.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	c.Refresh(ctx)
+	var bad []string
+	for _, m := range c.Members() {
+		if m.State != client.Healthy {
+			bad = append(bad, fmt.Sprintf("%s (%s)", m.Addr, oneLine(m.LastError)))
 		}
+	}
+	if len(bad) == 0 {
 		return nil
 	}
-	for _, c := range commands {
-		if c.Name == args[0] {
-			return c.Run(ctx, e, args[1:])
-		}
-	}
-	usage(e.Stderr)
-	return fmt.Errorf("%w: unknown command %q", ErrUsage, args[0])
+	return fmt.Errorf("%w: %s", client.ErrUnavailable, strings.Join(bad, ", "))
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: kvctl COMMAND [flags]\n\ncommands:")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.Name, c.Summary)
-	}
-	fmt.Fprintln(w, "\nRun 'kvctl COMMAND -h' for a command's flags.")
-}
-
-// nodeFlags are the flags of every command that talks to nodes.
-type nodeFlags struct {
-	nodes   string
-	timeout time.Duration
-}
-
-func (n *nodeFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&n.nodes, "nodes", envOr("KVCACHE_NODES", "localhost:7070"), "comma-separated cache node addresses or dns:///host:port, dnssrv:///name entries (env KVCACHE_NODES)")
-	fs.DurationVar(&n.timeout, "timeout", 5*time.Second, "deadline of each call")
-}
-
-func (n *nodeFlags) list() []string {
-	var out []string
-	for _, s := range strings.Split(n.nodes, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func (n *nodeFlags) client() (*client.Client, error) {
-	return client.New(client.Config{Nodes: n.list(), CallTimeout: n.timeout, Replicas: 1})
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-func parse(fs *flag.FlagSet, e *Env, args []string) error {
-	fs.SetOutput(e.Stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", ErrUsage, err)
-	}
-	return nil
-}
-
-func runStats(ctx context.Context, e *Env, args []string) error {
-	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
-	var nf nodeFlags
-	nf.register(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, e, args); err != nil {
-		return err
-	}
-	c, err := nf.client()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	type row struct {
-		Node  string `json:"node"`
-		Error string `json:"error,omitempty"`
-		*statsJSON
-	}
-	var rows []row
-	var errs []error
-	for _, n := range nf.list() {
-		s, err := c.NodeStats(ctx, n)
-		if err != nil {
-			rows = append(rows, row{Node: n, Error: err.Error()})
-			errs = append(errs, err)
-			continue
-		}
-		rows = append(rows, row{Node: n, statsJSON: &statsJSON{
-			NodeID: s.GetNodeId(), BytesUsed: s.GetBytesUsed(), Capacity: s.GetCapacityBytes(), Blocks: s.GetBlocks(),
-			Hits: s.GetHits(), Misses: s.GetMisses(), Evictions: s.GetEvictions(), Puts: s.GetPuts(), PutBytes: s.GetPutBytes(), FileBytes: s.GetFileBytes(),
-		}})
-	}
-	if *asJSON {
-		enc := json.NewEncoder(e.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rows); err != nil {
-			return err
-		}
-		return errors.Join(errs...)
-	}
-	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tID\tBLOCKS\tUSED\tCAPACITY\tHITS\tMISSES\tHIT%\tEVICTIONS\tFILE")
-	for _, r := range rows {
-		if r.statsJSON == nil {
-			fmt.Fprintf(tw, "%s\terror: %s\n", r.Node, r.Error)
-			continue
-		}
-		s := r.statsJSON
-		capStr := "unlimited"
-		if s.Capacity > 0 {
-			capStr = units.FormatBytes(float64(s.Capacity))
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", r.Node, s.NodeID, s.Blocks, units.FormatBytes(float64(s.BytesUsed)), capStr,
-			s.Hits, s.Misses, pct(s.Hits, s.Hits+s.Misses), s.Evictions, units.FormatBytes(float64(s.FileBytes)))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	return errors.Join(errs...)
-}
-
+// statsJSON is one node's counters in -o json/yaml.
 type statsJSON struct {
 	NodeID    string `json:"node_id"`
 	BytesUsed uint64 `json:"bytes_used"`
@@ -189,6 +65,95 @@ type statsJSON struct {
 	Puts      uint64 `json:"puts"`
 	PutBytes  uint64 `json:"put_bytes"`
 	FileBytes uint64 `json:"file_bytes"`
+	// Build is the node's binary (cachenode --version).
+	Build buildinfo.Info `json:"build"`
+}
+
+// shortBuild is the VERSION column: the version and a 12-digit commit.
+func (s *statsJSON) shortBuild() string {
+	c := s.Build.Commit
+	if len(c) > 12 {
+		c = c[:12]
+	}
+	if c == "" || c == buildinfo.Unknown {
+		return s.Build.Version
+	}
+	return s.Build.Version + "@" + c
+}
+
+func nodeStats(ctx context.Context, c *client.Client, node string) (*statsJSON, error) {
+	s, err := c.NodeStats(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	return &statsJSON{NodeID: s.GetNodeId(), BytesUsed: s.GetBytesUsed(), Capacity: s.GetCapacityBytes(), Blocks: s.GetBlocks(),
+		Hits: s.GetHits(), Misses: s.GetMisses(), Evictions: s.GetEvictions(), Puts: s.GetPuts(), PutBytes: s.GetPutBytes(), FileBytes: s.GetFileBytes(),
+		Build: buildinfo.Info{Version: s.GetBuild().GetVersion(), Commit: s.GetBuild().GetCommit(), GoVersion: s.GetBuild().GetGoVersion()}}, nil
+}
+
+func statsCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stats",
+		Short: "Show each node's counters: blocks, bytes, hits, misses, evictions",
+		Example: `  kvctl stats --nodes n1:7070,n2:7070
+  KVCACHE_NODES=n1:7070 kvctl stats -o json`,
+		Args: cobra.NoArgs,
+		RunE: runE(g, runStats),
+	}
+}
+
+type statsRow struct {
+	Node  string `json:"node"`
+	Error string `json:"error,omitempty"`
+	*statsJSON
+}
+
+func runStats(ctx context.Context, cmd *cobra.Command, g *globals) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var rows []statsRow
+	failed := 0
+	for _, n := range g.nodeList() {
+		s, err := nodeStats(ctx, c, n)
+		if err != nil {
+			failed++
+			rows = append(rows, statsRow{Node: n, Error: err.Error()})
+			continue
+		}
+		rows = append(rows, statsRow{Node: n, statsJSON: s})
+	}
+	err = g.emit(cmd.OutOrStdout(), rows, func(w io.Writer) error {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tID\tBLOCKS\tUSED\tCAPACITY\tHITS\tMISSES\tHIT%\tEVICTIONS\tFILE\tVERSION\tERROR")
+		for _, r := range rows {
+			if r.statsJSON == nil {
+				fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.Node, oneLine(r.Error))
+				continue
+			}
+			s := r.statsJSON
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\t\n", r.Node, s.NodeID, s.Blocks, units.FormatBytes(float64(s.BytesUsed)), capacity(s.Capacity),
+				s.Hits, s.Misses, pct(s.Hits, s.Hits+s.Misses), s.Evictions, units.FormatBytes(float64(s.FileBytes)), s.shortBuild())
+		}
+		return tw.Flush()
+	})
+	if err != nil {
+		return err
+	}
+	if failed > 0 {
+		// The reasons are in the output already; say once that it failed.
+		return fmt.Errorf("%d of %d nodes did not answer (see their error)", failed, len(rows))
+	}
+	return nil
+}
+
+func capacity(b uint64) string {
+	if b == 0 {
+		return "unlimited"
+	}
+	return units.FormatBytes(float64(b))
 }
 
 func pct(a, b uint64) string {
@@ -198,189 +163,311 @@ func pct(a, b uint64) string {
 	return strconv.FormatFloat(100*float64(a)/float64(b), 'f', 1, 64)
 }
 
+func parseNamespace(s string) (prefix.Namespace, error) {
+	ns, err := prefix.ParseNamespace(s)
+	if err != nil {
+		return ns, fmt.Errorf("%w: --ns: %w", ErrUsage, err)
+	}
+	return ns, nil
+}
+
+func parseKey(flag, s string) (prefix.Key, error) {
+	k, err := prefix.ParseKey(s)
+	if err != nil {
+		return k, fmt.Errorf("%w: %s: %w", ErrUsage, flag, err)
+	}
+	return k, nil
+}
+
 func parseKeys(s string) ([]prefix.Key, error) {
 	var keys []prefix.Key
 	for _, f := range strings.Split(s, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
 		}
-		k, err := prefix.ParseKey(f)
+		k, err := parseKey("--keys", f)
 		if err != nil {
 			return nil, err
 		}
 		keys = append(keys, k)
 	}
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("%w: no keys given", ErrUsage)
+		return nil, fmt.Errorf("%w: --keys: no keys given", ErrUsage)
 	}
 	return keys, nil
 }
 
-func runLookup(ctx context.Context, e *Env, args []string) error {
-	fs := flag.NewFlagSet("lookup", flag.ContinueOnError)
-	var nf nodeFlags
-	nf.register(fs)
-	nsHex := fs.String("ns", "", "namespace (64 hex digits)")
-	keysHex := fs.String("keys", "", "comma-separated keys (64 hex digits each), chain order")
-	if err := parse(fs, e, args); err != nil {
-		return err
+func lookupCmd(g *globals) *cobra.Command {
+	var nsHex, keysHex string
+	cmd := &cobra.Command{
+		Use:     "lookup --ns NS --keys K1,K2,...",
+		Short:   "Count how many keys, from the first, are cached",
+		Example: `  kvctl lookup --ns 3f...e1 --keys 9a...01,77...c2`,
+		Args:    cobra.NoArgs,
+		RunE: runE(g, func(ctx context.Context, cmd *cobra.Command, g *globals) error {
+			ns, err := parseNamespace(nsHex)
+			if err != nil {
+				return err
+			}
+			keys, err := parseKeys(keysHex)
+			if err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			n, err := c.Lookup(ctx, ns, keys)
+			if err != nil {
+				return err
+			}
+			if n < len(keys) {
+				if err := g.unreachable(ctx, c); err != nil {
+					return fmt.Errorf("%d of %d blocks cached, but: %w", n, len(keys), err)
+				}
+			}
+			res := struct {
+				Cached int `json:"cached"`
+				Keys   int `json:"keys"`
+			}{n, len(keys)}
+			return g.emit(cmd.OutOrStdout(), res, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "%d of %d blocks cached from the start\n", n, len(keys))
+				return err
+			})
+		}),
 	}
-	ns, err := prefix.ParseNamespace(*nsHex)
-	if err != nil {
-		return err
-	}
-	keys, err := parseKeys(*keysHex)
-	if err != nil {
-		return err
-	}
-	c, err := nf.client()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	n, err := c.Lookup(ctx, ns, keys)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.Stdout, "%d of %d blocks cached from the start\n", n, len(keys))
-	return nil
+	cmd.Flags().StringVar(&nsHex, "ns", "", "namespace (64 hex digits)")
+	cmd.Flags().StringVar(&keysHex, "keys", "", "comma-separated keys (64 hex digits each), in chain order")
+	mustRequire(cmd, "ns", "keys")
+	return cmd
 }
 
-func runGet(ctx context.Context, e *Env, args []string) error {
-	fs := flag.NewFlagSet("get", flag.ContinueOnError)
-	var nf nodeFlags
-	nf.register(fs)
-	nsHex := fs.String("ns", "", "namespace (64 hex digits)")
-	keyHex := fs.String("key", "", "block key (64 hex digits)")
-	out := fs.String("out", "", "write the encoded block to this file")
-	if err := parse(fs, e, args); err != nil {
-		return err
-	}
-	ns, err := prefix.ParseNamespace(*nsHex)
-	if err != nil {
-		return err
-	}
-	key, err := prefix.ParseKey(*keyHex)
-	if err != nil {
-		return err
-	}
-	c, err := nf.client()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	blocks, err := c.FetchRaw(ctx, ns, []prefix.Key{key}, nil)
-	if err != nil {
-		return err
-	}
-	if len(blocks) == 0 {
-		return fmt.Errorf("block %s: not found on %s", key, nf.nodes)
-	}
-	h, err := kvblock.Inspect(blocks[0])
-	if err != nil {
-		return err
-	}
-	printHeader(e.Stdout, key, len(blocks[0]), h)
-	if *out != "" {
-		if err := os.WriteFile(*out, blocks[0], 0o644); err != nil {
-			return err
+func mustRequire(cmd *cobra.Command, names ...string) {
+	for _, n := range names {
+		if err := cmd.MarkFlagRequired(n); err != nil {
+			panic(err) // a flag name typo in this file
 		}
-		fmt.Fprintf(e.Stdout, "written to %s\n", *out)
 	}
-	return nil
 }
 
-func printHeader(w io.Writer, key prefix.Key, size int, h kvblock.Header) {
-	fmt.Fprintf(w, "key        %s\n", key)
-	fmt.Fprintf(w, "bytes      %d\n", size)
-	fmt.Fprintf(w, "codec      %s (format v%d)\n", h.Codec, h.Version)
-	fmt.Fprintf(w, "shape      %d tokens x %d layers x %d kv heads x %d head dim\n", h.Shape.Tokens, h.Shape.Layers, h.Shape.KVHeads, h.Shape.HeadDim)
-	fmt.Fprintf(w, "positions  %d..%d (sinks %d, keys post-RoPE %v)\n", h.StartPos, int(h.StartPos)+h.Shape.Tokens-1, h.Sinks, h.RoPE)
-	if h.HasParent {
+// headerJSON is a block header in -o json/yaml.
+type headerJSON struct {
+	Key       string `json:"key"`
+	Bytes     int    `json:"bytes"`
+	Codec     string `json:"codec"`
+	Format    int    `json:"format_version"`
+	Tokens    int    `json:"tokens"`
+	Layers    int    `json:"layers"`
+	KVHeads   int    `json:"kv_heads"`
+	HeadDim   int    `json:"head_dim"`
+	StartPos  int    `json:"start_pos"`
+	Sinks     int    `json:"sinks"`
+	RoPE      bool   `json:"keys_post_rope"`
+	Parent    string `json:"parent,omitempty"`
+	CRC32C    string `json:"crc32c"`
+	WrittenTo string `json:"written_to,omitempty"`
+}
+
+func getCmd(g *globals) *cobra.Command {
+	var nsHex, keyHex, out string
+	cmd := &cobra.Command{
+		Use:     "get --ns NS --key KEY [--out FILE]",
+		Short:   "Fetch one block, print its header, optionally save it",
+		Example: `  kvctl get --ns 3f...e1 --key 9a...01 --out block.bin`,
+		Args:    cobra.NoArgs,
+		RunE: runE(g, func(ctx context.Context, cmd *cobra.Command, g *globals) error {
+			ns, err := parseNamespace(nsHex)
+			if err != nil {
+				return err
+			}
+			key, err := parseKey("--key", keyHex)
+			if err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			blocks, err := c.FetchRaw(ctx, ns, []prefix.Key{key}, nil)
+			if err != nil {
+				return err
+			}
+			if len(blocks) == 0 {
+				if err := g.unreachable(ctx, c); err != nil {
+					return fmt.Errorf("block %s: not found: %w", key, err)
+				}
+				return fmt.Errorf("block %s: not found on %s", key, g.nodes)
+			}
+			h, err := kvblock.Inspect(blocks[0])
+			if err != nil {
+				return err
+			}
+			if out != "" {
+				if err := os.WriteFile(out, blocks[0], 0o644); err != nil {
+					return err
+				}
+			}
+			hj := headerJSON{Key: key.String(), Bytes: len(blocks[0]), Codec: h.Codec.String(), Format: int(h.Version),
+				Tokens: h.Shape.Tokens, Layers: h.Shape.Layers, KVHeads: h.Shape.KVHeads, HeadDim: h.Shape.HeadDim,
+				StartPos: int(h.StartPos), Sinks: int(h.Sinks), RoPE: h.RoPE, CRC32C: fmt.Sprintf("%08x", h.CRC), WrittenTo: out}
+			if h.HasParent {
+				hj.Parent = h.Parent.String()
+			}
+			return g.emit(cmd.OutOrStdout(), hj, func(w io.Writer) error { return printHeader(w, hj) })
+		}),
+	}
+	cmd.Flags().StringVar(&nsHex, "ns", "", "namespace (64 hex digits)")
+	cmd.Flags().StringVar(&keyHex, "key", "", "block key (64 hex digits)")
+	cmd.Flags().StringVar(&out, "out", "", "write the encoded block to this file")
+	mustRequire(cmd, "ns", "key")
+	return cmd
+}
+
+func printHeader(w io.Writer, h headerJSON) error {
+	fmt.Fprintf(w, "key        %s\n", h.Key)
+	fmt.Fprintf(w, "bytes      %d\n", h.Bytes)
+	fmt.Fprintf(w, "codec      %s (format v%d)\n", h.Codec, h.Format)
+	fmt.Fprintf(w, "shape      %d tokens x %d layers x %d kv heads x %d head dim\n", h.Tokens, h.Layers, h.KVHeads, h.HeadDim)
+	fmt.Fprintf(w, "positions  %d..%d (sinks %d, keys post-RoPE %v)\n", h.StartPos, h.StartPos+h.Tokens-1, h.Sinks, h.RoPE)
+	if h.Parent != "" {
 		fmt.Fprintf(w, "parent     %s\n", h.Parent)
 	} else {
 		fmt.Fprintf(w, "parent     none (first block)\n")
 	}
-	fmt.Fprintf(w, "crc32c     %08x\n", h.CRC)
+	fmt.Fprintf(w, "crc32c     %s\n", h.CRC32C)
+	if h.WrittenTo != "" {
+		fmt.Fprintf(w, "written to %s\n", h.WrittenTo)
+	}
+	return nil
 }
 
-func runPut(ctx context.Context, e *Env, args []string) error {
-	fs := flag.NewFlagSet("put", flag.ContinueOnError)
-	var nf nodeFlags
-	nf.register(fs)
-	nsHex := fs.String("ns", "", "namespace (64 hex digits); default: derived from --model and the shape")
-	keyHex := fs.String("key", "", "block key; default: the key of block 0 of --tokens")
-	file := fs.String("file", "", "encoded block to store; default: a synthetic block")
-	model := fs.String("model", "kvctl-demo", "model name for the derived namespace")
-	tokens := fs.String("tokens", "", "comma-separated token ids of the block (default 0..N-1)")
-	codecName := fs.String("codec", "int8", "codec of the synthetic block")
-	layers := fs.Int("layers", 4, "synthetic block: KV layers")
-	heads := fs.Int("kv-heads", 2, "synthetic block: KV heads")
-	dim := fs.Int("head-dim", 64, "synthetic block: head dim")
-	ntok := fs.Int("block-tokens", 16, "synthetic block: tokens")
-	seed := fs.Uint64("seed", 1, "synthetic block: random seed")
-	if err := parse(fs, e, args); err != nil {
-		return err
+type putOptions struct {
+	nsHex, keyHex, file, model, tokens, codec string
+	layers, heads, dim, blockTokens           int
+	seed                                      uint64
+}
+
+func putCmd(g *globals) *cobra.Command {
+	var o putOptions
+	cmd := &cobra.Command{
+		Use:   "put [--file FILE --ns NS --key KEY]",
+		Short: "Store one block: a file you encoded, or a synthetic one",
+		Long: `Store one block. Without --file, put encodes a synthetic block of the
+given shape and codec under a namespace derived from --model and the shape,
+keyed as block 0 of --tokens, and prints the namespace and key to use with
+get and lookup. It reports "stored" or "already present" (a node had it).`,
+		Example: `  kvctl put --codec int4
+  kvctl put --file block.bin --ns 3f...e1 --key 9a...01`,
+		Args: cobra.NoArgs,
+		RunE: runE(g, func(ctx context.Context, cmd *cobra.Command, g *globals) error { return runPut(ctx, cmd, g, &o) }),
 	}
-	var ns prefix.Namespace
-	var err error
-	if *nsHex != "" {
-		if ns, err = prefix.ParseNamespace(*nsHex); err != nil {
+	f := cmd.Flags()
+	f.StringVar(&o.nsHex, "ns", "", "namespace (64 hex digits); default: derived from --model and the shape")
+	f.StringVar(&o.keyHex, "key", "", "block key; default: the key of block 0 of --tokens")
+	f.StringVar(&o.file, "file", "", "encoded block to store; default: a synthetic block")
+	f.StringVar(&o.model, "model", "kvctl-demo", "model name for the derived namespace")
+	f.StringVar(&o.tokens, "tokens", "", "comma-separated token ids of the block (default 0..N-1)")
+	f.StringVar(&o.codec, "codec", "int8", "codec of the synthetic block: "+codecList())
+	f.IntVar(&o.layers, "layers", 4, "synthetic block: KV layers")
+	f.IntVar(&o.heads, "kv-heads", 2, "synthetic block: KV heads")
+	f.IntVar(&o.dim, "head-dim", 64, "synthetic block: head dim")
+	f.IntVar(&o.blockTokens, "block-tokens", 16, "synthetic block: tokens")
+	f.Uint64Var(&o.seed, "seed", 1, "synthetic block: random seed")
+	return cmd
+}
+
+func codecList() string {
+	var s []string
+	for _, c := range kvblock.Codecs() {
+		s = append(s, c.String())
+	}
+	return strings.Join(s, ", ")
+}
+
+func runPut(ctx context.Context, cmd *cobra.Command, g *globals, o *putOptions) error {
+	var (
+		ns  prefix.Namespace
+		err error
+	)
+	if o.layers < 1 || o.heads < 1 || o.dim < 1 || o.blockTokens < 1 {
+		return fmt.Errorf("%w: --layers, --kv-heads, --head-dim and --block-tokens must be positive", ErrUsage)
+	}
+	if o.file != "" && (o.nsHex == "" || o.keyHex == "") {
+		// A derived namespace and key would describe the synthetic shape,
+		// not the file's block.
+		return fmt.Errorf("%w: --file needs --ns and --key", ErrUsage)
+	}
+	if o.nsHex != "" {
+		if ns, err = parseNamespace(o.nsHex); err != nil {
 			return err
 		}
-	} else if ns, err = prefix.NewNamespace(prefix.Params{Model: *model, Layers: *layers, KVHeads: *heads, HeadDim: *dim, RopeTheta: 10000, KeysPostRoPE: true, BlockTokens: *ntok}); err != nil {
-		return err
+	} else if ns, err = prefix.NewNamespace(prefix.Params{Model: o.model, Layers: o.layers, KVHeads: o.heads, HeadDim: o.dim, RopeTheta: 10000, KeysPostRoPE: true, BlockTokens: o.blockTokens}); err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	var key prefix.Key
-	if *keyHex != "" {
-		if key, err = prefix.ParseKey(*keyHex); err != nil {
+	if o.keyHex != "" {
+		if key, err = parseKey("--key", o.keyHex); err != nil {
 			return err
 		}
 	} else {
-		toks := make([]uint32, *ntok)
+		toks := make([]uint32, o.blockTokens)
 		for i := range toks {
 			toks[i] = uint32(i)
 		}
-		if *tokens != "" {
+		if o.tokens != "" {
 			toks = toks[:0]
-			for _, f := range strings.Split(*tokens, ",") {
+			for _, f := range strings.Split(o.tokens, ",") {
 				v, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
 				if err != nil {
-					return fmt.Errorf("%w: token %q", ErrUsage, f)
+					return fmt.Errorf("%w: --tokens: token %q is not a token id", ErrUsage, f)
 				}
 				toks = append(toks, uint32(v))
 			}
 		}
-		if len(toks) != *ntok {
-			return fmt.Errorf("%w: %d tokens for a %d-token block", ErrUsage, len(toks), *ntok)
+		if len(toks) != o.blockTokens {
+			return fmt.Errorf("%w: --tokens: %d tokens for a %d-token block", ErrUsage, len(toks), o.blockTokens)
 		}
 		key = prefix.Next(ns.Root(), toks)
 	}
 	var data []byte
-	if *file != "" {
-		if data, err = os.ReadFile(*file); err != nil {
+	if o.file != "" {
+		if data, err = os.ReadFile(o.file); err != nil {
 			return err
 		}
 	} else {
-		codec, err := kvblock.ParseCodec(*codecName)
+		codec, err := kvblock.ParseCodec(o.codec)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: --codec: %w", ErrUsage, err)
 		}
-		kv := syntheticKV(kvblock.Shape{Tokens: *ntok, Layers: *layers, KVHeads: *heads, HeadDim: *dim}, *seed)
+		kv := syntheticKV(kvblock.Shape{Tokens: o.blockTokens, Layers: o.layers, KVHeads: o.heads, HeadDim: o.dim}, o.seed)
 		if data, err = kvblock.Encode(nil, kv, kvblock.Meta{Codec: codec, RoPE: true, Sinks: -1}); err != nil {
 			return err
 		}
 	}
-	c, err := nf.client()
+	c, err := g.client()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.Put(ctx, ns, []client.Block{{Key: key, Data: data}}); err != nil {
+	present, err := c.PutStatus(ctx, ns, []client.Block{{Key: key, Data: data}})
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.Stdout, "stored %d bytes\nns  %s\nkey %s\n", len(data), ns, key)
-	return nil
+	res := struct {
+		Result string `json:"result"`
+		Bytes  int    `json:"bytes"`
+		NS     string `json:"ns"`
+		Key    string `json:"key"`
+	}{"stored", len(data), ns.String(), key.String()}
+	if present[0] {
+		res.Result = "already present"
+	}
+	return g.emit(cmd.OutOrStdout(), res, func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "%s (%d bytes)\nns  %s\nkey %s\n", res.Result, res.Bytes, res.NS, res.Key)
+		return err
+	})
 }
 
 // syntheticKV fills a block with reproducible values shaped like real KV:
@@ -399,30 +486,76 @@ func syntheticKV(s kvblock.Shape, seed uint64) *kvblock.KV {
 	return kv
 }
 
-func runSize(_ context.Context, e *Env, args []string) error {
-	fs := flag.NewFlagSet("size", flag.ContinueOnError)
-	layers := fs.Int("layers", 32, "KV-producing layers")
-	heads := fs.Int("kv-heads", 8, "KV heads per layer")
-	dim := fs.Int("head-dim", 128, "head dimension")
-	tokens := fs.Int("tokens", 1, "tokens to size")
-	cla := fs.Bool("cla", false, "cross-layer attention: adjacent layer pairs share one KV (halves --layers)")
-	if err := parse(fs, e, args); err != nil {
-		return err
+func sizeCmd(g *globals) *cobra.Command {
+	var (
+		layers, heads, dim, tokens, blockTokens int
+		cla                                     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "size",
+		Short: "KV bytes per token and in total for every codec",
+		Long: `Size the KV cache of a model for every codec. Bytes per token include
+each block's header and the codec's scales, spread over --block-tokens
+tokens (the workers' --block-tokens; default 16).`,
+		Example: `  kvctl size --layers 32 --kv-heads 8 --head-dim 128 --tokens 4096   # Llama-3-8B`,
+		Args:    cobra.NoArgs,
+		RunE: runE(g, func(_ context.Context, cmd *cobra.Command, g *globals) error {
+			if layers < 1 || heads < 1 || dim < 1 || blockTokens < 1 || tokens < 0 {
+				return fmt.Errorf("%w: --layers, --kv-heads, --head-dim and --block-tokens must be positive, --tokens non-negative", ErrUsage)
+			}
+			l := layers
+			if cla {
+				l = (l + 1) / 2
+			}
+			r := sizeTable(l, heads, dim, tokens, blockTokens)
+			return g.emit(cmd.OutOrStdout(), r, func(w io.Writer) error { return printSize(w, r) })
+		}),
 	}
-	if *layers < 1 || *heads < 1 || *dim < 1 || *tokens < 0 {
-		return fmt.Errorf("%w: layers, kv-heads and head-dim must be positive, tokens non-negative", ErrUsage)
+	f := cmd.Flags()
+	f.IntVar(&layers, "layers", 32, "KV-producing layers")
+	f.IntVar(&heads, "kv-heads", 8, "KV heads per layer")
+	f.IntVar(&dim, "head-dim", 128, "head dimension")
+	f.IntVar(&tokens, "tokens", 1, "tokens to size")
+	f.IntVar(&blockTokens, "block-tokens", 16, "tokens per cache block (the workers' --block-tokens)")
+	f.BoolVar(&cla, "cla", false, "cross-layer attention: adjacent layer pairs share one KV (halves --layers)")
+	return cmd
+}
+
+type sizeRow struct {
+	Codec         string  `json:"codec"`
+	BytesPerToken float64 `json:"bytes_per_token"`
+	TotalBytes    float64 `json:"total_bytes"`
+	VsF16         float64 `json:"vs_f16"`
+}
+
+type sizeResult struct {
+	Layers      int       `json:"kv_layers"`
+	KVHeads     int       `json:"kv_heads"`
+	HeadDim     int       `json:"head_dim"`
+	Tokens      int       `json:"tokens"`
+	BlockTokens int       `json:"block_tokens"`
+	Codecs      []sizeRow `json:"codecs"`
+}
+
+func sizeTable(layers, heads, dim, tokens, blockTokens int) sizeResult {
+	r := sizeResult{Layers: layers, KVHeads: heads, HeadDim: dim, Tokens: tokens, BlockTokens: blockTokens}
+	perToken := func(c kvblock.Codec) float64 {
+		return float64(kvblock.EncodedSize(c, kvblock.Shape{Tokens: blockTokens, Layers: layers, KVHeads: heads, HeadDim: dim}, 0)) / float64(blockTokens)
 	}
-	l := *layers
-	if *cla {
-		l = (l + 1) / 2
-	}
-	fmt.Fprintf(e.Stdout, "%d KV layers x %d kv heads x %d head dim, %d tokens\n\n", l, *heads, *dim, *tokens)
-	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "codec\tbytes/token\tper token\ttotal\tvs f16\t")
-	f16 := kvblock.BytesPerToken(kvblock.F16, l, *heads, *dim)
+	f16 := perToken(kvblock.F16)
 	for _, c := range kvblock.Codecs() {
-		b := kvblock.BytesPerToken(c, l, *heads, *dim)
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.2fx\t\n", c, b, units.FormatBytes(b), units.FormatBytes(b*float64(*tokens)), f16/b)
+		b := perToken(c)
+		r.Codecs = append(r.Codecs, sizeRow{Codec: c.String(), BytesPerToken: b, TotalBytes: b * float64(tokens), VsF16: f16 / b})
+	}
+	return r
+}
+
+func printSize(w io.Writer, r sizeResult) error {
+	fmt.Fprintf(w, "%d KV layers x %d kv heads x %d head dim, %d tokens, %d-token blocks\n\n", r.Layers, r.KVHeads, r.HeadDim, r.Tokens, r.BlockTokens)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "codec\tbytes/token\tper token\ttotal\tvs f16\t")
+	for _, c := range r.Codecs {
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.2fx\t\n", c.Codec, c.BytesPerToken, units.FormatBytes(c.BytesPerToken), units.FormatBytes(c.TotalBytes), c.VsF16)
 	}
 	return tw.Flush()
 }

@@ -88,9 +88,15 @@ func TestSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Llama-3-8B: 128 KiB per token in f16.
-	if !regexp.MustCompile(`f16\s+131073\s+128\.0 KiB`).MatchString(out) {
+	// Llama-3-8B: 128 KiB per token in f16, plus the block header spread
+	// over the default 16-token block (the README's figure).
+	if !regexp.MustCompile(`f16\s+131076\s+128\.0 KiB`).MatchString(out) {
 		t.Errorf("f16 line wrong:\n%s", out)
+	}
+	// The same header over 64-token blocks costs a quarter as much per token.
+	out64, err := run(t, "size", "--layers", "32", "--kv-heads", "8", "--head-dim", "128", "--block-tokens", "64")
+	if err != nil || !regexp.MustCompile(`f16\s+131073\s`).MatchString(out64) || !strings.Contains(out64, "64-token blocks") {
+		t.Errorf("--block-tokens 64: %v\n%s", err, out64)
 	}
 	for _, c := range []string{"bf16", "fp8_e4m3", "int8", "int4", "int2"} {
 		if !strings.Contains(out, c) {
@@ -98,7 +104,7 @@ func TestSize(t *testing.T) {
 		}
 	}
 	cla, err := run(t, "size", "--layers", "32", "--kv-heads", "8", "--head-dim", "128", "--cla")
-	if err != nil || !strings.Contains(cla, "16 KV layers") || !regexp.MustCompile(`f16\s+65537`).MatchString(cla) {
+	if err != nil || !strings.Contains(cla, "16 KV layers") || !regexp.MustCompile(`f16\s+65540`).MatchString(cla) {
 		t.Errorf("CLA should halve the layers:\n%s", cla)
 	}
 }
@@ -115,7 +121,7 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("%v: err = %v, want ErrUsage", args, err)
 		}
 	}
-	if _, err := run(t, "lookup", "--ns", "zz", "--keys", "aa"); err == nil {
-		t.Error("bad hex namespace accepted")
+	if _, err := run(t, "lookup", "--ns", "zz", "--keys", "aa"); !errors.Is(err, kvctl.ErrUsage) {
+		t.Errorf("bad hex namespace: err = %v, want ErrUsage", err)
 	}
 }

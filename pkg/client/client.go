@@ -13,11 +13,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
@@ -35,8 +34,8 @@ type Config struct {
 	Replicas int
 	// Picker overrides placement. Default: rendezvous hashing over the
 	// live members, with slow start for reads (see HealthConfig). A
-	// custom Picker with a SetNodes([]string) method is given the live
-	// members on every change.
+	// custom Picker that is a NodeSetter is given the live members on
+	// every change; one that is a ReadPicker chooses the read order.
 	Picker Picker
 	// Health tunes active health checks, ejection and slow start.
 	Health HealthConfig
@@ -56,41 +55,29 @@ type Config struct {
 	Retries int
 	// ChunkBytes is the data size of one Put message. Default 1 MiB.
 	ChunkBytes int
-	// AsyncQueue bounds the blocks waiting in AppendAsync. When the queue
-	// is full, further blocks are dropped (and counted), never waited for.
-	// Default 1024.
-	AsyncQueue int
 	// HedgeAfter is how long a read waits for a node's first answer before
 	// it also asks the next replica, so a dead or stalled node costs a
 	// hedge delay rather than the caller's deadline. Default 50ms; negative
 	// disables hedging.
 	HedgeAfter time.Duration
 	// DialOptions are added to the defaults (insecure transport, large
-	// messages). Tests pass a bufconn dialer here.
+	// messages; see dial.go). Tests pass a bufconn dialer here.
 	DialOptions []grpc.DialOption
 	// Logger receives background failures. Default slog.Default().
 	Logger *slog.Logger
 }
-
-// maxMsg covers the server's largest chunk plus framing.
-const maxMsg = 8 << 20
 
 // Client talks to a set of cache nodes. It is safe for concurrent use.
 type Client struct {
 	cfg     Config
 	picker  Picker
 	log     *slog.Logger
+	peers   *peers // one record per node: its gRPC and data-plane connections
+	calls   caller
 	members membership
 	repair  repairer
+	dataOff atomic.Bool // UseDataPlane(false)
 	once    sync.Once
-
-	mu     sync.Mutex
-	conns  map[string]*grpc.ClientConn
-	extra  map[string]*nodeConns // all connections per node for calls (connpool.go)
-	closed bool
-
-	async asyncAppender
-	data  dataPlane // bulk-transfer connections (dataplane.go)
 }
 
 // New returns a client for cfg.Nodes. Connections are made lazily, so New
@@ -116,9 +103,6 @@ func New(cfg Config) (*Client, error) {
 	if cfg.ChunkBytes <= 0 {
 		cfg.ChunkBytes = 1 << 20
 	}
-	if cfg.AsyncQueue <= 0 {
-		cfg.AsyncQueue = 1024
-	}
 	if cfg.RepairQueue == 0 {
 		cfg.RepairQueue = 256
 	}
@@ -129,140 +113,54 @@ func New(cfg Config) (*Client, error) {
 		cfg.Resolve = defaultResolve
 	}
 	cfg.Health.defaults()
-	c := &Client{cfg: cfg, picker: cfg.Picker, log: cfg.Logger, conns: map[string]*grpc.ClientConn{}}
-	c.data.nodes = map[string]*dataNode{}
+	c := &Client{cfg: cfg, picker: cfg.Picker, log: cfg.Logger}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	c.peers = newPeers(dialOptions(&c.cfg), dataConfig{learnTimeout: cfg.CallTimeout})
 	static, targets := splitNodes(cfg.Nodes)
 	c.members = membership{
 		hc: cfg.Health, replicas: max(cfg.Replicas, 1), static: static, targets: targets,
-		resolve: cfg.Resolve, resolveEvery: cfg.ResolveInterval, check: c.checkNode,
-		onRemove: c.dropConn, log: c.log,
+		resolve: cfg.Resolve, resolveEvery: cfg.ResolveInterval, check: healthCheck(c.peers, cfg.Health.Service),
+		onRemove: c.peers.drop, log: c.log,
 	}
+	c.calls = caller{peers: c.peers, timeout: cfg.CallTimeout, retries: cfg.Retries, suspect: c.members.suspect}
 	if c.picker == nil {
 		c.picker = livePicker{&c.members}
-	} else if s, ok := c.picker.(interface{ SetNodes([]string) }); ok {
+	} else if s, ok := c.picker.(NodeSetter); ok {
 		c.members.onChange = s.SetNodes
 	}
 	c.members.start(cfg.CallTimeout)
-	c.async.start(c)
-	c.repair.start(c)
+	c.repair.start(cfg.RepairQueue, c.copyBlock, c.log)
 	return c, nil
 }
 
-// Close stops background appends (waiting up to the call timeout for queued
-// ones) and closes all connections.
+// Close stops background work (read repairs, health checks, discovery)
+// and closes all connections.
 func (c *Client) Close() error {
-	c.async.stop(c.cfg.CallTimeout)
 	c.once.Do(func() {
 		c.repair.stop()
 		c.members.stop()
-		c.data.closeAll()
 	})
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.closed = true
-	var errs []error
-	for _, cc := range c.conns {
-		errs = append(errs, cc.Close())
-	}
-	c.conns = nil
-	errs = append(errs, c.closeExtra("")...)
-	return errors.Join(errs...)
+	return c.peers.close()
 }
 
-func (c *Client) stub(node string) (kvcachev1.KVCacheServiceClient, error) {
-	cc, err := c.conn(node)
-	if err != nil {
-		return nil, err
+// UseDataPlane turns the bulk data plane on (the default) or off for this
+// client; off, every fetch and lookup uses gRPC. Benchmarks compare the
+// two.
+func (c *Client) UseDataPlane(on bool) {
+	c.dataOff.Store(!on)
+	if !on {
+		c.peers.each(func(n *peer) { n.data.reset() })
 	}
-	return kvcachev1.NewKVCacheServiceClient(c.connSet(node, cc)), nil
 }
 
-// conn returns the node's connection, dialling it lazily.
-func (c *Client) conn(node string) (*grpc.ClientConn, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil, ErrClosed
+// dataAddr returns the data address to read n over, or "" for gRPC.
+func (c *Client) dataAddr(ctx context.Context, n *peer) string {
+	if c.dataOff.Load() {
+		return ""
 	}
-	if cc, ok := c.conns[node]; ok {
-		return cc, nil
-	}
-	cc, err := c.dial(node)
-	if err != nil {
-		return nil, err
-	}
-	c.conns[node] = cc
-	return cc, nil
-}
-
-// dial makes a new connection to node.
-func (c *Client) dial(node string) (*grpc.ClientConn, error) {
-	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)),
-		// Reconnect quickly after a node returns: the default backoff
-		// grows to 2 minutes, which would keep a restarted node ejected.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-			MinConnectTimeout: 2 * time.Second,
-		}),
-	}, append(transportDialOptions(), c.cfg.DialOptions...)...)
-	cc, err := grpc.NewClient(node, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("node %s: %w: %v", node, ErrUnavailable, err)
-	}
-	return cc, nil
-}
-
-// dropConn closes the connection of a node that left the cluster.
-func (c *Client) dropConn(node string) {
-	c.mu.Lock()
-	cc := c.conns[node]
-	delete(c.conns, node)
-	c.mu.Unlock()
-	if cc != nil {
-		_ = cc.Close()
-	}
-	c.closeExtra(node)
-}
-
-// attempt runs an idempotent call against one node with a per-attempt
-// deadline, retrying transient failures with a short backoff.
-func (c *Client) attempt(ctx context.Context, node string, call func(context.Context, kvcachev1.KVCacheServiceClient) error) error {
-	stub, err := c.stub(node)
-	if err != nil {
-		return err
-	}
-	backoff := 10 * time.Millisecond
-	for try := 0; ; try++ {
-		actx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-		err = wrapRPC(node, call(actx, stub))
-		cancel()
-		if err == nil || !retryable(err) || try >= c.cfg.Retries || ctx.Err() != nil {
-			if ctx.Err() != nil && err != nil {
-				// A caller's deadline that ran out on this node (not a
-				// cancellation) says the node is slow or gone: read
-				// elsewhere first until a health check clears it.
-				if errors.Is(ctx.Err(), context.DeadlineExceeded) && retryable(err) {
-					c.members.suspect(node, err)
-				}
-				return fmt.Errorf("%w (%w)", ctx.Err(), err)
-			}
-			if err != nil && retryable(err) {
-				c.members.suspect(node, err)
-			}
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff *= 2
-	}
+	return n.data.address(ctx)
 }
 
 // owners returns, for each key, its owners in preference order: the nodes
@@ -278,9 +176,7 @@ func (c *Client) owners(keys []prefix.Key) [][]string {
 // readOwners returns, for each key, the nodes reads ask in order; with
 // the default picker that applies slow start and demotes suspect nodes.
 func (c *Client) readOwners(keys []prefix.Key) [][]string {
-	rp, ok := c.picker.(interface {
-		ReadOwners(prefix.Key, []string) []string
-	})
+	rp, ok := c.picker.(ReadPicker)
 	if !ok {
 		return c.owners(keys)
 	}
@@ -304,86 +200,11 @@ func keyBytes(keys []prefix.Key, idx []int) [][]byte {
 	return out
 }
 
-// Lookup returns how many keys, from the first, are cached somewhere in the
-// cluster. Each key is asked of its preferred owner, all owners in
-// parallel; keys an owner misses, cannot answer, or leaves unanswered past
-// the hedge delay are asked of the next replica. Unreachable nodes count as
-// misses: Lookup fails only when ctx ends or the request itself is invalid.
-func (c *Client) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) (int, error) {
-	if len(keys) == 0 {
-		return 0, nil
-	}
-	present := make([]bool, len(keys))
-	from := make([]string, len(keys))
-	var (
-		rep      repairs
-		firstErr error
-	)
-	fanout(ctx, c, c.readOwners(keys), func() []int { return unresolved(present, firstErr) },
-		func(ctx context.Context, node string, idx []int, _ bool) (resp *kvcachev1.LookupResponse, err error) {
-			err = c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) (err error) {
-				resp, err = c.lookupNode(ctx, s, node, ns, keys, idx)
-				return err
-			})
-			return resp, err
-		},
-		func(node string, idx []int, resp *kvcachev1.LookupResponse, err error) {
-			if err != nil {
-				if errors.Is(err, ErrInvalid) {
-					firstErr = cmpErr(firstErr, err)
-				}
-				return
-			}
-			p := resp.GetPresent()
-			for j, i := range idx {
-				switch {
-				case j < len(p) && p[j], len(p) == 0 && j < int(resp.GetPrefixLen()):
-					present[i], from[i] = true, node
-				default:
-					rep.miss(i, node)
-				}
-			}
-		})
-	if firstErr != nil {
-		return 0, firstErr
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	n := prefixLen(present)
-	c.flushRepairs(&rep, ns, keys, n, from)
-	return n, nil
-}
-
-// unresolved lists the keys worth asking another owner about: the misses
-// from the first one on (a miss beyond the prefix changes nothing), or
-// none once the request has proved invalid.
-func unresolved(found []bool, invalid error) []int {
-	if invalid != nil {
-		return nil
-	}
-	var out []int
-	for i := prefixLen(found); i < len(found); i++ {
-		if !found[i] {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-func prefixLen(present []bool) int {
-	n := 0
-	for n < len(present) && present[n] {
-		n++
-	}
-	return n
-}
-
 // NodeStats returns one node's counters.
 func (c *Client) NodeStats(ctx context.Context, node string) (*kvcachev1.StatsResponse, error) {
 	var resp *kvcachev1.StatsResponse
-	err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) (err error) {
-		resp, err = s.Stats(ctx, &kvcachev1.StatsRequest{})
+	err := c.calls.attempt(ctx, node, func(ctx context.Context, n *peer) (err error) {
+		resp, err = n.stub.Stats(ctx, &kvcachev1.StatsRequest{})
 		return err
 	})
 	return resp, err
@@ -413,8 +234,8 @@ func (c *Client) Delete(ctx context.Context, ns prefix.Namespace, keys []prefix.
 		go func() {
 			defer wg.Done()
 			var resp *kvcachev1.DeleteResponse
-			err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) (err error) {
-				resp, err = s.Delete(ctx, &kvcachev1.DeleteRequest{Namespace: ns[:], Keys: keyBytes(keys, idx)})
+			err := c.calls.attempt(ctx, node, func(ctx context.Context, n *peer) (err error) {
+				resp, err = n.stub.Delete(ctx, &kvcachev1.DeleteRequest{Namespace: ns[:], Keys: keyBytes(keys, idx)})
 				return err
 			})
 			mu.Lock()

@@ -242,51 +242,6 @@ func TestDeadOrSlowNodesCostHitsNotErrors(t *testing.T) {
 	}
 }
 
-func TestAppendAsyncNeverBlocks(t *testing.T) {
-	c, err := client.New(client.Config{Nodes: []string{blackhole(t)}, AsyncQueue: 4, CallTimeout: 100 * time.Millisecond, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := prefix.Namespace{5}
-	blocks, _ := chain(t, ns, 1, 5)
-	done := make(chan struct{})
-	go func() {
-		for range 200 {
-			c.AppendAsync(ns, blocks)
-		}
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("AppendAsync blocked on a node that never answers")
-	}
-	if s := c.AsyncStats(); s.Dropped == 0 || s.Queued+s.Dropped != 200 {
-		t.Errorf("async stats %+v: want every block queued or dropped, some dropped", s)
-	}
-	c.Close()
-	c.AppendAsync(ns, blocks) // after Close: dropped, no panic
-}
-
-func TestAppendAsyncStores(t *testing.T) {
-	_, addrs := testnode.Cluster(t, 2, cachenode.Config{})
-	c, err := client.New(client.Config{Nodes: addrs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ns := prefix.Namespace{6}
-	blocks, _ := chain(t, ns, 6, 6)
-	c.AppendAsync(ns, blocks)
-	ctx := ctxT(t)
-	if err := c.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := c.Lookup(ctx, ns, keysOf(blocks)); err != nil || n != 6 {
-		t.Fatalf("after async append Lookup = %d, %v; stats %+v", n, err, c.AsyncStats())
-	}
-}
-
 func TestRejectedPutMatchesSentinel(t *testing.T) {
 	_, addrs := testnode.Cluster(t, 1, cachenode.Config{})
 	c, err := client.New(client.Config{Nodes: addrs})

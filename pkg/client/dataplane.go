@@ -2,24 +2,16 @@ package client
 
 // The client side of the bulk data plane (internal/dataplane,
 // docs/dataplane.md): a node that advertises a data address in Stats
-// serves FetchRaw's blocks over plain TCP instead of the gRPC Get stream.
-// The address is learned once per node (one Stats call, the first time the
-// node is read from) and refreshed in the background after a failure; a
-// node without one, or whose data plane fails, is read over gRPC.
-//
-// A node's data connections are closed when its gRPC connection shuts
-// down (Client.Close, or the node leaving).
+// serves fetches and lookups over plain TCP instead of gRPC. The address
+// is learned once per node (one Stats call, the first time the node is
+// read from) and refreshed in the background after a failure; a node
+// without one, or whose data plane fails, is read over gRPC.
 
 import (
 	"context"
-	"errors"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/connectivity"
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
@@ -40,70 +32,17 @@ const (
 	dataRecheck = 30 * time.Second
 )
 
-// dataPlane is one client's data-plane state.
-type dataPlane struct {
-	off   atomic.Bool
-	mu    sync.Mutex
-	nodes map[string]*dataNode
-}
-
-func (c *Client) dataPlane() *dataPlane { return &c.data }
-
-// UseDataPlane turns the bulk data plane on (the default) or off for this
-// client; off, every fetch uses gRPC streams. Benchmarks compare the two.
-func (c *Client) UseDataPlane(on bool) {
-	dp := c.dataPlane()
-	dp.off.Store(!on)
-	if !on {
-		dp.closeAll()
-	}
-}
-
-func (dp *dataPlane) closeAll() {
-	dp.mu.Lock()
-	nodes := dp.nodes
-	dp.nodes = map[string]*dataNode{}
-	dp.mu.Unlock()
-	for _, n := range nodes {
-		n.close()
-	}
-}
-
-// node returns the state of node, tied to its current gRPC connection.
-func (dp *dataPlane) node(c *Client, node string) *dataNode {
-	cc, err := c.conn(node)
-	if err != nil {
-		return nil
-	}
-	dp.mu.Lock()
-	defer dp.mu.Unlock()
-	if n := dp.nodes[node]; n != nil && n.cc == cc {
-		return n
-	}
-	if old := dp.nodes[node]; old != nil {
-		go old.close()
-	}
-	n := &dataNode{cc: cc}
-	dp.nodes[node] = n
-	// The node's data connections live as long as its gRPC connection.
-	go func() {
-		for s := cc.GetState(); s != connectivity.Shutdown; s = cc.GetState() {
-			cc.WaitForStateChange(context.Background(), s)
-		}
-		n.close()
-		dp.mu.Lock()
-		if dp.nodes[node] == n {
-			delete(dp.nodes, node)
-		}
-		dp.mu.Unlock()
-	}()
-	return n
+// dataConfig is what a node's data plane needs from the client's Config.
+type dataConfig struct {
+	learnTimeout time.Duration // bounds a background Stats call
 }
 
 // dataNode is what the client knows of one node's data plane, and its
-// idle connections.
+// idle connections. It is part of the node's record.
 type dataNode struct {
-	cc *grpc.ClientConn
+	node string                         // gRPC address; an advertised ":port" is relative to its host
+	stub kvcachev1.KVCacheServiceClient // asks the address (Stats)
+	cfg  dataConfig
 
 	mu       sync.Mutex
 	addr     string    // data address to dial; valid when known
@@ -111,14 +50,18 @@ type dataNode struct {
 	asked    bool      // the address was asked once (later asks run in the background)
 	learning bool      // an ask is in flight
 	retryAt  time.Time // no ask before then
-	noLookup time.Time // the node refused FlagLookup: look up over gRPC until then
+	noLookup time.Time // the node refused lookups: look up over gRPC until then
 	idle     []*dataplane.Conn
 	closed   bool
 }
 
+func (n *dataNode) init(node string, stub kvcachev1.KVCacheServiceClient, cfg dataConfig) {
+	n.node, n.stub, n.cfg = node, stub, cfg
+}
+
 // address returns the data address to use, or "" for gRPC. Only the very
 // first call for a node waits for the answer.
-func (n *dataNode) address(ctx context.Context, c *Client, s kvcachev1.KVCacheServiceClient, node string) string {
+func (n *dataNode) address(ctx context.Context) string {
 	n.mu.Lock()
 	if n.known {
 		a := n.addr
@@ -135,17 +78,17 @@ func (n *dataNode) address(ctx context.Context, c *Client, s kvcachev1.KVCacheSe
 	n.mu.Unlock()
 	if !first {
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CallTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.learnTimeout)
 			defer cancel()
-			n.learn(ctx, s, node)
+			n.learn(ctx)
 		}()
 		return ""
 	}
-	return n.learn(ctx, s, node)
+	return n.learn(ctx)
 }
 
-func (n *dataNode) learn(ctx context.Context, s kvcachev1.KVCacheServiceClient, node string) string {
-	resp, err := s.Stats(ctx, &kvcachev1.StatsRequest{})
+func (n *dataNode) learn(ctx context.Context) string {
+	resp, err := n.stub.Stats(ctx, &kvcachev1.StatsRequest{})
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.learning = false
@@ -157,7 +100,7 @@ func (n *dataNode) learn(ctx context.Context, s kvcachev1.KVCacheServiceClient, 
 		n.retryAt = time.Now().Add(dataRecheck)
 		return ""
 	}
-	a := joinDataAddr(node, resp.GetDataAddr())
+	a := joinDataAddr(n.node, resp.GetDataAddr())
 	if a == "" {
 		n.retryAt = time.Now().Add(dataRecheck)
 		return ""
@@ -197,6 +140,16 @@ func (n *dataNode) fail() {
 	n.dropIdle()
 }
 
+// reset forgets everything learned (UseDataPlane(false)): the address is
+// asked again, in the foreground, on the next read.
+func (n *dataNode) reset() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.known, n.asked = false, false
+	n.retryAt, n.noLookup = time.Time{}, time.Time{}
+	n.dropIdle()
+}
+
 func (n *dataNode) dropIdle() {
 	for _, dc := range n.idle {
 		_ = dc.Close()
@@ -204,6 +157,7 @@ func (n *dataNode) dropIdle() {
 	n.idle = nil
 }
 
+// close is part of node.close: no connection is kept or made afterwards.
 func (n *dataNode) close() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -221,7 +175,7 @@ func (n *dataNode) get(ctx context.Context, addr string) (*dataplane.Conn, error
 		return dc, nil
 	}
 	n.mu.Unlock()
-	return dataplane.Dial(ctx, addr, dataplane.DialOptions{})
+	return dialData(ctx, addr)
 }
 
 // put keeps a healthy connection for the next request.
@@ -235,133 +189,6 @@ func (n *dataNode) put(dc *dataplane.Conn, addr string) {
 	n.idle = append(n.idle, dc)
 }
 
-// fetchNode reads the blocks idx of keys from one node into got, marking
-// ok as getStream does: over the node's data plane when it has one, else
-// (or when the data plane fails) over a gRPC Get stream.
-func (c *Client) fetchNode(ctx context.Context, s kvcachev1.KVCacheServiceClient, node string, ns prefix.Namespace, keys []prefix.Key, idx []int, got [][]byte, ok []bool) error {
-	dp := c.dataPlane()
-	if dp.off.Load() {
-		return c.getStream(ctx, s, ns, keys, idx, got, ok)
-	}
-	n := dp.node(c, node)
-	if n == nil {
-		return c.getStream(ctx, s, ns, keys, idx, got, ok)
-	}
-	addr := n.address(ctx, c, s, node)
-	if addr == "" {
-		return c.getStream(ctx, s, ns, keys, idx, got, ok)
-	}
-	dc, err := n.get(ctx, addr)
-	if err == nil {
-		err = c.dataGet(ctx, dc, ns, keys, idx, got, ok)
-		n.put(dc, addr)
-		if err == nil {
-			return nil
-		}
-	}
-	if ctx.Err() != nil {
-		// Out of time on this node: it counts as the node failing.
-		return err
-	}
-	c.log.Debug("data plane failed, reading over gRPC", "node", node, "addr", addr, "err", err)
-	n.fail()
-	for _, i := range idx {
-		ok[i] = false // the stream below may overwrite any of them
-	}
-	return c.getStream(ctx, s, ns, keys, idx, got, ok)
-}
-
-// dataGet is getStream over a data connection: blocks are read straight
-// into got (reusing capacity) and their CRC32C computed piece by piece as
-// they arrive; ok is set only for blocks whose checksum matches.
-func (c *Client) dataGet(ctx context.Context, dc *dataplane.Conn, ns prefix.Namespace, keys []prefix.Key, idx []int, got [][]byte, ok []bool) error {
-	sub := make([]prefix.Key, len(idx))
-	for j, i := range idx {
-		sub[j] = keys[i]
-	}
-	var sum uint32
-	return dc.Get(ctx, 0, ns, sub, dataplane.Sink{
-		Block: func(j, size int) []byte {
-			i := idx[j]
-			if cap(got[i]) < size {
-				got[i] = make([]byte, size)
-			}
-			got[i] = got[i][:size]
-			sum = 0
-			return got[i]
-		},
-		Chunk: func(_, off int, p []byte) {
-			sum = updateBlockCRC(sum, off, p)
-			noteProgress(ctx)
-		},
-		Done: func(j int, found bool) {
-			noteProgress(ctx)
-			if !found {
-				return
-			}
-			i := idx[j]
-			ok[i] = headerCRC(got[i]) == sum
-			if !ok[i] {
-				c.log.Warn("fetched block failed its checksum", "key", keys[i].String())
-			}
-		},
-	})
-}
-
-// lookupNode answers one Lookup call on one node (per-key presence of
-// keys[idx[j]]): over the node's data plane when it has one that knows
-// FlagLookup, else (or when the data plane fails) over gRPC, like
-// fetchNode. The data-plane answer is shaped as the gRPC one.
-func (c *Client) lookupNode(ctx context.Context, s kvcachev1.KVCacheServiceClient, node string, ns prefix.Namespace, keys []prefix.Key, idx []int) (*kvcachev1.LookupResponse, error) {
-	dp := c.dataPlane()
-	if dp.off.Load() {
-		return c.lookupGRPC(ctx, s, ns, keys, idx)
-	}
-	n := dp.node(c, node)
-	if n == nil {
-		return c.lookupGRPC(ctx, s, ns, keys, idx)
-	}
-	addr := n.address(ctx, c, s, node)
-	if addr == "" || len(idx) > dataplane.MaxKeysLimit || !n.lookupOK() {
-		return c.lookupGRPC(ctx, s, ns, keys, idx)
-	}
-	dc, err := n.get(ctx, addr)
-	if err == nil {
-		var p []byte
-		if p, err = dc.Lookup(ctx, ns, keys, idx); err == nil {
-			noteProgress(ctx)
-			resp := &kvcachev1.LookupResponse{Present: make([]bool, len(p))}
-			run := true
-			for j, b := range p {
-				resp.Present[j] = b != 0
-				if run = run && b != 0; run {
-					resp.PrefixLen++
-				}
-			}
-			n.put(dc, addr) // p is dc's: done with it
-			return resp, nil
-		}
-		n.put(dc, addr)
-	}
-	var re *dataplane.RemoteError
-	if errors.As(err, &re) && re.Status == dataplane.StatusRequestError && re.Code == dataplane.CodeBadFlags {
-		// A node older than the lookup extension: its data plane still
-		// serves fetches; lookups go over gRPC for a while.
-		n.refuseLookup()
-		return c.lookupGRPC(ctx, s, ns, keys, idx)
-	}
-	if ctx.Err() != nil {
-		return nil, err
-	}
-	c.log.Debug("data-plane lookup failed, asking over gRPC", "node", node, "addr", addr, "err", err)
-	n.fail()
-	return c.lookupGRPC(ctx, s, ns, keys, idx)
-}
-
-func (c *Client) lookupGRPC(ctx context.Context, s kvcachev1.KVCacheServiceClient, ns prefix.Namespace, keys []prefix.Key, idx []int) (*kvcachev1.LookupResponse, error) {
-	return s.Lookup(ctx, &kvcachev1.LookupRequest{Namespace: ns[:], Keys: keyBytes(keys, idx), All: true})
-}
-
 // lookupOK reports whether the node's data plane may be asked lookups.
 func (n *dataNode) lookupOK() bool {
 	n.mu.Lock()
@@ -369,10 +196,42 @@ func (n *dataNode) lookupOK() bool {
 	return n.noLookup.IsZero() || time.Now().After(n.noLookup)
 }
 
-// refuseLookup records that the node's data plane lacks FlagLookup; it is
+// refuseLookup records that the node's data plane lacks lookups; it is
 // asked again after dataRecheck, in case it was upgraded.
 func (n *dataNode) refuseLookup() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.noLookup = time.Now().Add(dataRecheck)
+}
+
+// fetch reads the blocks of bs over one data connection to addr. Blocks
+// are read straight into their buffers and checksummed as they arrive.
+func (n *dataNode) fetch(ctx context.Context, addr string, ns prefix.Namespace, bs *blockSet) error {
+	dc, err := n.get(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer n.put(dc, addr)
+	return dc.Get(ctx, 0, ns, bs.requested(), dataplane.Sink{
+		Block: bs.begin,
+		Chunk: func(_, _ int, p []byte) { bs.write(p) },
+		Done: func(j int, found bool) {
+			if found {
+				bs.end(j)
+			} else {
+				bs.prog.note()
+			}
+		},
+	})
+}
+
+// lookup asks, over one data connection to addr, which of keys[idx] the
+// node holds.
+func (n *dataNode) lookup(ctx context.Context, addr string, ns prefix.Namespace, keys []prefix.Key, idx []int) ([]bool, error) {
+	dc, err := n.get(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer n.put(dc, addr)
+	return dc.Lookup(ctx, ns, keys, idx, nil)
 }

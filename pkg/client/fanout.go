@@ -16,17 +16,20 @@ const defaultHedgeAfter = 50 * time.Millisecond
 // errSlow marks a node that left a read unanswered past the hedge delay.
 var errSlow = errors.New("no answer within the hedge delay")
 
-type progressKey struct{}
+// progress is when a call last heard from its node. fanout hedges a call
+// only after HedgeAfter of silence: a large fetch that keeps streaming is
+// slow because it is big, but one that stops mid-stream (its node died)
+// is as stuck as one that never started. Calls get it as an argument and
+// note every message; a nil *progress notes nothing.
+type progress struct{ heard atomic.Int64 } // unix nanos
 
-// noteProgress records that a call has just heard from its node. fanout
-// hedges a call only after HedgeAfter of silence: a large fetch that keeps
-// streaming is slow because it is big, but one that stops mid-stream (its
-// node died) is as stuck as one that never started.
-func noteProgress(ctx context.Context) {
-	if p, _ := ctx.Value(progressKey{}).(*atomic.Int64); p != nil {
-		p.Store(time.Now().UnixNano())
+func (p *progress) note() {
+	if p != nil {
+		p.heard.Store(time.Now().UnixNano())
 	}
 }
+
+func (p *progress) last() time.Time { return time.Unix(0, p.heard.Load()) }
 
 // fanout resolves keys by asking their owners, in read order, in parallel,
 // one call per node. A key a node misses or cannot answer is asked of its
@@ -39,16 +42,19 @@ func noteProgress(ctx context.Context) {
 //
 // fanout returns once no wanted key has a call in flight or an owner left
 // to ask, after cancelling and waiting for calls no longer needed, so no
-// call outlives it.
-func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func() []int,
-	call func(ctx context.Context, node string, idx []int, first bool) (R, error),
+// call outlives it. A call notes its progress in prog; a call silent for
+// hedgeAfter (> 0) has its keys asked of their next owners and its node
+// reported to suspect.
+func fanout[R any](ctx context.Context, hedgeAfter time.Duration, suspect func(node string, err error),
+	owners [][]string, want func() []int,
+	call func(ctx context.Context, node string, idx []int, first bool, prog *progress) (R, error),
 	merge func(node string, idx []int, r R, err error)) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type flight struct {
 		node   string
 		idx    []int
-		heard  atomic.Int64 // unix nanos of the last progress, or of the start
+		prog   progress // the last news from the node, or the start
 		hedged bool
 	}
 	type result struct {
@@ -77,7 +83,7 @@ func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func(
 		}
 		for _, n := range order {
 			f := &flight{node: n, idx: groups[n]}
-			f.heard.Store(time.Now().UnixNano())
+			f.prog.note()
 			first := true
 			for _, i := range f.idx {
 				inflight[i]++
@@ -85,7 +91,7 @@ func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func(
 			}
 			flights[f] = struct{}{}
 			go func() {
-				r, err := call(context.WithValue(cctx, progressKey{}, &f.heard), f.node, f.idx, first)
+				r, err := call(cctx, f.node, f.idx, first, &f.prog)
 				results <- result{f, r, err}
 			}()
 		}
@@ -101,7 +107,7 @@ func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func(
 	}
 
 	launch(want())
-	hedge := c.cfg.HedgeAfter
+	hedge := hedgeAfter
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for len(flights) > 0 {
@@ -112,7 +118,7 @@ func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func(
 		// Arm the timer for the call silent the longest.
 		var oldest int64
 		for f := range flights {
-			if h := f.heard.Load(); !f.hedged && (oldest == 0 || h < oldest) {
+			if h := f.prog.heard.Load(); !f.hedged && (oldest == 0 || h < oldest) {
 				oldest = h
 			}
 		}
@@ -142,11 +148,11 @@ func fanout[R any](ctx context.Context, c *Client, owners [][]string, want func(
 			}
 			var again []int
 			for f := range flights {
-				if f.hedged || time.Since(time.Unix(0, f.heard.Load())) < hedge {
+				if f.hedged || time.Since(f.prog.last()) < hedge {
 					continue
 				}
 				f.hedged = true
-				c.members.suspect(f.node, errSlow)
+				suspect(f.node, errSlow)
 				for _, i := range f.idx {
 					if isWanted[i] {
 						again = append(again, i)

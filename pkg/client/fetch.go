@@ -4,15 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-
-	"google.golang.org/grpc"
-
-	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
 	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/prefix"
 )
+
+// The fetch path, top to bottom: FetchRaw asks owners in parallel
+// (fanout.go) and keeps each key's first verified block; fetchNode reads
+// one node's share over its data plane (dataplane.go) or a gRPC stream
+// (fetch_grpc.go); both feed a blockSet (receive.go), which checksums and
+// verifies each block as it completes. Fetch decodes the result.
 
 // FetchRaw fetches the longest prefix of keys that the cluster can deliver
 // intact, as encoded blocks, and returns them (len = prefix length). Every
@@ -27,42 +28,68 @@ func (c *Client) FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefi
 	if len(keys) == 0 {
 		return dst[:0], nil
 	}
+	got, _, err := c.fetch(ctx, ns, keys, dst)
+	return got, err
+}
+
+// Fetch fetches the longest intact cached prefix of keys and decodes block
+// i into kvs[i], reusing its buffers. It returns how many blocks were
+// decoded. A block that fails to decode ends the prefix there.
+func (c *Client) Fetch(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, kvs []*kvblock.KV) (int, error) {
+	if len(kvs) < len(keys) {
+		return 0, fmt.Errorf("%w: %d KV buffers for %d keys", ErrInvalid, len(kvs), len(keys))
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	raw, hdrs, err := c.fetch(ctx, ns, keys, nil)
+	if err != nil {
+		return 0, err
+	}
+	for i, b := range raw {
+		// The blockSet verified the block as it arrived.
+		if err := kvblock.DecodeVerified(&hdrs[i], b, kvs[i]); err != nil {
+			c.log.Warn("fetched block failed to decode", "key", keys[i].String(), "err", err)
+			return i, nil
+		}
+	}
+	return len(raw), nil
+}
+
+// fetch is FetchRaw, also returning the verified header of each block.
+func (c *Client) fetch(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst [][]byte) ([][]byte, []kvblock.Header, error) {
 	got := make([][]byte, len(keys))
+	hdrs := make([]kvblock.Header, len(keys))
 	ok := make([]bool, len(keys))
 	from := make([]string, len(keys))
 	var (
 		rep      repairs
 		firstErr error
 	)
-	type received struct {
-		got [][]byte
-		ok  []bool
-	}
-	fanout(ctx, c, c.readOwners(keys), func() []int { return unresolved(ok, firstErr) },
-		func(ctx context.Context, node string, idx []int, first bool) (received, error) {
-			// Each call fills its own slots: a hedged key may be in two
+	fanout(ctx, c.cfg.HedgeAfter, c.members.suspect, c.readOwners(keys), func() []int { return unresolved(ok, firstErr) },
+		func(ctx context.Context, node string, idx []int, first bool, prog *progress) (*blockSet, error) {
+			// Each call fills its own blockSet: a hedged key may be in two
 			// calls at once. Only the first call for a key borrows dst.
-			r := received{got: make([][]byte, len(keys)), ok: make([]bool, len(keys))}
+			bs := newBlockSet(keys, idx, true, c.log, prog)
 			if first {
 				for _, i := range idx {
 					if i < len(dst) {
-						r.got[i] = dst[i][:0]
+						bs.lend(i, dst[i])
 					}
 				}
 			}
-			err := c.attempt(ctx, node, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) error {
-				return c.fetchNode(ctx, s, node, ns, keys, idx, r.got, r.ok)
+			err := c.calls.attempt(ctx, node, func(ctx context.Context, n *peer) error {
+				return c.fetchNode(ctx, n, ns, bs)
 			})
-			return r, err
+			return bs, err
 		},
-		func(node string, idx []int, r received, err error) {
+		func(node string, idx []int, bs *blockSet, err error) {
 			// Blocks received whole count even if the stream broke later.
 			for _, i := range idx {
-				if r.ok[i] {
-					if !ok[i] && c.verify(r.got[i], keys, i) {
-						got[i], ok[i], from[i] = r.got[i], true, node
-					}
-				} else if err == nil {
+				switch {
+				case bs.ok[i] && !ok[i]:
+					got[i], hdrs[i], ok[i], from[i] = bs.got[i], bs.hdr[i], true, node
+				case !bs.ok[i] && !bs.wrong[i] && err == nil:
 					// The node answered: keys it did not deliver it lacks
 					// (or sit after its first miss, which a repair Put
 					// then finds already stored).
@@ -77,14 +104,35 @@ func (c *Client) FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefi
 			}
 		})
 	if firstErr != nil {
-		return nil, firstErr
+		return nil, nil, firstErr
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	n := prefixLen(ok)
-	c.flushRepairs(&rep, ns, keys, n, from)
-	return got[:n], nil
+	c.repair.flush(&rep, c.picker, ns, keys, n, from)
+	return got[:n], hdrs[:n], nil
+}
+
+// fetchNode reads the blocks of bs from one node: over its data plane when
+// it has one, else (or when the data plane fails) over a gRPC Get stream.
+func (c *Client) fetchNode(ctx context.Context, n *peer, ns prefix.Namespace, bs *blockSet) error {
+	addr := c.dataAddr(ctx, n)
+	if addr == "" {
+		return getStream(ctx, n.stub, ns, bs)
+	}
+	err := n.data.fetch(ctx, addr, ns, bs)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		// Out of time on this node: it counts as the node failing.
+		return err
+	}
+	c.log.Debug("data plane failed, reading over gRPC", "node", n.addr, "addr", addr, "err", err)
+	n.data.fail()
+	bs.reset() // the stream below may overwrite any of them
+	return getStream(ctx, n.stub, ns, bs)
 }
 
 func cmpErr(a, b error) error {
@@ -92,105 +140,4 @@ func cmpErr(a, b error) error {
 		return a
 	}
 	return b
-}
-
-// verify checks a fetched block against where it must sit in the chain, so
-// a block stored under the wrong key is never served as a hit.
-func (c *Client) verify(block []byte, keys []prefix.Key, i int) bool {
-	// getStream has checked the CRC as the bytes arrived.
-	h, err := kvblock.ParseHeader(block)
-	if err != nil {
-		c.log.Warn("fetched block failed verification", "key", keys[i].String(), "err", err)
-		return false
-	}
-	if h.HasParent && (i == 0 || h.Parent != keys[i-1]) {
-		c.log.Warn("fetched block has the wrong parent", "key", keys[i].String())
-		return false
-	}
-	return true
-}
-
-// getStream reads one Get stream into got[idx[j]]. It marks ok only for
-// blocks received whole whose CRC32C matches their header; the caller
-// verifies the rest of the header. Block data is copied once, from the
-// transport's buffers into got (getCodec), reusing got's capacity, and the
-// checksum is computed piece by piece as it is copied, while the bytes are
-// still in cache (a second pass over a block costs a fifth of a fetch).
-func (c *Client) getStream(ctx context.Context, s kvcachev1.KVCacheServiceClient, ns prefix.Namespace, keys []prefix.Key, idx []int, got [][]byte, ok []bool) error {
-	// Not stop-at-miss: a node asked first for a key it does not own (its
-	// owner was suspect) must still answer for the keys after it that it
-	// does own, or those would be written off as asked.
-	stream, err := s.Get(ctx, &kvcachev1.GetRequest{Namespace: ns[:], Keys: keyBytes(keys, idx)}, grpc.ForceCodecV2(getStreamCodec))
-	if err != nil {
-		return err
-	}
-	var framing error // why into refused a message; grpc reports it only as Internal
-	var sum uint32    // CRC32C of the block being received, so far
-	msg := &getChunk{into: func(m *getChunk, n int) ([]byte, error) {
-		j := int(m.Index)
-		if j >= len(idx) {
-			framing = fmt.Errorf("%w: node answered index %d of %d keys", ErrUnavailable, j, len(idx))
-			return nil, framing
-		}
-		if m.Missing {
-			return nil, nil
-		}
-		i := idx[j]
-		size, off := int(m.BlockSize), int(m.Offset)
-		if off == 0 {
-			if cap(got[i]) < size {
-				got[i] = make([]byte, 0, size)
-			}
-			got[i] = got[i][:0]
-		}
-		if off != len(got[i]) || off+n > size {
-			framing = fmt.Errorf("%w: chunk at %d of a %d-byte block after %d bytes", ErrUnavailable, off, size, len(got[i]))
-			return nil, framing
-		}
-		if off == 0 {
-			sum = 0
-		}
-		got[i] = got[i][:off+n]
-		return got[i][off:], nil
-	}, copied: func(m *getChunk, at int, p []byte) {
-		sum = updateBlockCRC(sum, int(m.Offset)+at, p)
-	}}
-	for {
-		if err := stream.RecvMsg(msg); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return cmpErr(framing, err)
-		}
-		noteProgress(ctx)
-		if msg.Missing {
-			continue
-		}
-		i := idx[msg.Index]
-		if len(got[i]) == int(msg.BlockSize) {
-			ok[i] = headerCRC(got[i]) == sum
-			if !ok[i] {
-				c.log.Warn("fetched block failed its checksum", "key", keys[i].String())
-			}
-		}
-	}
-}
-
-// Fetch fetches the longest intact cached prefix of keys and decodes block
-// i into kvs[i], reusing its buffers. It returns how many blocks were
-// decoded. A block that fails to decode ends the prefix there.
-func (c *Client) Fetch(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, kvs []*kvblock.KV) (int, error) {
-	if len(kvs) < len(keys) {
-		return 0, fmt.Errorf("%w: %d KV buffers for %d keys", ErrInvalid, len(kvs), len(keys))
-	}
-	raw, err := c.FetchRaw(ctx, ns, keys, nil)
-	if err != nil {
-		return 0, err
-	}
-	for i, b := range raw {
-		if _, err := kvblock.Decode(b, kvs[i]); err != nil {
-			c.log.Warn("fetched block failed to decode", "key", keys[i].String(), "err", err)
-			return i, nil
-		}
-	}
-	return len(raw), nil
 }

@@ -9,56 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
-
-	"github.com/kvcache/kvcache/pkg/kvblock"
 )
-
-func testBlock(t *testing.T) []byte {
-	t.Helper()
-	s := kvblock.Shape{Tokens: 16, Layers: 2, KVHeads: 2, HeadDim: 32}
-	kv := &kvblock.KV{Shape: s, K: make([]float32, s.Elements()), V: make([]float32, s.Elements())}
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range kv.K {
-		kv.K[i], kv.V[i] = float32(rng.NormFloat64()), float32(rng.NormFloat64())
-	}
-	b, err := kvblock.Encode(nil, kv, kvblock.Meta{Codec: kvblock.Int8, Sinks: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// The incremental checksum agrees with kvblock's, however the block is cut.
-func TestBlockCRCMatchesKVBlock(t *testing.T) {
-	b := testBlock(t)
-	if _, err := kvblock.Inspect(b); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(3, 4))
-	for range 200 {
-		var sum uint32
-		for off := 0; off < len(b); {
-			n := 1 + rng.IntN(100)
-			if rng.IntN(4) == 0 {
-				n = rng.IntN(len(b))
-			}
-			end := min(off+n, len(b))
-			sum = updateBlockCRC(sum, off, b[off:end])
-			off = end
-		}
-		if sum != headerCRC(b) {
-			t.Fatalf("incremental CRC %08x, header %08x", sum, headerCRC(b))
-		}
-	}
-	bad := bytes.Clone(b)
-	bad[len(bad)-1] ^= 1
-	if updateBlockCRC(0, 0, bad) == headerCRC(bad) {
-		t.Fatal("a flipped payload bit went unnoticed")
-	}
-	if headerCRC(b[:10]) == updateBlockCRC(0, 0, b[:10]) && updateBlockCRC(0, 0, b[:10]) != 0 {
-		t.Fatal("a short block must not verify")
-	}
-}
 
 // split cuts b into a BufferSlice of pieces of random sizes, as frames
 // arrive.

@@ -67,23 +67,26 @@ func (h *HealthConfig) defaults() {
 // errNotServing is a check answered NOT_SERVING (a node shutting down).
 var errNotServing = errors.New("not serving")
 
-// checkNode asks one node's gRPC health service.
-func (c *Client) checkNode(ctx context.Context, addr string) error {
-	cc, err := c.conn(addr)
-	if err != nil {
-		return err
+// healthCheck returns the check membership runs: it asks a node's gRPC
+// health service for service, over the node's first connection.
+func healthCheck(ns *peers, service string) func(ctx context.Context, addr string) error {
+	return func(ctx context.Context, addr string) error {
+		n, err := ns.get(addr)
+		if err != nil {
+			return err
+		}
+		resp, err := healthpb.NewHealthClient(n.conns[0]).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+		if status.Code(err) == codes.Unimplemented {
+			return nil // alive, just without the health service
+		}
+		if err != nil {
+			return wrapRPC(addr, err)
+		}
+		if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("node %s: %w: %w (%s)", addr, ErrUnavailable, errNotServing, s)
+		}
+		return nil
 	}
-	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: c.cfg.Health.Service})
-	if status.Code(err) == codes.Unimplemented {
-		return nil // alive, just without the health service
-	}
-	if err != nil {
-		return wrapRPC(addr, err)
-	}
-	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("node %s: %w: %w (%s)", addr, ErrUnavailable, errNotServing, s)
-	}
-	return nil
 }
 
 // checkAll checks every member in parallel and applies the results.

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net"
 	"slices"
@@ -83,7 +82,6 @@ type Member struct {
 // member is the mutable record behind a Member; guarded by membership.mu.
 type member struct {
 	addr, source string
-	seed         uint64
 	state        State
 	since        time.Time
 	warmFrom     time.Time // zero unless slow start is running
@@ -159,19 +157,13 @@ func defaultResolve(ctx context.Context, target string) ([]string, error) {
 	return out, nil
 }
 
-func seedOf(addr string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(addr))
-	return h.Sum64()
-}
-
 // start resolves the DNS entries once (bounded by timeout, failures only
 // logged so New works while DNS is down) and starts the background loop.
 func (m *membership) start(timeout time.Duration) {
 	m.members = map[string]*member{}
 	now := time.Now()
 	for _, a := range m.static {
-		m.members[a] = &member{addr: a, source: "static", seed: seedOf(a), state: Healthy, since: now}
+		m.members[a] = &member{addr: a, source: "static", state: Healthy, since: now}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
@@ -252,7 +244,7 @@ func (m *membership) resolveAll(ctx context.Context, initial bool) {
 		if _, exists := m.members[a]; exists {
 			continue
 		}
-		mb := &member{addr: a, source: t, seed: seedOf(a), state: Healthy, since: now}
+		mb := &member{addr: a, source: t, state: Healthy, since: now}
 		// A node that joins a running cluster starts cold: ramp its reads.
 		if !initial && hadMembers && m.hc.WarmUp > 0 {
 			mb.state, mb.warmFrom = Warming, now
@@ -279,25 +271,28 @@ func (m *membership) resolveAll(ctx context.Context, initial bool) {
 // publish rebuilds the placement view from the members.
 func (m *membership) publish() {
 	m.mu.Lock()
-	v := &view{replicas: m.replicas, warmUp: m.hc.WarmUp}
+	var addrs []string
+	state := map[string]vstate{}
 	for _, mb := range m.members {
 		if mb.state == Ejected {
 			continue
 		}
-		v.nodes = append(v.nodes, vnode{addr: mb.addr, seed: mb.seed, warmFrom: mb.warmFrom, suspect: mb.state == Suspect})
+		addrs = append(addrs, mb.addr)
+		state[mb.addr] = vstate{warmFrom: mb.warmFrom, suspect: mb.state == Suspect}
 	}
-	if len(v.nodes) == 0 {
+	if len(addrs) == 0 {
 		// Everything ejected: keep trying every node rather than none, so
 		// the first node back is found by calls as well as by checks.
 		for _, mb := range m.members {
-			v.nodes = append(v.nodes, vnode{addr: mb.addr, seed: mb.seed, suspect: true})
+			addrs = append(addrs, mb.addr)
+			state[mb.addr] = vstate{suspect: true}
 		}
 	}
 	m.mu.Unlock()
-	slices.SortFunc(v.nodes, func(a, b vnode) int { return strings.Compare(a.addr, b.addr) })
+	v := newView(addrs, state, m.replicas, m.hc.WarmUp)
 	m.view.Store(v)
 	if m.onChange != nil {
-		m.onChange(v.addrs())
+		m.onChange(slices.Clone(v.addrs))
 	}
 }
 

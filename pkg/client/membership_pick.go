@@ -1,7 +1,6 @@
 package client
 
 import (
-	"encoding/binary"
 	"slices"
 	"time"
 
@@ -12,72 +11,42 @@ import (
 // is not ejected), swapped atomically on each health or DNS change so
 // placement never takes a lock.
 type view struct {
-	nodes    []vnode // sorted by addr
+	ranking
+	state    []vstate // by ranking index
 	replicas int
 	warmUp   time.Duration
 }
 
-type vnode struct {
-	addr     string
-	seed     uint64
+type vstate struct {
 	warmFrom time.Time // zero: not warming
 	suspect  bool
 }
 
-func (v *view) addrs() []string {
-	out := make([]string, len(v.nodes))
-	for i, n := range v.nodes {
-		out[i] = n.addr
+// newView ranks nodes; state gives each address's health.
+func newView(addrs []string, state map[string]vstate, replicas int, warmUp time.Duration) *view {
+	v := &view{ranking: newRanking(addrs, nil), replicas: replicas, warmUp: warmUp}
+	v.state = make([]vstate, len(v.addrs))
+	for i, a := range v.addrs {
+		v.state[i] = state[a]
 	}
-	return out
+	return v
 }
 
-// livePicker is the default Picker: rendezvous hashing over the live view,
-// with the same weights as Rendezvous so both agree on owners.
+// livePicker is the default Picker: rendezvous ranking over the live view.
 type livePicker struct{ m *membership }
-
-type cand struct {
-	w uint64
-	n *vnode
-}
-
-// rank returns the view's nodes by descending weight for key.
-func (v *view) rank(key prefix.Key, buf []cand) []cand {
-	k := binary.LittleEndian.Uint64(key[:8])
-	cs := buf[:0]
-	for i := range v.nodes {
-		cs = append(cs, cand{mix(k ^ v.nodes[i].seed), &v.nodes[i]})
-	}
-	slices.SortFunc(cs, func(a, b cand) int {
-		switch {
-		case a.w > b.w:
-			return -1
-		case a.w < b.w:
-			return 1
-		}
-		return 0
-	})
-	return cs
-}
 
 // Owners implements Picker: the R heaviest live nodes. Writes go to all of
 // them, warming and suspect ones included, so a node that just joined
 // fills up with exactly the keys it owns.
 func (p livePicker) Owners(key prefix.Key, dst []string) []string {
 	v := p.m.view.Load()
-	var buf [16]cand
-	cs := v.rank(key, buf[:])
-	dst = dst[:0]
-	for i := 0; i < len(cs) && i < v.replicas; i++ {
-		dst = append(dst, cs[i].n.addr)
-	}
-	return dst
+	return v.owners(key, v.replicas, dst)
 }
 
-// ReadOwners is the order reads ask nodes in. Slow start: the first R
-// nodes are the heaviest *ready* nodes, where a node is ready when it is
-// healthy, or warming and this key has ramped onto it; after them come the
-// write owners that were passed over (warming or suspect), as fallbacks.
+// ReadOwners implements ReadPicker. Slow start: the first R nodes are the
+// heaviest *ready* nodes, where a node is ready when it is healthy, or
+// warming and this key has ramped onto it; after them come the write
+// owners that were passed over (warming or suspect), as fallbacks.
 //
 // A warming node becomes ready for a key once warmth (elapsed/WarmUp,
 // 0→1) exceeds a per-(key, node) hash in [0,1), so its share of reads
@@ -86,24 +55,25 @@ func (p livePicker) Owners(key prefix.Key, dst []string) []string {
 // joined (the node that the newcomer displaced).
 func (p livePicker) ReadOwners(key prefix.Key, dst []string) []string {
 	v := p.m.view.Load()
-	var buf [16]cand
+	var buf [16]ranked
 	cs := v.rank(key, buf[:])
 	now := time.Now()
-	k := binary.LittleEndian.Uint64(key[:8])
+	k := keyWord(key)
 	dst = dst[:0]
 	for _, c := range cs {
 		if len(dst) == v.replicas {
 			break
 		}
-		if c.n.suspect || (!c.n.warmFrom.IsZero() && !ramped(k, c.n.seed, warmth(c.n.warmFrom, v.warmUp, now))) {
+		st := v.state[c.i]
+		if st.suspect || (!st.warmFrom.IsZero() && !ramped(k, v.seeds[c.i], warmth(st.warmFrom, v.warmUp, now))) {
 			continue
 		}
-		dst = append(dst, c.n.addr)
+		dst = append(dst, v.addrs[c.i])
 	}
 	ready := len(dst)
 	for i := 0; i < len(cs) && i < v.replicas; i++ {
-		if !slices.Contains(dst[:ready], cs[i].n.addr) {
-			dst = append(dst, cs[i].n.addr)
+		if a := v.addrs[cs[i].i]; !slices.Contains(dst[:ready], a) {
+			dst = append(dst, a)
 		}
 	}
 	return dst

@@ -9,11 +9,11 @@ import (
 // pickerWith builds a picker over nodes with the given warm-up starts.
 func pickerWith(warm map[string]time.Time, warmUp time.Duration, suspect string, nodes ...string) livePicker {
 	m := &membership{}
-	v := &view{replicas: 2, warmUp: warmUp}
+	state := map[string]vstate{}
 	for _, a := range nodes {
-		v.nodes = append(v.nodes, vnode{addr: a, seed: seedOf(a), warmFrom: warm[a], suspect: a == suspect})
+		state[a] = vstate{warmFrom: warm[a], suspect: a == suspect}
 	}
-	m.view.Store(v)
+	m.view.Store(newView(nodes, state, 2, warmUp))
 	return livePicker{m}
 }
 

@@ -3,13 +3,13 @@ package client
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
-	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/prefix"
 )
 
@@ -33,6 +33,8 @@ type repairJob struct {
 }
 
 type repairer struct {
+	copy                              func(context.Context, repairJob) error
+	log                               *slog.Logger
 	q                                 chan repairJob
 	mu                                sync.Mutex
 	inflight                          map[repairJob]struct{}
@@ -44,11 +46,14 @@ type repairer struct {
 
 const repairWorkers = 2
 
-func (r *repairer) start(c *Client) {
-	if c.cfg.RepairQueue < 0 {
+// start runs the repair workers over a queue of n jobs (none when n < 0);
+// copy does one job.
+func (r *repairer) start(n int, copy func(context.Context, repairJob) error, log *slog.Logger) {
+	if n < 0 {
 		return
 	}
-	r.q = make(chan repairJob, c.cfg.RepairQueue)
+	r.copy, r.log = copy, log
+	r.q = make(chan repairJob, n)
 	r.inflight = map[repairJob]struct{}{}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -57,9 +62,9 @@ func (r *repairer) start(c *Client) {
 		go func() {
 			defer r.wg.Done()
 			for j := range r.q {
-				if err := c.repairOne(ctx, j); err != nil {
+				if err := r.copy(ctx, j); err != nil {
 					r.failed.Add(1)
-					c.log.Debug("read repair failed", "key", j.key.String(), "from", j.src, "to", j.dst, "err", err)
+					r.log.Debug("read repair failed", "key", j.key.String(), "from", j.src, "to", j.dst, "err", err)
 				} else {
 					r.repaired.Add(1)
 				}
@@ -106,27 +111,29 @@ func (r *repairer) stop() {
 	r.wg.Wait()
 }
 
-// repairOne copies one block from src to dst.
-func (c *Client) repairOne(ctx context.Context, j repairJob) error {
+// copyBlock copies one block from j.src to j.dst: a repairer job.
+func (c *Client) copyBlock(ctx context.Context, j repairJob) error {
 	keys := []prefix.Key{j.key}
-	got := make([][]byte, 1)
-	ok := make([]bool, 1)
-	err := c.attempt(ctx, j.src, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) error {
-		return c.getStream(ctx, s, j.ns, keys, []int{0}, got, ok)
+	var bs *blockSet
+	err := c.calls.attempt(ctx, j.src, func(ctx context.Context, n *peer) error {
+		// A lone block: its place in the chain was checked by the read
+		// that scheduled the repair; the blockSet checks it is intact.
+		bs = newBlockSet(keys, []int{0}, false, c.log, nil)
+		return getStream(ctx, n.stub, j.ns, bs)
 	})
 	if err != nil {
 		return fmt.Errorf("read from %s: %w", j.src, err)
 	}
-	if !ok[0] {
+	if !bs.ok[0] {
+		if bs.got[0] != nil {
+			return fmt.Errorf("read from %s: %w", j.src, ErrCorrupt)
+		}
 		return fmt.Errorf("read from %s: block gone", j.src)
 	}
-	if _, err := kvblock.Inspect(got[0]); err != nil {
-		return fmt.Errorf("read from %s: %w: %w", j.src, ErrCorrupt, err)
-	}
-	blocks := []Block{{Key: j.key, Data: got[0]}}
+	blocks := []Block{{Key: j.key, Data: bs.got[0]}}
 	var results []*kvcachev1.PutResult
-	err = c.attempt(ctx, j.dst, func(ctx context.Context, s kvcachev1.KVCacheServiceClient) (err error) {
-		results, err = c.putStream(ctx, s, j.ns, blocks, []int{0})
+	err = c.calls.attempt(ctx, j.dst, func(ctx context.Context, n *peer) (err error) {
+		results, err = putStream(ctx, n.stub, j.ns, blocks, []int{0}, c.cfg.ChunkBytes)
 		return err
 	})
 	if err != nil {
@@ -161,20 +168,20 @@ func (r *repairs) miss(i int, node string) {
 }
 
 // flush schedules repairs for keys [0, n) found on from[i], onto the
-// write owners of the key that missed it.
-func (c *Client) flushRepairs(r *repairs, ns prefix.Namespace, keys []prefix.Key, n int, from []string) {
-	if len(r.missed) == 0 || c.repair.q == nil {
+// write owners of the key (by picker) that missed it.
+func (r *repairer) flush(rep *repairs, picker Picker, ns prefix.Namespace, keys []prefix.Key, n int, from []string) {
+	if len(rep.missed) == 0 || r.q == nil {
 		return
 	}
 	var owners []string
-	for i, nodes := range r.missed {
+	for i, nodes := range rep.missed {
 		if i >= n || from[i] == "" {
 			continue
 		}
-		owners = c.picker.Owners(keys[i], owners)
+		owners = picker.Owners(keys[i], owners)
 		for _, node := range nodes {
 			if node != from[i] && slices.Contains(owners, node) {
-				c.repair.schedule(repairJob{ns: ns, key: keys[i], src: from[i], dst: node})
+				r.schedule(repairJob{ns: ns, key: keys[i], src: from[i], dst: node})
 			}
 		}
 	}

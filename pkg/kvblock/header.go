@@ -178,9 +178,9 @@ func Inspect(block []byte) (Header, error) {
 	return h, nil
 }
 
-// blockCRC is the CRC32C of header bytes [0,60) followed by the payload.
+// blockCRC is the CRC32C of header bytes [0,crcField) followed by the payload.
 func blockCRC(block []byte) uint32 {
-	c := crc32.Update(0, castagnoli, block[:60])
+	c := crc32.Update(0, castagnoli, block[:crcField])
 	return crc32.Update(c, castagnoli, block[HeaderSize:])
 }
 

@@ -195,6 +195,25 @@ func Decode(block []byte, kv *KV) (Header, error) {
 	if err != nil {
 		return h, err
 	}
+	decodePayload(&h, block, kv)
+	return h, nil
+}
+
+// DecodeVerified decodes a block already verified by Inspect or VerifySum
+// (h is the header they returned) into kv, as Decode does, without parsing
+// the header or computing the checksum again: a client that checked the
+// block while it streamed in decodes it at codec speed. It fails only when
+// block is not the size h describes.
+func DecodeVerified(h *Header, block []byte, kv *KV) error {
+	if len(block) != h.Size() || h.layout().total != h.PayloadLen {
+		return fmt.Errorf("block of %d bytes, verified header says %d: %w", len(block), h.Size(), ErrInvalid)
+	}
+	decodePayload(h, block, kv)
+	return nil
+}
+
+// decodePayload decodes the payload of block, whose header h is valid.
+func decodePayload(h *Header, block []byte, kv *KV) {
 	L := h.layout()
 	vzeroupper()
 	kv.Shape = h.Shape
@@ -211,7 +230,6 @@ func Decode(block []byte, kv *KV) (Header, error) {
 	decodeSinks(&L, p[a:b], kv.K)
 	a, b = L.vSinks()
 	decodeSinks(&L, p[a:b], kv.V)
-	return h, nil
 }
 
 func growFloats(s []float32, n int) []float32 {

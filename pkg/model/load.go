@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,18 +19,28 @@ import (
 // model: layers 2i+1 have no attn_k/attn_v and reuse layer 2i's KV.
 const CLAKey = "kvcache.cla"
 
-// Load reads a llama-architecture GGUF file. Cancelling ctx aborts between
-// tensors.
+// Load reads a llama-architecture GGUF file. The file is mapped read-only
+// and the weights are used in place, in their file encoding (F32, F16,
+// BF16, Q8_0, Q4_0, Q4_K, Q6_K), so the model's memory is about the file's
+// size and is shared with the page cache. Where mapping is not possible the
+// file is read into memory instead. Cancelling ctx aborts between tensors.
 func Load(ctx context.Context, path string) (*Model, error) {
 	f, err := gguf.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("model: load: %w", err)
 	}
 	defer f.Close()
-	m, err := fromGGUF(ctx, f)
+	data, unmap, err := mapFile(path, f.Size)
 	if err != nil {
+		return nil, fmt.Errorf("model: load: %w", err)
+	}
+	m, err := fromGGUF(ctx, f, mappedSource(f, data))
+	if err != nil {
+		unmap()
 		return nil, fmt.Errorf("model: load %s: %w", path, err)
 	}
+	m.mapping = data
+	runtime.AddCleanup(m, func(unmap func()) { unmap() }, unmap)
 	if m.name == "" {
 		m.name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 	}
@@ -37,9 +48,10 @@ func Load(ctx context.Context, path string) (*Model, error) {
 }
 
 // FromGGUF builds a model from a parsed GGUF file, dequantizing all weights
-// to float32 and checking every tensor's shape against the metadata.
+// to float32 and checking every tensor's shape against the metadata (Load
+// keeps them in their file encoding instead).
 func FromGGUF(f *gguf.File) (*Model, error) {
-	m, err := fromGGUF(context.Background(), f)
+	m, err := fromGGUF(context.Background(), f, heapSource(f))
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
@@ -136,7 +148,46 @@ func ConfigFromGGUF(f *gguf.File) (Config, error) {
 	return c, c.Validate()
 }
 
-func fromGGUF(ctx context.Context, f *gguf.File) (*Model, error) {
+// tensorSource returns a described tensor's weight.
+type tensorSource func(ti gguf.TensorInfo) (*weight, error)
+
+// heapSource reads and dequantizes tensors to float32 through f.
+func heapSource(f *gguf.File) tensorSource {
+	return func(ti gguf.TensorInfo) (*weight, error) {
+		data, err := f.TensorData(ti.Name)
+		if err != nil {
+			return nil, err
+		}
+		rows, cols := matrixShape(ti.Dims)
+		return f32Weight(rows, cols, data), nil
+	}
+}
+
+// mappedSource views tensors in place in data, the whole file's bytes.
+func mappedSource(f *gguf.File, data []byte) tensorSource {
+	return func(ti gguf.TensorInfo) (*weight, error) {
+		off := f.DataOffset + int64(ti.Offset)
+		if ti.Size < 0 || off < 0 || off+ti.Size > int64(len(data)) {
+			return nil, fmt.Errorf("%w: tensor %q lies outside the file", gguf.ErrTruncated, ti.Name)
+		}
+		rows, cols := matrixShape(ti.Dims)
+		w, err := rawWeight(ti.Type, rows, cols, data[off:off+ti.Size:off+ti.Size])
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+		}
+		return w, nil
+	}
+}
+
+// matrixShape maps ggml dims ([cols, rows] or [n]) to rows, cols.
+func matrixShape(dims []uint64) (rows, cols int) {
+	if len(dims) == 1 {
+		return 1, int(dims[0])
+	}
+	return int(dims[1]), int(dims[0])
+}
+
+func fromGGUF(ctx context.Context, f *gguf.File, src tensorSource) (*Model, error) {
 	cfg, err := ConfigFromGGUF(f)
 	if err != nil {
 		return nil, err
@@ -145,19 +196,17 @@ func fromGGUF(ctx context.Context, f *gguf.File) (*Model, error) {
 	m.name, _ = f.String("general.name")
 	// Weights are described by an unloaded model's tensor list (shapes and
 	// names), then filled from the file.
-	m.embed = []float32{}
-	m.outNorm = []float32{}
+	m.embed = &weight{}
 	m.layers = make([]layer, cfg.Layers)
 	for l := range m.layers {
-		m.layers[l] = layer{attnNorm: []float32{}, wq: []float32{}, wo: []float32{}, ffnNorm: []float32{},
-			wGate: []float32{}, wUp: []float32{}, wDown: []float32{}}
+		m.layers[l] = layer{wq: &weight{}, wo: &weight{}, wGate: &weight{}, wUp: &weight{}, wDown: &weight{}}
 		if cfg.producesKV(l) {
-			m.layers[l].wk, m.layers[l].wv = []float32{}, []float32{}
+			m.layers[l].wk, m.layers[l].wv = &weight{}, &weight{}
 		}
 	}
 	_, hasOutput := f.Tensor("output.weight")
 	m.tied = !hasOutput
-	load := func(name string, dims []uint64) ([]float32, error) {
+	load := func(name string, dims []uint64) (*weight, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -168,16 +217,23 @@ func fromGGUF(ctx context.Context, f *gguf.File) (*Model, error) {
 		if !slices.Equal(ti.Dims, dims) {
 			return nil, fmt.Errorf("%w: tensor %q has shape %v, want %v", ErrBadWeights, name, ti.Dims, dims)
 		}
-		return f.TensorData(name)
+		if ti.Size < 0 {
+			return nil, fmt.Errorf("%w: tensor %q has type %v", gguf.ErrUnsupported, name, ti.Type)
+		}
+		return src(ti)
 	}
-	// Walk the canonical tensor list; each entry's data pointer is replaced.
-	targets := m.tensorTargets()
+	// Walk the canonical tensor list; each entry's target is replaced.
+	mats, vecs := m.tensorTargets()
 	for _, t := range m.tensors() {
-		data, err := load(t.name, t.dims)
+		w, err := load(t.name, t.dims)
 		if err != nil {
 			return nil, err
 		}
-		*targets[t.name] = data
+		if p, ok := vecs[t.name]; ok {
+			*p = w.values()
+			continue
+		}
+		*mats[t.name] = w
 	}
 	if m.tied {
 		m.output = m.embed
@@ -186,35 +242,35 @@ func fromGGUF(ctx context.Context, f *gguf.File) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, _ := f.String("tokenizer.chat_template")
-	m.template = tokenizer.DetectTemplate(src)
+	m.template = tokenizer.TemplateFromGGUF(f, m.tok, nil)
 	if m.tok.VocabSize() > cfg.Vocab {
 		return nil, fmt.Errorf("%w: tokenizer has %d tokens, model vocab %d", ErrBadWeights, m.tok.VocabSize(), cfg.Vocab)
 	}
 	return m, nil
 }
 
-// tensorTargets maps GGUF tensor names to the model fields holding them.
-func (m *Model) tensorTargets() map[string]*[]float32 {
-	t := map[string]*[]float32{
-		"token_embd.weight":  &m.embed,
-		"output_norm.weight": &m.outNorm,
-		"output.weight":      &m.output,
+// tensorTargets maps GGUF tensor names to the model fields holding them:
+// matrices and (float32) vectors.
+func (m *Model) tensorTargets() (map[string]**weight, map[string]*[]float32) {
+	mats := map[string]**weight{
+		"token_embd.weight": &m.embed,
+		"output.weight":     &m.output,
 	}
+	vecs := map[string]*[]float32{"output_norm.weight": &m.outNorm}
 	for i := range m.layers {
 		l := &m.layers[i]
 		p := fmt.Sprintf("blk.%d.", i)
-		t[p+"attn_norm.weight"] = &l.attnNorm
-		t[p+"attn_q.weight"] = &l.wq
-		t[p+"attn_k.weight"] = &l.wk
-		t[p+"attn_v.weight"] = &l.wv
-		t[p+"attn_output.weight"] = &l.wo
-		t[p+"ffn_norm.weight"] = &l.ffnNorm
-		t[p+"ffn_gate.weight"] = &l.wGate
-		t[p+"ffn_up.weight"] = &l.wUp
-		t[p+"ffn_down.weight"] = &l.wDown
+		vecs[p+"attn_norm.weight"] = &l.attnNorm
+		mats[p+"attn_q.weight"] = &l.wq
+		mats[p+"attn_k.weight"] = &l.wk
+		mats[p+"attn_v.weight"] = &l.wv
+		mats[p+"attn_output.weight"] = &l.wo
+		vecs[p+"ffn_norm.weight"] = &l.ffnNorm
+		mats[p+"ffn_gate.weight"] = &l.wGate
+		mats[p+"ffn_up.weight"] = &l.wUp
+		mats[p+"ffn_down.weight"] = &l.wDown
 	}
-	return t
+	return mats, vecs
 }
 
 // WriteGGUF writes the model as a llama GGUF file with matrices encoded as
@@ -290,20 +346,12 @@ func (m *Model) ggufWriter(typ gguf.TensorType, tensors []namedTensor) (*gguf.Wr
 		if len(t.dims) == 1 {
 			tt = gguf.F32
 		}
-		if err := gw.AddTensor(t.name, tt, t.dims, t.data); err != nil {
+		if err := gw.AddTensor(t.name, tt, t.dims, t.w.values()); err != nil {
 			return nil, fmt.Errorf("model: write: %w", err)
 		}
 	}
 	return gw, nil
 }
 
-// templateSource returns a marker string that DetectTemplate maps back to t.
-func templateSource(t tokenizer.Template) string {
-	switch t.Name() {
-	case "llama3":
-		return "{{ '<|start_header_id|>' }}"
-	case "chatml":
-		return "{{ '<|im_start|>' }}"
-	}
-	return ""
-}
+// templateSource returns the Jinja source TemplateFromGGUF maps back to t.
+func templateSource(t tokenizer.Template) string { return tokenizer.BuiltinSource(t) }

@@ -2,142 +2,217 @@ package model
 
 import (
 	"runtime"
+	"slices"
 	"sync"
+
+	"github.com/kvcache/kvcache/internal/half"
+	"github.com/kvcache/kvcache/pkg/gguf"
 )
 
-// Matrix multiplication with a fixed reduction order.
+// Matrix multiplication out[n][m] = x[n][k] · w[m][k]ᵀ with weights in
+// their file encoding. Every output element follows the canonical
+// reduction order of kernel.go, whatever the weight type's kernel, so an
+// element's value does not depend on the batch size, the tiling, the
+// goroutine split or the instruction set. This is what makes prefill
+// results independent of how a prompt is split between imported KV and
+// computed tokens.
 //
-// Every output element out[r][o] = sum_k x[r][k]*w[o][k] is accumulated by a
-// single float32 accumulator, starting at zero, in increasing k, with each
-// product rounded to float32 before the add (the explicit float32 conversion
-// forbids fused multiply-add, which the Go spec would otherwise allow). The
-// tile kernels below differ only in how many independent accumulators they
-// run at once, so an element's value does not depend on the batch size, the
-// tiling, the goroutine split or the machine's core count. This is what makes
-// prefill results independent of how a prompt is split between imported KV
-// and computed tokens.
+// F32 weights feed the float32 kernels directly. F16 (and BF16 and the
+// K-quants) are decoded to float32 one column block at a time into a
+// per-goroutine scratch buffer that stays in cache while every activation
+// row streams past it; f16→f32 is exact, so F16 gives the bits of its F32
+// copy. Q8_0 weights are read as int8: the activations are quantized to
+// Q8_0 once per matmul and dotted with int8 products (VNNI), as llama.cpp
+// does.
 
-// matmul computes out[n][m] = x[n][k] · w[m][k]ᵀ using up to workers
-// goroutines (including the caller).
-func matmul(out, x, w []float32, n, k, m int) {
+// kernels is one instruction-set level's kernels; nil entries fall back to
+// the portable code. Every set gives the same bits (kernel_test.go).
+type kernels struct {
+	name string
+	// f32x4x4 computes 4 rows × 4 columns over n16*16 elements, out[r*4+c];
+	// xs and ws are row strides in elements.
+	f32x4x4 func(x *float32, xs int, w *float32, ws int, n16 int, out *float32)
+	// f32x1x4 computes 1 row × 4 columns.
+	f32x1x4 func(x *float32, w *float32, ws int, n16 int, out *float32)
+	// f16x1x4 is f32x1x4 with f16 weights converted in the loop.
+	f16x1x4 func(x *float32, w *uint16, ws int, n16 int, out *float32)
+	// f16 converts a prefix of src into dst and returns its length.
+	f16 func(dst []float32, src []uint16) int
+	// q8x4x2 computes 4 rows × 2 Q8_0 columns over np block pairs; xd holds
+	// per row 16 scales per block pair (see q8Acts).
+	q8x4x2 func(x *int8, xs int, xd *float32, xds int, w *byte, ws int, np int, out *float32)
+	// q8x1x4 computes 1 row × 4 Q8_0 columns.
+	q8x1x4 func(x *int8, xd *float32, w *byte, ws int, np int, out *float32)
+	// pv4 and pv1 compute attention's weighted value sums for 4 rows / 1
+	// row over hd64*64 dimensions (see pvRef).
+	pv4 func(p *float32, ps int, nk int, v *float32, vs int, out *float32, os int, hd64 int)
+	pv1 func(p *float32, nk int, v *float32, vs int, out *float32, hd64 int)
+}
+
+// portable is the pure-Go kernel set.
+var portable = &kernels{name: "portable"}
+
+// active is the kernel set in use: the fastest this CPU supports.
+var active = kernelSets()[0]
+
+// KernelName returns the instruction-set level of the matmul kernels in use
+// ("avx512vnni", "avx512", "avx2" or "portable").
+func KernelName() string { return active.name }
+
+// f16ToF32 converts f16 bits to float32 with the active kernels.
+func f16ToF32(dst []float32, src []uint16) { active.f16ToF32(dst, src) }
+
+func (ks *kernels) f16ToF32(dst []float32, src []uint16) {
+	i := 0
+	if ks.f16 != nil {
+		i = ks.f16(dst, src)
+	}
+	for ; i < len(src); i++ {
+		dst[i] = half.ToFloat32(src[i])
+	}
+}
+
+// matmul computes out[n][w.rows] = x[n][w.cols] · wᵀ with the active kernels.
+func matmul(out, x []float32, w *weight, n int) { active.matmul(out, x, w, n) }
+
+func (ks *kernels) matmul(out, x []float32, w *weight, n int) {
+	k, m := w.cols, w.rows
 	if n == 0 || m == 0 {
 		return
 	}
-	// Column blocks of W rows small enough to stay in L2 while every row
-	// pair of x streams past them.
-	ob := max(8, (96<<10)/(4*k)) &^ 7
-	if ob > m {
-		ob = m
+	if w.typ == gguf.Q8_0 {
+		ks.matmulQ8(out, x, w, n)
+		return
 	}
+	// Column blocks of W rows small enough to stay in L2 while every row
+	// of x streams past them.
+	ob := min(m, max(8, (96<<10)/(4*k))&^7)
 	chunks := (m + ob - 1) / ob
+	if w.typ == gguf.F32 {
+		parallel(chunks, func(c int) {
+			o0 := c * ob
+			ks.f32Block(out, m, x, k, n, k, w.f32, k, o0, min(m, o0+ob))
+		})
+		return
+	}
+	if w.typ == gguf.F16 && n < 4 && ks.f16x1x4 != nil && k >= 16 {
+		// Decode: each weight is used by at most three rows, so convert
+		// it in the kernel instead of through scratch.
+		parallel(chunks, func(c int) {
+			o0 := c * ob
+			ks.f16Direct(out, m, x, n, k, f16Rows(w, 0, m), o0, min(m, o0+ob))
+		})
+		return
+	}
 	parallel(chunks, func(c int) {
 		o0 := c * ob
 		o1 := min(m, o0+ob)
-		matmulBlock(out, x, w, n, k, m, o0, o1)
+		buf := scratch.Get().(*[]float32)
+		if cap(*buf) < (o1-o0)*k {
+			*buf = make([]float32, ob*k)
+		}
+		wf := (*buf)[:(o1-o0)*k]
+		if w.typ == gguf.F16 {
+			ks.f16ToF32(wf, f16Rows(w, o0, o1))
+		} else {
+			w.rows2f32(o0, o1, wf)
+		}
+		// wf row 0 is W row o0: shift the output so columns line up.
+		ks.f32Block(out[o0:], m, x, k, n, k, wf, k, 0, o1-o0)
+		scratch.Put(buf)
 	})
 }
 
-// matmulBlock computes columns [o0,o1) of every row.
-func matmulBlock(out, x, w []float32, n, k, m, o0, o1 int) {
-	r := 0
-	for ; r+2 <= n; r += 2 {
-		x0 := x[r*k : r*k+k]
-		x1 := x[(r+1)*k : (r+1)*k+k]
+// f16Direct computes columns [o0,o1) of n rows against f16 weights with
+// the fused kernel; the k%16 tail and leftover columns convert exactly and
+// take the portable order, so the bits equal the scratch path's.
+func (ks *kernels) f16Direct(out []float32, ldo int, x []float32, n, k int, w []uint16, o0, o1 int) {
+	k16 := k &^ 15
+	var tile [4]float32
+	var wf []float32
+	row := func(o int) []float32 {
+		wf = slices.Grow(wf[:0], k)[:k]
+		ks.f16ToF32(wf, w[o*k:(o+1)*k])
+		return wf
+	}
+	for r := range n {
+		xr := x[r*k : (r+1)*k]
 		o := o0
 		for ; o+4 <= o1; o += 4 {
-			c := kern2x4(x0, x1, w[o*k:(o+4)*k], k)
-			copy(out[r*m+o:r*m+o+4], c[0:4])
-			copy(out[(r+1)*m+o:(r+1)*m+o+4], c[4:8])
+			_ = w[(o+4)*k-1]
+			ks.f16x1x4(&xr[0], &w[o*k], k, k16/16, &tile[0])
+			for j := range 4 {
+				s := tile[j]
+				for i := k16; i < k; i++ {
+					s = fma32(xr[i], half.ToFloat32(w[(o+j)*k+i]), s)
+				}
+				out[r*ldo+o+j] = s
+			}
 		}
 		for ; o < o1; o++ {
-			wo := w[o*k : o*k+k]
-			out[r*m+o] = dot(x0, wo)
-			out[(r+1)*m+o] = dot(x1, wo)
+			out[r*ldo+o] = dotF32(xr, row(o))
 		}
 	}
-	if r < n {
-		matvecBlock(out[r*m:r*m+m], x[r*k:r*k+k], w, k, o0, o1)
+}
+
+// scratch holds per-goroutine decoded weight blocks.
+var scratch = sync.Pool{New: func() any { return new([]float32) }}
+
+// f32Block computes columns [o0,o1) of every row: out[r*ldo+o] =
+// x[r]·w[o] over k elements, x row r at x[r*xs:], w row o at w[o*ws:].
+func (ks *kernels) f32Block(out []float32, ldo int, x []float32, xs, n, k int, w []float32, ws, o0, o1 int) {
+	k16 := k &^ 15
+	n16 := k16 / 16
+	var tile [16]float32
+	xr := func(r int) []float32 { return x[r*xs : r*xs+k] }
+	wr := func(o int) []float32 { return w[o*ws : o*ws+k] }
+	set := func(r, o int, s float32) {
+		out[r*ldo+o] = tailF32(s, xr(r)[k16:], wr(o)[k16:])
+	}
+	r := 0
+	if ks.f32x4x4 != nil && n16 > 0 {
+		for ; r+4 <= n; r += 4 {
+			_ = x[(r+3)*xs+k-1] // the kernel reads rows r..r+3
+			o := o0
+			for ; o+4 <= o1; o += 4 {
+				_ = w[(o+3)*ws+k-1]
+				ks.f32x4x4(&x[r*xs], xs, &w[o*ws], ws, n16, &tile[0])
+				for i := range 4 {
+					for j := range 4 {
+						set(r+i, o+j, tile[i*4+j])
+					}
+				}
+			}
+			for ; o < o1; o++ {
+				for i := range 4 {
+					out[(r+i)*ldo+o] = dotF32(xr(r+i), wr(o))
+				}
+			}
+		}
+	}
+	for ; r < n; r++ {
+		o := o0
+		if ks.f32x1x4 != nil && n16 > 0 {
+			_ = x[r*xs+k-1]
+			for ; o+4 <= o1; o += 4 {
+				_ = w[(o+3)*ws+k-1]
+				ks.f32x1x4(&x[r*xs], &w[o*ws], ws, n16, &tile[0])
+				for j := range 4 {
+					set(r, o+j, tile[j])
+				}
+			}
+		}
+		for ; o < o1; o++ {
+			out[r*ldo+o] = dotF32(xr(r), wr(o))
+		}
 	}
 }
 
-// matvecBlock computes out[o] = x·w[o] for o in [o0,o1).
-func matvecBlock(out, x, w []float32, k, o0, o1 int) {
-	o := o0
-	for ; o+8 <= o1; o += 8 {
-		c := kern1x8(x, w[o*k:(o+8)*k], k)
-		copy(out[o:o+8], c[:])
-	}
-	for ; o < o1; o++ {
-		out[o] = dot(x, w[o*k:o*k+k])
-	}
-}
-
-// dot is the reference reduction: one accumulator, increasing index.
-func dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s float32
-	for i, v := range a {
-		s += float32(v * b[i])
-	}
-	return s
-}
-
-// kern2x4 computes the dot products of two x rows with four consecutive
-// w rows (w holds 4*k values).
-func kern2x4(x0, x1, w []float32, k int) (c [8]float32) {
-	x0 = x0[:k]
-	x1 = x1[:k]
-	w0 := w[0*k : 1*k]
-	w1 := w[1*k : 2*k]
-	w2 := w[2*k : 3*k]
-	w3 := w[3*k : 4*k]
-	var c00, c01, c02, c03, c10, c11, c12, c13 float32
-	// Written so the compiler keeps all accumulators and both x values in
-	// registers and folds the w loads into the multiplies (no spills).
-	for i, a0 := range x0 {
-		a1 := x1[i]
-		c00 += float32(a0 * w0[i])
-		c10 += float32(a1 * w0[i])
-		c01 += float32(a0 * w1[i])
-		c11 += float32(a1 * w1[i])
-		c02 += float32(a0 * w2[i])
-		c12 += float32(a1 * w2[i])
-		c03 += float32(a0 * w3[i])
-		c13 += float32(a1 * w3[i])
-	}
-	return [8]float32{c00, c01, c02, c03, c10, c11, c12, c13}
-}
-
-// kern1x8 computes the dot products of x with eight consecutive w rows.
-func kern1x8(x, w []float32, k int) (c [8]float32) {
-	x = x[:k]
-	w0 := w[0*k : 1*k]
-	w1 := w[1*k : 2*k]
-	w2 := w[2*k : 3*k]
-	w3 := w[3*k : 4*k]
-	w4 := w[4*k : 5*k]
-	w5 := w[5*k : 6*k]
-	w6 := w[6*k : 7*k]
-	w7 := w[7*k : 8*k]
-	var c0, c1, c2, c3, c4, c5, c6, c7 float32
-	for i, a := range x {
-		c0 += float32(a * w0[i])
-		c1 += float32(a * w1[i])
-		c2 += float32(a * w2[i])
-		c3 += float32(a * w3[i])
-		c4 += float32(a * w4[i])
-		c5 += float32(a * w5[i])
-		c6 += float32(a * w6[i])
-		c7 += float32(a * w7[i])
-	}
-	return [8]float32{c0, c1, c2, c3, c4, c5, c6, c7}
-}
-
-// parallel runs fn(i) for i in [0,n) on up to runtime.NumCPU goroutines
+// parallel runs fn(i) for i in [0,n) on up to GOMAXPROCS goroutines
 // (the caller included) and waits for all of them. Work is handed out by a
 // shared counter, so uneven items balance.
 func parallel(n int, fn func(i int)) {
-	workers := min(n, runtime.NumCPU())
+	workers := min(n, runtime.GOMAXPROCS(0))
 	if workers <= 1 {
 		for i := 0; i < n; i++ {
 			fn(i)
@@ -170,4 +245,15 @@ func parallel(n int, fn func(i int)) {
 	}
 	run()
 	wg.Wait()
+}
+
+// dot is the attention kernels' reduction: one accumulator, increasing
+// index, no fused multiply-add.
+func dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s float32
+	for i, v := range a {
+		s += float32(v * b[i])
+	}
+	return s
 }

@@ -1,8 +1,11 @@
 package model
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/kvcache/kvcache/pkg/gguf"
 )
 
 func randSlice(r *rand.Rand, n int) []float32 {
@@ -13,17 +16,21 @@ func randSlice(r *rand.Rand, n int) []float32 {
 	return s
 }
 
+// BenchmarkMatmul runs the bench model's (issue 13) matmul shapes for each
+// in-place weight type: prefill chunks (n=256) and decode (n=1).
 func BenchmarkMatmul(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, sh := range []struct{ n, k, m int }{{256, 512, 512}, {256, 512, 1376}, {256, 1376, 512}, {1, 512, 1376}} {
-		x := randSlice(r, sh.n*sh.k)
-		w := randSlice(r, sh.m*sh.k)
-		out := make([]float32, sh.n*sh.m)
-		b.Run("", func(b *testing.B) {
-			for b.Loop() {
-				matmul(out, x, w, sh.n, sh.k, sh.m)
-			}
-			b.ReportMetric(2*float64(sh.n*sh.k*sh.m)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-		})
+	for _, typ := range []gguf.TensorType{gguf.F32, gguf.F16, gguf.Q8_0} {
+		for _, sh := range []struct{ n, k, m int }{{256, 768, 2048}, {256, 2048, 768}, {1, 768, 2048}, {1, 2048, 768}} {
+			x := randSlice(r, sh.n*sh.k)
+			w := encodeWeight(b, typ, sh.m, sh.k, randSlice(r, sh.m*sh.k))
+			out := make([]float32, sh.n*sh.m)
+			b.Run(fmt.Sprintf("%v/%dx%dx%d", typ, sh.n, sh.k, sh.m), func(b *testing.B) {
+				for b.Loop() {
+					matmul(out, x, w, sh.n)
+				}
+				b.ReportMetric(2*float64(sh.n*sh.k*sh.m)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
 	}
 }

@@ -5,21 +5,28 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/kvcache/kvcache/pkg/tokenizer"
 )
 
-// Model holds a configuration and its fp32 weights. It is immutable after
-// construction and safe for concurrent use.
+// Model holds a configuration and its weights, kept in their file
+// encoding (see weight). It is immutable after construction and safe for
+// concurrent use.
 type Model struct {
 	cfg     Config
 	name    string
-	embed   []float32 // [Vocab][Dim]
+	embed   *weight // [Vocab][Dim]
 	layers  []layer
 	outNorm []float32 // [Dim]
-	output  []float32 // [Vocab][Dim]; aliases embed when tied
+	output  *weight   // [Vocab][Dim]; aliases embed when tied
 	tied    bool
+
+	// mapping is the read-only mmap of the GGUF file the raw weights point
+	// into (nil when they live on the heap); unmapped when the Model is
+	// collected.
+	mapping []byte
 
 	tok      tokenizer.Tokenizer
 	template tokenizer.Template
@@ -32,12 +39,12 @@ type Model struct {
 // [out][in]. wk and wv are nil for CLA consumer layers.
 type layer struct {
 	attnNorm   []float32 // [Dim]
-	wq         []float32 // [Heads*HeadDim][Dim]
-	wk, wv     []float32 // [KVHeads*HeadDim][Dim]
-	wo         []float32 // [Dim][Heads*HeadDim]
+	wq         *weight   // [Heads*HeadDim][Dim]
+	wk, wv     *weight   // [KVHeads*HeadDim][Dim]
+	wo         *weight   // [Dim][Heads*HeadDim]
 	ffnNorm    []float32 // [Dim]
-	wGate, wUp []float32 // [FFNDim][Dim]
-	wDown      []float32 // [Dim][FFNDim]
+	wGate, wUp *weight   // [FFNDim][Dim]
+	wDown      *weight   // [Dim][FFNDim]
 }
 
 // Config returns the model's configuration.
@@ -109,13 +116,18 @@ func (m *Model) WeightsDigest() [32]byte {
 	m.digestOnce.Do(func() {
 		h := sha256.New()
 		buf := make([]byte, 0, 64<<10)
+		var row []float32
 		for _, t := range m.tensors() {
 			fmt.Fprintf(h, "%s%v", t.name, t.dims)
-			for _, v := range t.data {
-				buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
-				if len(buf) == cap(buf) {
-					h.Write(buf)
-					buf = buf[:0]
+			row = slices.Grow(row[:0], t.w.cols)[:t.w.cols]
+			for r := range t.w.rows {
+				t.w.row(r, row)
+				for _, v := range row {
+					buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
+					if len(buf) == cap(buf) {
+						h.Write(buf)
+						buf = buf[:0]
+					}
 				}
 			}
 			h.Write(buf)
@@ -130,8 +142,11 @@ func (m *Model) WeightsDigest() [32]byte {
 type namedTensor struct {
 	name string
 	dims []uint64
-	data []float32
+	w    *weight
 }
+
+// vec wraps a 1-D float32 weight.
+func vec(v []float32) *weight { return f32Weight(1, len(v), v) }
 
 // tensors lists the weights with GGUF names, in canonical order.
 func (m *Model) tensors() []namedTensor {
@@ -141,7 +156,7 @@ func (m *Model) tensors() []namedTensor {
 	for i, l := range m.layers {
 		p := fmt.Sprintf("blk.%d.", i)
 		ts = append(ts,
-			namedTensor{p + "attn_norm.weight", []uint64{d}, l.attnNorm},
+			namedTensor{p + "attn_norm.weight", []uint64{d}, vec(l.attnNorm)},
 			namedTensor{p + "attn_q.weight", []uint64{d, q}, l.wq})
 		if l.wk != nil {
 			ts = append(ts,
@@ -150,12 +165,12 @@ func (m *Model) tensors() []namedTensor {
 		}
 		ts = append(ts,
 			namedTensor{p + "attn_output.weight", []uint64{q, d}, l.wo},
-			namedTensor{p + "ffn_norm.weight", []uint64{d}, l.ffnNorm},
+			namedTensor{p + "ffn_norm.weight", []uint64{d}, vec(l.ffnNorm)},
 			namedTensor{p + "ffn_gate.weight", []uint64{d, f}, l.wGate},
 			namedTensor{p + "ffn_up.weight", []uint64{d, f}, l.wUp},
 			namedTensor{p + "ffn_down.weight", []uint64{f, d}, l.wDown})
 	}
-	ts = append(ts, namedTensor{"output_norm.weight", []uint64{d}, m.outNorm})
+	ts = append(ts, namedTensor{"output_norm.weight", []uint64{d}, vec(m.outNorm)})
 	if !m.tied {
 		ts = append(ts, namedTensor{"output.weight", []uint64{d, uint64(c.Vocab)}, m.output})
 	}

@@ -82,9 +82,44 @@ func softmax(x []float32) {
 func swiglu(g, u []float32) {
 	u = u[:len(g)]
 	for i, v := range g {
-		s := float32(float64(v) / (1 + math.Exp(-float64(v))))
-		g[i] = s * u[i]
+		g[i] = v / (1 + exp32(-v)) * u[i]
 	}
+}
+
+// exp32 is e^x in float32 (Cephes expf: x = k ln2 + r, |r| <= ln2/2, a
+// degree-7 polynomial in r, within about 1 ulp). Results below the
+// smallest normal float32 flush to zero. Every product is rounded
+// explicitly, so no build fuses them and the bits are the same everywhere.
+func exp32(x float32) float32 {
+	switch {
+	case x != x:
+		return x
+	case x > 88.72283:
+		return float32(math.Inf(1))
+	case x < -87.33654:
+		return 0
+	}
+	kf := float32(x * 1.44269504088896341)
+	if kf < 0 {
+		kf -= 0.5
+	} else {
+		kf += 0.5
+	}
+	k := int32(kf)
+	fk := float32(k)
+	r := x - float32(fk*0.693359375)
+	r -= float32(fk * -2.12194440e-4)
+	p := float32(1.9875691500e-4)
+	p = float32(p*r) + 1.3981999507e-3
+	p = float32(p*r) + 8.3334519073e-3
+	p = float32(p*r) + 4.1665795894e-2
+	p = float32(p*r) + 1.6666665459e-1
+	p = float32(p*r) + 5.0000001201e-1
+	y := float32(p*float32(r*r)) + r + 1
+	if k > 127 {
+		return y * 2 * math.Float32frombits(uint32(k+126)<<23)
+	}
+	return y * math.Float32frombits(uint32(k+127)<<23)
 }
 
 // addInto does x += y elementwise.
@@ -93,77 +128,4 @@ func addInto(x, y []float32) {
 	for i := range x {
 		x[i] += y[i]
 	}
-}
-
-// attention computes, for n query rows at positions p0..p0+n-1, causal
-// grouped-query attention over the first p0+n cached keys/values.
-// q and out are [n][heads][headDim]; kc and vc are [tokens][kvHeads][headDim].
-// For each (row, head) the scores, softmax and weighted value sum run over
-// keys in increasing position, so the result does not depend on n or p0
-// beyond the query's own position.
-func attention(out, q, kc, vc []float32, p0, n, heads, kvHeads, headDim int) {
-	group := heads / kvHeads
-	kvDim := kvHeads * headDim
-	scale := float32(1 / math.Sqrt(float64(headDim)))
-	tasks := n * heads
-	// A few tasks per chunk keeps goroutine handoff cheap.
-	per := max(1, tasks/(8*4))
-	chunks := (tasks + per - 1) / per
-	parallel(chunks, func(c int) {
-		scores := make([]float32, p0+n)
-		acc := make([]float32, headDim)
-		for task := c * per; task < min(tasks, (c+1)*per); task++ {
-			t, h := task/heads, task%heads
-			keys := p0 + t + 1
-			qh := q[(t*heads+h)*headDim : (t*heads+h+1)*headDim]
-			off := (h / group) * headDim
-			s := scores[:keys]
-			j := 0
-			for ; j+4 <= keys; j += 4 {
-				b := j*kvDim + off
-				s0, s1, s2, s3 := dot4(qh, kc[b:b+headDim], kc[b+kvDim:b+kvDim+headDim],
-					kc[b+2*kvDim:b+2*kvDim+headDim], kc[b+3*kvDim:b+3*kvDim+headDim])
-				s[j], s[j+1], s[j+2], s[j+3] = s0*scale, s1*scale, s2*scale, s3*scale
-			}
-			for ; j < keys; j++ {
-				s[j] = dot(qh, kc[j*kvDim+off:j*kvDim+off+headDim]) * scale
-			}
-			m := s[0]
-			for _, v := range s {
-				m = max(m, v)
-			}
-			var sum float64
-			for j, v := range s {
-				e := float32(math.Exp(float64(v - m)))
-				s[j] = e
-				sum += float64(e)
-			}
-			clear(acc)
-			for j, e := range s {
-				vj := vc[j*kvDim+off : j*kvDim+off+headDim]
-				for d, v := range vj {
-					acc[d] += float32(e * v)
-				}
-			}
-			inv := float32(1 / sum)
-			o := out[(t*heads+h)*headDim : (t*heads+h+1)*headDim]
-			for d := range o {
-				o[d] = acc[d] * inv
-			}
-		}
-	})
-}
-
-// dot4 returns dot(q, k0) ... dot(q, k3), each with exactly dot's reduction
-// order; running the four chains together only adds instruction-level
-// parallelism.
-func dot4(q, k0, k1, k2, k3 []float32) (s0, s1, s2, s3 float32) {
-	k0, k1, k2, k3 = k0[:len(q)], k1[:len(q)], k2[:len(q)], k3[:len(q)]
-	for i, a := range q {
-		s0 += float32(a * k0[i])
-		s1 += float32(a * k1[i])
-		s2 += float32(a * k2[i])
-		s3 += float32(a * k3[i])
-	}
-	return
 }

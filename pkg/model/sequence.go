@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/kvcache/kvcache/pkg/gguf"
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 // maxChunk bounds the rows processed at once by Prefill (and so its scratch
@@ -121,7 +121,7 @@ func roundHalf(x []float32) {
 			x[i] = math.Float32frombits((b + 0xfff + (b>>13)&1) &^ 0x1fff)
 			continue
 		}
-		x[i] = gguf.RoundHalf(v)
+		x[i] = half.Round(v)
 	}
 }
 
@@ -176,7 +176,7 @@ func (s *Sequence) forward(ctx context.Context, toks []int, wantLogits bool) ([]
 
 	x := make([]float32, n*d)
 	for i, t := range toks {
-		copy(x[i*d:(i+1)*d], m.embed[t*d:(t+1)*d])
+		m.embed.row(t, x[i*d:(i+1)*d])
 	}
 	xn := make([]float32, n*d)
 	tmp := make([]float32, n*d)
@@ -194,25 +194,25 @@ func (s *Sequence) forward(ctx context.Context, toks []int, wantLogits bool) ([]
 		}
 		ly := &m.layers[li]
 		rmsNorm(xn, x, ly.attnNorm, n, d, c.NormEps)
-		matmul(q, xn, ly.wq, n, d, qd)
+		matmul(q, xn, ly.wq, n)
 		rope(q, n, c.Heads, c.HeadDim, cos, sin)
 		kl := c.kvLayer(li)
 		if ly.wk != nil {
-			matmul(kb, xn, ly.wk, n, d, kd)
-			matmul(vb, xn, ly.wv, n, d, kd)
+			matmul(kb, xn, ly.wk, n)
+			matmul(vb, xn, ly.wv, n)
 			rope(kb, n, c.KVHeads, c.HeadDim, cos, sin)
 			s.k[kl] = appendRounded(s.k[kl], kb)
 			s.v[kl] = appendRounded(s.v[kl], vb)
 		}
 		attention(att, q, s.k[kl], s.v[kl], p0, n, c.Heads, c.KVHeads, c.HeadDim)
-		matmul(tmp, att, ly.wo, n, qd, d)
+		matmul(tmp, att, ly.wo, n)
 		addInto(x, tmp)
 
 		rmsNorm(xn, x, ly.ffnNorm, n, d, c.NormEps)
-		matmul(g, xn, ly.wGate, n, d, f)
-		matmul(u, xn, ly.wUp, n, d, f)
+		matmul(g, xn, ly.wGate, n)
+		matmul(u, xn, ly.wUp, n)
 		swiglu(g, u)
-		matmul(tmp, g, ly.wDown, n, f, d)
+		matmul(tmp, g, ly.wDown, n)
 		addInto(x, tmp)
 	}
 	s.n += n
@@ -222,6 +222,6 @@ func (s *Sequence) forward(ctx context.Context, toks []int, wantLogits bool) ([]
 	last := x[(n-1)*d : n*d]
 	rmsNorm(xn[:d], last, m.outNorm, 1, d, c.NormEps)
 	logits := make([]float32, c.Vocab)
-	matmul(logits, xn[:d], m.output, 1, d, c.Vocab)
+	matmul(logits, xn[:d], m.output, 1)
 	return logits, nil
 }

@@ -67,26 +67,27 @@ func Synthetic(name string, cfg Config, seed uint64) (*Model, error) {
 	d, q, kv, f := cfg.Dim, cfg.Heads*cfg.HeadDim, cfg.KVDim(), cfg.FFNDim
 	inv := func(fanIn int) float64 { return 1 / math.Sqrt(float64(fanIn)) }
 	m := &Model{cfg: cfg, name: name, tok: tokenizer.Bytes{}, template: tokenizer.ChatML{}}
-	m.embed = normal(cfg.Vocab*d, 1)
+	m.embed = f32Weight(cfg.Vocab, d, normal(cfg.Vocab*d, 1))
 	for l := 0; l < cfg.Layers; l++ {
 		var ly layer
 		ly.attnNorm = ones(d)
-		ly.wq = normal(q*d, inv(d))
+		ly.wq = f32Weight(q, d, normal(q*d, inv(d)))
 		if cfg.producesKV(l) {
-			ly.wk = normal(kv*d, inv(d))
-			ly.wv = normal(kv*d, inv(d))
+			ly.wk = f32Weight(kv, d, normal(kv*d, inv(d)))
+			ly.wv = f32Weight(kv, d, normal(kv*d, inv(d)))
 		}
-		ly.wo = normal(d*q, inv(q))
+		ly.wo = f32Weight(d, q, normal(d*q, inv(q)))
 		ly.ffnNorm = ones(d)
-		ly.wGate = normal(f*d, inv(d))
-		ly.wUp = normal(f*d, inv(d))
-		ly.wDown = normal(d*f, inv(f))
+		ly.wGate = f32Weight(f, d, normal(f*d, inv(d)))
+		ly.wUp = f32Weight(f, d, normal(f*d, inv(d)))
+		ly.wDown = f32Weight(d, f, normal(d*f, inv(f)))
 		m.layers = append(m.layers, ly)
 	}
 	m.outNorm = ones(d)
-	m.output = normal(cfg.Vocab*d, 2*inv(d))
+	out := normal(cfg.Vocab*d, 2*inv(d))
+	m.output = f32Weight(cfg.Vocab, d, out)
 	for id := 256; id < cfg.Vocab; id++ {
-		row := m.output[id*d : (id+1)*d]
+		row := out[id*d : (id+1)*d]
 		for i := range row {
 			row[i] *= 0.05
 		}

@@ -7,19 +7,16 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc/codes"
-
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
+	"github.com/kvcache/kvcache/pkg/auth"
 	"github.com/kvcache/kvcache/pkg/prefix"
 	"github.com/kvcache/kvcache/pkg/store"
 )
@@ -45,6 +42,15 @@ type Options struct {
 	DataAddr string
 	// Logger receives rejected-block reports. Default slog.Default().
 	Logger *slog.Logger
+	// Usage receives per-tenant counters for Stats; nil means a Usage of
+	// the server's own.
+	Usage *Usage
+	// TenantBytes, if set, reports the bytes and blocks a tenant holds
+	// (from the store's quota accounting) for its Stats; nil reports 0.
+	TenantBytes func(tenant string) (bytes, blocks int64)
+	// TenantQuota, if set, is the byte budget shown to a tenant as its
+	// capacity_bytes; nil or 0 shows the node's capacity.
+	TenantQuota func(tenant string) int64
 }
 
 const (
@@ -87,6 +93,9 @@ func New(st store.Store, opts *Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
+	if o.Usage == nil {
+		o.Usage = NewUsage()
+	}
 	return &Server{st: st, opts: o, log: log}
 }
 
@@ -95,11 +104,14 @@ func New(st store.Store, opts *Options) *Server {
 // limit from it.
 const MaxMessageBytes = maxChunkBytes + 64<<10
 
-func (s *Server) parseKeys(nsb []byte, kb [][]byte) (prefix.Namespace, []prefix.Key, error) {
+// parseKeys checks a request's namespace and keys and returns the
+// namespace with the caller's tenant folded in.
+func (s *Server) parseKeys(ctx context.Context, nsb []byte, kb [][]byte) (prefix.Namespace, []prefix.Key, error) {
 	ns, err := prefix.NamespaceFromBytes(nsb)
 	if err != nil {
 		return ns, nil, err
 	}
+	ns = tenantNS(ctx, ns)
 	if len(kb) == 0 {
 		return ns, nil, fmt.Errorf("%w: empty key list", errInvalid)
 	}
@@ -117,7 +129,7 @@ func (s *Server) parseKeys(nsb []byte, kb [][]byte) (prefix.Namespace, []prefix.
 
 // Lookup implements kvcachev1.KVCacheServiceServer.
 func (s *Server) Lookup(ctx context.Context, req *kvcachev1.LookupRequest) (*kvcachev1.LookupResponse, error) {
-	ns, keys, err := s.parseKeys(req.GetNamespace(), req.GetKeys())
+	ns, keys, err := s.parseKeys(ctx, req.GetNamespace(), req.GetKeys())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -151,15 +163,16 @@ func (s *Server) Lookup(ctx context.Context, req *kvcachev1.LookupRequest) (*kvc
 // Send copies each message before returning and the same code is merely
 // conservative.
 func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCacheService_GetServer) error {
-	ns, keys, err := s.parseKeys(req.GetNamespace(), req.GetKeys())
+	ctx := stream.Context()
+	ns, keys, err := s.parseKeys(ctx, req.GetNamespace(), req.GetKeys())
 	if err != nil {
 		return toStatus(err)
 	}
+	tu := s.opts.Usage.Tenant(identity(ctx).Tenant)
 	chunkBytes := s.opts.ChunkBytes
 	if c := int(req.GetMaxChunkBytes()); c > 0 {
 		chunkBytes = min(c, maxChunkBytes)
 	}
-	ctx := stream.Context()
 	track := newSendTracker()
 	msg := &chunk{track: track}
 	for start := 0; start < len(keys); {
@@ -182,6 +195,7 @@ func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCacheService_
 			next = i + 1
 			msg.GetResponse = kvcachev1.GetResponse{Index: uint32(i)}
 			if !found {
+				tu.Misses.Add(1)
 				msg.Missing = true
 				if err := stream.SendMsg(msg); err != nil {
 					return err
@@ -192,6 +206,7 @@ func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCacheService_
 				}
 				return nil
 			}
+			tu.Hits.Add(1)
 			msg.BlockSize = uint32(len(block))
 			for off := 0; off < len(block) || off == 0; off += chunkBytes {
 				end := min(off+chunkBytes, len(block))
@@ -231,7 +246,7 @@ var errWindow = errors.New("server: end of read window")
 
 // Delete implements kvcachev1.KVCacheServiceServer.
 func (s *Server) Delete(ctx context.Context, req *kvcachev1.DeleteRequest) (*kvcachev1.DeleteResponse, error) {
-	ns, keys, err := s.parseKeys(req.GetNamespace(), req.GetKeys())
+	ns, keys, err := s.parseKeys(ctx, req.GetNamespace(), req.GetKeys())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -242,215 +257,49 @@ func (s *Server) Delete(ctx context.Context, req *kvcachev1.DeleteRequest) (*kvc
 	return &kvcachev1.DeleteResponse{Deleted: uint32(n)}, nil
 }
 
-// Stats implements kvcachev1.KVCacheServiceServer.
-func (s *Server) Stats(context.Context, *kvcachev1.StatsRequest) (*kvcachev1.StatsResponse, error) {
+// Stats implements kvcachev1.KVCacheServiceServer. An admin sees the whole
+// node; any other caller sees only its tenant's counters (and the node's
+// identity and data address, which clients need), so no field depends on
+// another tenant's traffic.
+func (s *Server) Stats(ctx context.Context, _ *kvcachev1.StatsRequest) (*kvcachev1.StatsResponse, error) {
+	if id := identity(ctx); id.Role != auth.RoleAdmin {
+		return s.tenantStats(id.Tenant), nil
+	}
 	st := s.st.Stats()
 	return &kvcachev1.StatsResponse{
 		BytesUsed: uint64(st.BytesUsed), CapacityBytes: uint64(st.Capacity), Blocks: uint64(st.Blocks),
 		Hits: uint64(st.Hits), Misses: uint64(st.Misses), Evictions: uint64(st.Evictions),
 		Puts: uint64(st.Puts), PutBytes: uint64(st.PutBytes), FileBytes: uint64(st.FileBytes),
 		NodeId: s.opts.NodeID, DataAddr: s.opts.DataAddr,
+		Build: buildPB(),
 	}, nil
 }
 
-// Put implements kvcachev1.KVCacheServiceServer. Blocks are assembled from their
-// chunks and handed to the store as soon as each is whole, several at a time,
-// so they share group commits. A block is stored whole or not at all: a
-// stream that breaks mid-block drops that block, and the results of blocks
-// already whole are not reported because the stream has failed.
-func (s *Server) Put(stream kvcachev1.KVCacheService_PutServer) error {
-	ctx := stream.Context()
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(s.opts.PutParallel)
-	var (
-		mu      sync.Mutex
-		results []*kvcachev1.PutResult
-		ns      prefix.Namespace
-		haveNS  bool
-		cur     *pending // block being assembled; nil between blocks
-		skip    bool     // rest of the current block was rejected up front
-	)
-	reject := func(key []byte, err error) {
-		mu.Lock()
-		// req's buffers are reused by the next message: copy the key.
-		results = append(results, &kvcachev1.PutResult{Key: bytes.Clone(key), Outcome: kvcachev1.PutResult_OUTCOME_REJECTED, Code: int32(codeOf(err)), Reason: err.Error()})
-		mu.Unlock()
-	}
-	commit := func(p *pending) {
-		mu.Lock()
-		idx := len(results)
-		results = append(results, &kvcachev1.PutResult{Key: p.key[:]})
-		mu.Unlock()
-		g.Go(func() error {
-			defer s.pool.Put(p.buf)
-			stored, err := s.st.Put(gctx, p.ns, p.key, *p.buf)
-			mu.Lock()
-			defer mu.Unlock()
-			r := results[idx]
-			switch {
-			case err != nil:
-				r.Outcome, r.Code, r.Reason = kvcachev1.PutResult_OUTCOME_REJECTED, int32(codeOf(err)), err.Error()
-				if c := codeOf(err); c != codes.InvalidArgument && c != codes.DataLoss && c != codes.ResourceExhausted {
-					s.log.Warn("put failed", "key", p.key.String(), "err", err)
-				}
-			case stored:
-				r.Outcome = kvcachev1.PutResult_OUTCOME_STORED
-			default:
-				r.Outcome = kvcachev1.PutResult_OUTCOME_ALREADY_PRESENT
-			}
-			return nil
-		})
-	}
-	// Chunk data lands directly in the block being assembled: a block's
-	// first chunk in a fresh block buffer (req.pre), the next ones after it.
-	req := &putChunk{into: func(m *putChunk, n int) []byte {
-		if m.offset != 0 {
-			if skip || cur == nil || int(m.offset) != cur.got || cur.got+n > cur.size {
-				return nil // the loop reports the framing error
-			}
-			*cur.buf = (*cur.buf)[:cur.got+n]
-			return (*cur.buf)[cur.got:]
-		}
-		if cur != nil || m.blockSize == 0 || int(m.blockSize) > s.opts.MaxBlockBytes || n > int(m.blockSize) {
-			return nil
-		}
-		m.pre = s.getBuf(int(m.blockSize))
-		*m.pre = (*m.pre)[:n]
-		return *m.pre
-	}}
-	defer func() {
-		if req.pre != nil {
-			s.pool.Put(req.pre)
-		}
-	}()
-	for {
-		if req.pre != nil { // a first chunk whose block was rejected
-			s.pool.Put(req.pre)
-			req.pre = nil
-		}
-		err := stream.RecvMsg(req)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			_ = g.Wait()
-			return toStatus(err)
-		}
-		if req.GetOffset() != 0 { // continuation chunk
-			if skip {
-				continue
-			}
-			if cur == nil || int(req.GetOffset()) != cur.got {
-				_ = g.Wait()
-				return toStatus(fmt.Errorf("%w: chunk at offset %d, expected a new block or offset %d", errInvalid, req.GetOffset(), cur.gotOr0()))
-			}
-			if err := cur.add(req.GetData(), req.placed); err != nil {
-				_ = g.Wait()
-				return toStatus(err)
-			}
-		} else {
-			if cur != nil {
-				_ = g.Wait()
-				return toStatus(fmt.Errorf("%w: new block before the previous one (%d of %d bytes) was complete", errInvalid, cur.got, cur.size))
-			}
-			skip = false
-			if len(req.GetNamespace()) > 0 {
-				n, err := prefix.NamespaceFromBytes(req.GetNamespace())
-				if err != nil {
-					reject(req.GetKey(), err)
-					skip = true
-					continue
-				}
-				ns, haveNS = n, true
-			}
-			key, err := prefix.KeyFromBytes(req.GetKey())
-			switch {
-			case err != nil:
-				reject(req.GetKey(), err)
-				skip = true
-				continue
-			case !haveNS:
-				reject(req.GetKey(), fmt.Errorf("%w: first block of the stream has no namespace", errInvalid))
-				skip = true
-				continue
-			case req.GetBlockSize() == 0:
-				reject(req.GetKey(), fmt.Errorf("%w: block_size is 0", errInvalid))
-				skip = true
-				continue
-			case int(req.GetBlockSize()) > s.opts.MaxBlockBytes:
-				reject(req.GetKey(), fmt.Errorf("block of %d bytes, node maximum %d: %w", req.GetBlockSize(), s.opts.MaxBlockBytes, store.ErrTooLarge))
-				skip = true
-				continue
-			}
-			cur = s.newPending(ns, key, int(req.GetBlockSize()), req.pre)
-			req.pre = nil
-			if err := cur.add(req.GetData(), req.placed); err != nil {
-				_ = g.Wait()
-				return toStatus(err)
-			}
-		}
-		if cur.got == cur.size {
-			commit(cur)
-			cur = nil
-		}
-	}
-	if err := g.Wait(); err != nil {
-		return toStatus(err)
-	}
-	if cur != nil {
-		return toStatus(fmt.Errorf("%w: stream ended inside a block (%d of %d bytes)", errInvalid, cur.got, cur.size))
-	}
-	if err := ctx.Err(); err != nil {
-		return toStatus(err)
-	}
-	return stream.SendAndClose(&kvcachev1.PutResponse{Results: results})
+// buildPB is the node's build as Stats reports it (to every caller: it
+// says nothing about traffic).
+func buildPB() *kvcachev1.BuildInfo {
+	b := buildinfo.Get()
+	return &kvcachev1.BuildInfo{Version: b.Version, Commit: b.Commit, GoVersion: b.GoVersion}
 }
 
-type pending struct {
-	ns        prefix.Namespace
-	key       prefix.Key
-	size, got int
-	buf       *[]byte
-}
-
-func (p *pending) gotOr0() int {
-	if p == nil {
-		return 0
+// tenantStats is the Stats answer for a non-admin caller.
+func (s *Server) tenantStats(tenant string) *kvcachev1.StatsResponse {
+	tu := s.opts.Usage.Tenant(tenant)
+	r := &kvcachev1.StatsResponse{
+		Hits: uint64(tu.Hits.Load()), Misses: uint64(tu.Misses.Load()),
+		Puts: uint64(tu.Puts.Load()), PutBytes: uint64(tu.PutBytes.Load()),
+		CapacityBytes: uint64(s.st.Stats().Capacity),
+		NodeId:        s.opts.NodeID, DataAddr: s.opts.DataAddr,
+		Build: buildPB(),
 	}
-	return p.got
-}
-
-// add appends a chunk's data; placed means it is already in place at the
-// end of the buffer (putChunk.into put it there).
-func (p *pending) add(data []byte, placed bool) error {
-	if p.got+len(data) > p.size {
-		return fmt.Errorf("%w: chunk overruns block_size %d", errInvalid, p.size)
+	if s.opts.TenantBytes != nil {
+		b, n := s.opts.TenantBytes(tenant)
+		r.BytesUsed, r.Blocks = uint64(b), uint64(n)
 	}
-	if !placed {
-		*p.buf = append(*p.buf, data...)
+	if s.opts.TenantQuota != nil {
+		if q := s.opts.TenantQuota(tenant); q > 0 {
+			r.CapacityBytes = uint64(q)
+		}
 	}
-	p.got += len(data)
-	return nil
-}
-
-// newPending starts assembling a block in buf (a buffer from getBuf whose
-// contents become the block's first chunk), or in a new buffer if nil.
-func (s *Server) newPending(ns prefix.Namespace, key prefix.Key, size int, buf *[]byte) *pending {
-	if buf == nil {
-		buf = s.getBuf(size)
-	}
-	return &pending{ns: ns, key: key, size: size, buf: buf}
-}
-
-// getBuf returns an empty block buffer with capacity for size bytes.
-func (s *Server) getBuf(size int) *[]byte {
-	bp, _ := s.pool.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
-	if cap(*bp) < size {
-		*bp = make([]byte, 0, size)
-	}
-	*bp = (*bp)[:0]
-	return bp
+	return r
 }

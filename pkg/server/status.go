@@ -34,9 +34,11 @@ func codeOf(err error) codes.Code {
 		errors.Is(err, prefix.ErrLength),
 		errors.Is(err, kvblock.ErrInvalid),
 		errors.Is(err, kvblock.ErrUnsupported),
-		errors.Is(err, store.ErrInvalidKey):
+		errors.Is(err, store.ErrInvalidKey),
+		errors.Is(err, store.ErrInvalidParent):
 		return codes.InvalidArgument
-	case errors.Is(err, store.ErrTooLarge), errors.Is(err, store.ErrFull):
+	case errors.Is(err, store.ErrTooLarge), errors.Is(err, store.ErrFull),
+		errors.Is(err, store.ErrQuota), errors.Is(err, store.ErrNoSpace):
 		return codes.ResourceExhausted
 	case errors.Is(err, store.ErrNotFound):
 		return codes.NotFound

@@ -81,12 +81,16 @@ func Open(path string, opts *Options) (*DB, error) {
 		b.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	var cycles int
 	if err := b.View(func(tx *bbolt.Tx) (err error) {
-		db.idx, err = loadIndex(tx)
+		db.idx, cycles, err = loadIndex(tx, cfg.quotas)
 		return err
 	}); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if cycles > 0 {
+		cfg.log.Warn("store: parent links forming cycles ignored, those blocks are evictable", "blocks", cycles)
 	}
 	cfg.log.Info("store opened", "path", path, "blocks", len(db.idx.entries), "bytes", db.idx.used)
 	go db.run()
@@ -224,7 +228,7 @@ func (db *DB) Contains(ctx context.Context, ns prefix.Namespace, keys []prefix.K
 // progress, if any.
 func (db *DB) Stats() Stats {
 	db.mu.Lock()
-	used, blocks := db.idx.used, int64(len(db.idx.entries))
+	used, blocks, tenants := db.idx.used, int64(len(db.idx.entries)), db.idx.usage()
 	db.mu.Unlock()
 	var size int64
 	if fi, err := os.Stat(db.bolt.Path()); err == nil {
@@ -240,6 +244,7 @@ func (db *DB) Stats() Stats {
 		Puts:      db.puts.Load(),
 		PutBytes:  db.putBytes.Load(),
 		FileBytes: size,
+		Tenants:   tenants,
 	}
 }
 

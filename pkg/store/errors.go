@@ -25,10 +25,30 @@ var (
 
 	// ErrFull is returned by Put when the block does not fit in
 	// Options.Capacity even after evicting every evictable block: the block
-	// alone is bigger than the capacity, or the rest of the store is pinned
-	// (blocks in the same commit, or parents of such blocks). Nothing is
-	// stored. gRPC: ResourceExhausted.
+	// alone is bigger than the capacity, or the rest of the store is the
+	// chain the block extends (never evicted for it) or blocks of commits in
+	// progress. Every other block is evictable, so the condition never
+	// outlives those commits or a restart. Nothing is stored.
+	// gRPC: ResourceExhausted.
 	ErrFull = errors.New("store: full")
+
+	// ErrInvalidParent is returned by Put for a block whose header names
+	// its own key as its parent, or that would close a cycle of parent
+	// links (it is put after a descendant that is also its ancestor). Such
+	// blocks could never become leaves, so they would never be evicted.
+	// Nothing is stored. gRPC: InvalidArgument.
+	ErrInvalidParent = errors.New("store: invalid parent")
+
+	// ErrQuota is returned by Put when the block's tenant (WithTenant) is
+	// over its Options.Quotas entry even after evicting every evictable
+	// block of its own; another tenant's blocks are never evicted to make
+	// room under a quota. Nothing is stored. gRPC: ResourceExhausted.
+	ErrQuota = errors.New("store: tenant quota exhausted")
+
+	// ErrNoSpace is returned by Put (and Delete) when the file system of a
+	// DB is full. The commit is rolled back, reads go on, and writes
+	// succeed again once space is freed. gRPC: ResourceExhausted.
+	ErrNoSpace = errors.New("store: no space left on the file system")
 
 	// ErrClosed is returned by every method called on a closed store, and
 	// by a Put still waiting for its commit when Close began.

@@ -10,7 +10,7 @@ import (
 // On-disk layout (format 1), chosen from measurements (see bench_test.go):
 //
 //	"blocks"  ns||key (64 B) -> nested bucket { "v" -> encoded block }
-//	"meta"    ns||key (64 B) -> metaRecord (50 B)
+//	"meta"    ns||key (64 B) -> metaRecord (50 B, + the tenant label)
 //	"info"    "format" -> 1
 //
 // Each block lives in its own nested bucket because bbolt rewrites whole
@@ -33,16 +33,26 @@ var (
 
 const formatVersion = 1
 
-// metaRecord: version(1) flags(1) size(8) access(8) parent(32), little-endian.
+// metaRecord: version(1) flags(1) size(8) access(8) parent(32), little-endian;
+// version 2 appends tenantLen(1) tenant(tenantLen). A block without a
+// tenant label is written as version 1, so files without tenants stay
+// readable by older nodes.
 const (
 	metaLen       = 50
 	metaVersion   = 1
+	metaVersion2  = 2
 	flagHasParent = 1
 )
 
 func encodeMeta(e *entry) []byte {
-	b := make([]byte, metaLen)
+	name := e.tenant.name
+	b := make([]byte, metaLen, metaLen+1+len(name))
 	b[0] = metaVersion
+	if name != "" {
+		b[0] = metaVersion2
+		b = append(b, byte(len(name)))
+		b = append(b, name...)
+	}
 	if e.hasParent {
 		b[1] = flagHasParent
 	}
@@ -52,9 +62,24 @@ func encodeMeta(e *entry) []byte {
 	return b
 }
 
-func decodeMeta(id []byte, b []byte) (*entry, error) {
-	if len(id) != len(blockID{}) || len(b) != metaLen || b[0] != metaVersion {
-		return nil, fmt.Errorf("store: corrupt metadata record for %x", id)
+// decodeMeta decodes a metadata record and returns the entry (without its
+// tenant set) and its tenant label.
+func decodeMeta(id []byte, b []byte) (*entry, string, error) {
+	var name string
+	ok := len(id) == len(blockID{}) && len(b) >= metaLen
+	switch {
+	case ok && b[0] == metaVersion:
+		ok = len(b) == metaLen
+	case ok && b[0] == metaVersion2:
+		ok = len(b) > metaLen && len(b) == metaLen+1+int(b[metaLen])
+		if ok {
+			name = string(b[metaLen+1:])
+		}
+	default:
+		ok = false
+	}
+	if !ok {
+		return nil, "", fmt.Errorf("store: corrupt metadata record for %x", id)
 	}
 	e := &entry{
 		hasParent: b[1]&flagHasParent != 0,
@@ -65,9 +90,12 @@ func decodeMeta(id []byte, b []byte) (*entry, error) {
 	e.flushed = e.access
 	if e.hasParent {
 		copy(e.parent[:32], id[:32])
-		copy(e.parent[32:], b[18:])
+		copy(e.parent[32:], b[18:metaLen])
+		// A block naming itself as parent (accepted by versions before
+		// ErrInvalidParent) would never be a leaf: drop the link.
+		e.hasParent = e.parent != e.id
 	}
-	return e, nil
+	return e, name, nil
 }
 
 // initLayout creates the buckets of a new file and checks the format of an
@@ -93,16 +121,23 @@ func initLayout(tx *bbolt.Tx) error {
 	return nil
 }
 
-// loadIndex rebuilds the in-memory index from the metadata bucket.
-func loadIndex(tx *bbolt.Tx) (*index, error) {
-	x := newIndex()
+// loadIndex rebuilds the in-memory index from the metadata bucket. Parent
+// links that form cycles (possible in files written before
+// ErrInvalidParent) are dropped from the index so those blocks are
+// evictable; it returns how many.
+func loadIndex(tx *bbolt.Tx, quotas map[string]int64) (*index, int, error) {
+	x := newIndex(quotas)
 	err := tx.Bucket(bucketMeta).ForEach(func(k, v []byte) error {
-		e, err := decodeMeta(k, v)
+		e, name, err := decodeMeta(k, v)
 		if err != nil {
 			return err
 		}
+		e.tenant = x.tenantOf(name)
 		x.add(e)
 		return nil
 	})
-	return x, err
+	if err != nil {
+		return nil, 0, err
+	}
+	return x, x.breakCycles(), nil
 }

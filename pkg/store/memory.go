@@ -27,7 +27,8 @@ var _ Store = (*Memory)(nil)
 // NewMemory returns an empty in-memory store. A nil opts means defaults; the
 // DB-only fields are ignored.
 func NewMemory(opts *Options) *Memory {
-	return &Memory{cfg: newConfig(opts), idx: newIndex(), blocks: make(map[blockID][]byte)}
+	cfg := newConfig(opts)
+	return &Memory{cfg: cfg, idx: newIndex(cfg.quotas), blocks: make(map[blockID][]byte)}
 }
 
 // Put implements Store.
@@ -36,6 +37,10 @@ func (m *Memory) Put(ctx context.Context, ns prefix.Namespace, key prefix.Key, b
 		return false, err
 	}
 	parent, hasParent, err := m.cfg.checkPut(ns, key, block)
+	if err != nil {
+		return false, err
+	}
+	tenant, err := tenantFor(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -55,15 +60,17 @@ func (m *Memory) Put(ctx context.Context, ns prefix.Namespace, key prefix.Key, b
 		m.idx.touch(id, now)
 		return false, nil
 	}
-	victims, ok := m.idx.evict(int64(len(own)), m.cfg.capacity)
-	if !ok {
-		return false, ErrFull
+	e := &entry{id: id, parent: parent, hasParent: hasParent, tenant: m.idx.tenantOf(tenant),
+		size: int64(len(own)), access: now, pending: true}
+	victims, err := m.idx.place(e, m.cfg.capacity)
+	if err != nil {
+		return false, err
 	}
+	m.idx.settle(e)
 	for _, v := range victims {
 		delete(m.blocks, v.id)
 	}
 	m.evictions.Add(int64(len(victims)))
-	m.idx.add(&entry{id: id, parent: parent, hasParent: hasParent, size: int64(len(own)), access: now})
 	m.blocks[id] = own
 	m.puts.Add(1)
 	m.putBytes.Add(int64(len(own)))
@@ -186,7 +193,7 @@ func (m *Memory) Delete(ctx context.Context, ns prefix.Namespace, keys []prefix.
 // Stats implements Store.
 func (m *Memory) Stats() Stats {
 	m.mu.Lock()
-	used, blocks := m.idx.used, int64(len(m.idx.entries))
+	used, blocks, tenants := m.idx.used, int64(len(m.idx.entries)), m.idx.usage()
 	m.mu.Unlock()
 	return Stats{
 		BytesUsed: used,
@@ -197,6 +204,7 @@ func (m *Memory) Stats() Stats {
 		Evictions: m.evictions.Load(),
 		Puts:      m.puts.Load(),
 		PutBytes:  m.putBytes.Load(),
+		Tenants:   tenants,
 	}
 }
 

@@ -84,6 +84,16 @@ type Stats struct {
 	Puts      int64 // blocks written by Put (idempotent no-ops excluded)
 	PutBytes  int64 // bytes of blocks written by Put
 	FileBytes int64 // size of the bbolt file; 0 for Memory
+	// Tenants is the usage per tenant label (WithTenant) that holds blocks
+	// or has a quota; the unlabelled blocks are under "".
+	Tenants map[string]TenantStats
+}
+
+// TenantStats is one tenant's share of a store.
+type TenantStats struct {
+	BytesUsed int64 // sum of the lengths of the tenant's blocks
+	Blocks    int64
+	Quota     int64 // Options.Quotas entry; 0 = none
 }
 
 // Options configure a store. A nil *Options means all defaults; every zero
@@ -138,6 +148,16 @@ type Options struct {
 	// file lock. Zero means 5 s.
 	LockTimeout time.Duration
 
+	// Quotas bounds the bytes of blocks per tenant label (see WithTenant).
+	// A Put that would take its tenant over its quota first evicts the
+	// tenant's own least recently used blocks (leaf-first, as for the
+	// capacity) and never another tenant's; with nothing of its own left to
+	// evict it fails with ErrQuota. Tenants without an entry (and the
+	// unlabelled blocks, tenant "") are bounded by Capacity only. Labels are
+	// kept with the blocks, so a quota set at a restart applies to blocks
+	// stored before it.
+	Quotas map[string]int64
+
 	// Logger receives evictions (debug) and background failures (error).
 	// Nil means discard.
 	Logger *slog.Logger
@@ -161,6 +181,7 @@ type config struct {
 	lockTimeout   time.Duration
 	log           *slog.Logger
 	now           func() time.Time
+	quotas        map[string]int64
 }
 
 func newConfig(o *Options) config {
@@ -179,6 +200,12 @@ func newConfig(o *Options) config {
 		lockTimeout:   o.LockTimeout,
 		log:           o.Logger,
 		now:           o.Now,
+		quotas:        make(map[string]int64, len(o.Quotas)),
+	}
+	for name, q := range o.Quotas {
+		if q > 0 {
+			c.quotas[name] = q
+		}
 	}
 	if c.maxBlock <= 0 {
 		c.maxBlock = 64 << 20
@@ -259,8 +286,40 @@ func (c *config) checkPut(ns prefix.Namespace, key prefix.Key, block []byte) (pa
 	if err != nil {
 		return parent, false, fmt.Errorf("store: verify block %x: %w", key[:8], err)
 	}
+	if hasParent && p == key {
+		return parent, false, fmt.Errorf("%w: block %x names itself as its parent", ErrInvalidParent, key[:8])
+	}
 	if hasParent {
 		parent = makeID(ns, p)
 	}
 	return parent, hasParent, nil
+}
+
+// MaxTenantLen is the longest tenant label Put accepts.
+const MaxTenantLen = 255
+
+type tenantKey struct{}
+
+// WithTenant returns a context whose Puts label their blocks with tenant,
+// an opaque name (at most MaxTenantLen bytes) that Options.Quotas bounds.
+// The store does not authenticate it: the caller derives it from who the
+// client is. Reads and deletes ignore it; a block already present keeps
+// the label it was stored with. Without it a block's label is "".
+func WithTenant(ctx context.Context, tenant string) context.Context {
+	return context.WithValue(ctx, tenantKey{}, tenant)
+}
+
+// TenantOf returns the tenant label of ctx (WithTenant), or "".
+func TenantOf(ctx context.Context) string {
+	t, _ := ctx.Value(tenantKey{}).(string)
+	return t
+}
+
+// tenantFor returns the tenant of a Put's context, validated.
+func tenantFor(ctx context.Context) (string, error) {
+	t := TenantOf(ctx)
+	if len(t) > MaxTenantLen {
+		return "", fmt.Errorf("%w: tenant label of %d bytes, at most %d", ErrInvalidKey, len(t), MaxTenantLen)
+	}
+	return t, nil
 }

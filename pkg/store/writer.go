@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -38,6 +39,7 @@ type op struct {
 	id        blockID
 	parent    blockID
 	hasParent bool
+	tenant    string
 	block     []byte
 	state     atomic.Int32
 	entry     *entry // set by the writer once planned
@@ -64,11 +66,15 @@ func (db *DB) Put(ctx context.Context, ns prefix.Namespace, key prefix.Key, bloc
 	if err != nil {
 		return false, err
 	}
+	tenant, err := tenantFor(ctx)
+	if err != nil {
+		return false, err
+	}
 	id := makeID(ns, key)
 	if block == nil {
 		block = []byte{} // a nil block would mean a Delete to the writer
 	}
-	o := &op{id: id, parent: parent, hasParent: hasParent, block: block, done: make(chan struct{})}
+	o := &op{id: id, parent: parent, hasParent: hasParent, tenant: tenant, block: block, done: make(chan struct{})}
 
 	// Collapse concurrent Puts of one key: the later ones wait for the first
 	// and report stored == false if it succeeded; they retry if it failed.
@@ -187,9 +193,58 @@ func (db *DB) run() {
 		}
 		db.commits.Add(1)
 		db.batchedOps.Add(int64(len(batch)))
+		batch = parentsFirst(batch)
 		db.commit(batch)
 		clear(batch)
 	}
+}
+
+// parentsFirst orders a batch so that a Put whose parent is also put in
+// the batch comes after it. Concurrent Puts of one chain (a Put stream
+// commits several blocks at once) reach the writer in any order, and a
+// child planned before its parent would count as an orphan, which evicts
+// nothing (index.place).
+func parentsFirst(batch []*op) []*op {
+	pos := make(map[blockID]int, len(batch))
+	for i, o := range batch {
+		if o.ids == nil {
+			pos[o.id] = i
+		}
+	}
+	parentAt := func(o *op) (int, bool) {
+		if o.ids != nil || !o.hasParent {
+			return 0, false
+		}
+		i, ok := pos[o.parent]
+		return i, ok
+	}
+	inOrder := true
+	for i, o := range batch {
+		if p, ok := parentAt(o); ok && p > i {
+			inOrder = false
+			break
+		}
+	}
+	if inOrder {
+		return batch
+	}
+	out := make([]*op, 0, len(batch))
+	done := make([]bool, len(batch))
+	var emit func(i int)
+	emit = func(i int) {
+		if done[i] {
+			return
+		}
+		done[i] = true
+		if p, ok := parentAt(batch[i]); ok {
+			emit(p)
+		}
+		out = append(out, batch[i])
+	}
+	for i := range batch {
+		emit(i)
+	}
+	return out
 }
 
 // action is one write of a commit, applied in order.
@@ -220,9 +275,11 @@ func (db *DB) commit(batch []*op) {
 		if !o.state.CompareAndSwap(queued, taken) {
 			continue // its caller gave up and acknowledged it
 		}
-		victims, ok := db.idx.evict(int64(len(o.block)), db.cfg.capacity)
-		if !ok {
-			o.err = ErrFull
+		e := &entry{id: o.id, parent: o.parent, hasParent: o.hasParent, tenant: db.idx.tenantOf(o.tenant),
+			size: int64(len(o.block)), access: now, flushed: now, pending: true}
+		victims, err := db.idx.place(e, db.cfg.capacity)
+		if err != nil {
+			o.err = err
 			continue
 		}
 		for _, v := range victims {
@@ -230,9 +287,7 @@ func (db *DB) commit(batch []*op) {
 			db.cfg.log.Debug("evict", "id", fmt.Sprintf("%x", v.id), "bytes", v.size)
 		}
 		evicted += len(victims)
-		o.entry = &entry{id: o.id, parent: o.parent, hasParent: o.hasParent,
-			size: int64(len(o.block)), access: now, flushed: now, pending: true}
-		db.idx.add(o.entry)
+		o.entry = e
 		acts = append(acts, action{id: o.id, block: o.block, meta: encodeMeta(o.entry)})
 	}
 	db.mu.Unlock()
@@ -245,10 +300,15 @@ func (db *DB) commit(batch []*op) {
 	db.mu.Lock()
 	if err != nil {
 		// Make memory agree with the file again; the failed plan is gone.
-		err = fmt.Errorf("store: commit: %w", err)
-		db.cfg.log.Error("commit failed", "err", err, "ops", len(batch))
+		if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("%w: commit: %w", ErrNoSpace, err)
+			db.cfg.log.Warn("commit failed: file system full", "err", err, "ops", len(batch))
+		} else {
+			err = fmt.Errorf("store: commit: %w", err)
+			db.cfg.log.Error("commit failed", "err", err, "ops", len(batch))
+		}
 		if lerr := db.bolt.View(func(tx *bbolt.Tx) (e error) {
-			x, e := loadIndex(tx)
+			x, _, e := loadIndex(tx, db.cfg.quotas)
 			if e == nil {
 				db.idx = x
 			}

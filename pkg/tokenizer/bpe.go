@@ -1,19 +1,21 @@
 package tokenizer
 
 import (
+	"container/heap"
 	"fmt"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 )
 
 // BPE is a byte-level BPE tokenizer (GGUF tokenizer model "gpt2"): text is
-// pre-tokenized with an approximation of the GPT-2 split pattern, each piece's
-// bytes are mapped to printable runes (the GPT-2 bytes-to-unicode table),
-// and adjacent symbols are merged by merge rank, lowest first.
+// split into words by the vocabulary's pre-tokenizer (tokenizer.ggml.pre),
+// each word's bytes are mapped to printable runes (the GPT-2
+// bytes-to-unicode table), and adjacent symbols are merged by merge rank,
+// lowest first, leftmost on ties, as llama.cpp does.
 type BPE struct {
 	base
 	ranks map[[2]string]int
+	pre   *preTokenizer
 }
 
 // byteRune and runeByte are the GPT-2 bytes-to-unicode table and its
@@ -34,35 +36,57 @@ var byteRune, runeByte = func() ([256]rune, map[rune]byte) {
 	return br, rb
 }()
 
-// NewBPE builds a byte-level BPE tokenizer from tokens and merges.
+// NewBPE builds a byte-level BPE tokenizer from tokens, merges and the
+// pre-tokenizer named by v.Pre ("" means "default"); an unknown name is
+// ErrUnknownPreTokenizer.
 func NewBPE(v Vocab) (*BPE, error) {
+	pre, err := newPreTokenizer(v.Pre)
+	if err != nil {
+		return nil, err
+	}
 	b, err := newBase(v)
 	if err != nil {
 		return nil, err
 	}
-	t := &BPE{base: b, ranks: make(map[[2]string]int, len(v.Merges))}
+	t := &BPE{base: b, ranks: make(map[[2]string]int, len(v.Merges)), pre: pre}
 	for i, m := range v.Merges {
-		l, r, ok := strings.Cut(m, " ")
-		if !ok || l == "" || r == "" {
+		// The separator is the first space after the first byte, as in
+		// llama.cpp, so a left side may itself start with a space.
+		sp := -1
+		if len(m) > 1 {
+			if j := strings.IndexByte(m[1:], ' '); j >= 0 {
+				sp = j + 1
+			}
+		}
+		if sp < 0 || sp == len(m)-1 {
 			return nil, fmt.Errorf("%w: merge %d %q is not \"left right\"", ErrInvalid, i, m)
 		}
-		if _, dup := t.ranks[[2]string{l, r}]; !dup {
-			t.ranks[[2]string{l, r}] = i
+		k := [2]string{m[:sp], m[sp+1:]}
+		if _, dup := t.ranks[k]; !dup {
+			t.ranks[k] = i
 		}
 	}
 	return t, nil
 }
 
+// PreTokenizer returns the name of the split rules in use.
+func (t *BPE) PreTokenizer() string { return t.pre.name }
+
 // Encode implements Tokenizer.
-func (t *BPE) Encode(text string) []int { return t.encodeWith(t.user, text, t.encodePlain) }
+func (t *BPE) Encode(text string) []int { return t.encodeWith(acceptUser, text, t.encodePlain) }
+
+func (t *BPE) encodeAccept(text string, accept acceptFunc) []int {
+	return t.encodeWith(accept, text, t.encodePlain)
+}
 
 // EncodeSpecial implements Tokenizer.
-func (t *BPE) EncodeSpecial(text string) []int { return t.encodeWith(t.control, text, t.encodePlain) }
+func (t *BPE) EncodeSpecial(text string) []int { return t.encodeWith(acceptAll, text, t.encodePlain) }
 
 func (t *BPE) encodePlain(text string, _ bool) []int {
 	var ids []int
-	for _, piece := range preTokenize(text) {
-		var sb strings.Builder
+	var sb strings.Builder
+	for _, piece := range t.pre.split(text) {
+		sb.Reset()
 		for i := 0; i < len(piece); i++ {
 			sb.WriteRune(byteRune[piece[i]])
 		}
@@ -71,120 +95,98 @@ func (t *BPE) encodePlain(text string, _ bool) []int {
 	return ids
 }
 
-// bpe merges the runes of word by rank and appends the ids.
+// bpeSym is a symbol of a word being merged: a byte range and list links.
+type bpeSym struct {
+	start, end int
+	prev, next int
+}
+
+// bpePair is a candidate merge of the symbols left and right.
+type bpePair struct {
+	rank, left, right int
+	size              int // byte length of the merged symbol, to detect stale pairs
+}
+
+type pairHeap []bpePair
+
+func (h pairHeap) Len() int { return len(h) }
+func (h pairHeap) Less(i, j int) bool {
+	if h[i].rank != h[j].rank {
+		return h[i].rank < h[j].rank
+	}
+	return h[i].left < h[j].left
+}
+func (h pairHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *pairHeap) Push(x any)   { *h = append(*h, x.(bpePair)) }
+func (h *pairHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// bpe merges the symbols (runes) of word and appends the ids. The heap
+// keeps it O(n log n) in the word length, so one long word cannot stall a
+// request.
 func (t *BPE) bpe(word string, ids []int) []int {
-	if id, ok := t.ids[word]; ok {
-		return append(ids, id)
-	}
-	var syms []string
-	for _, r := range word {
-		syms = append(syms, string(r))
-	}
-	for len(syms) > 1 {
-		best, at := -1, -1
-		for i := 0; i+1 < len(syms); i++ {
-			if r, ok := t.ranks[[2]string{syms[i], syms[i+1]}]; ok && (best < 0 || r < best) {
-				best, at = r, i
-			}
+	if t.pre.info.ignoreMerges {
+		if id, ok := t.ids[word]; ok {
+			return append(ids, id)
 		}
-		if at < 0 {
-			break
-		}
-		syms[at] += syms[at+1]
-		syms = append(syms[:at+1], syms[at+2:]...)
 	}
-	for _, s := range syms {
+	syms := make([]bpeSym, 0, len(word))
+	for i := 0; i < len(word); {
+		_, n := utf8.DecodeRuneInString(word[i:])
+		syms = append(syms, bpeSym{start: i, end: i + n, prev: len(syms) - 1, next: len(syms) + 1})
+		i += n
+	}
+	if len(syms) == 0 {
+		return ids
+	}
+	syms[len(syms)-1].next = -1
+	h := &pairHeap{}
+	try := func(l, r int) {
+		if l < 0 || r < 0 {
+			return
+		}
+		a, b := word[syms[l].start:syms[l].end], word[syms[r].start:syms[r].end]
+		if rank, ok := t.ranks[[2]string{a, b}]; ok {
+			heap.Push(h, bpePair{rank: rank, left: l, right: r, size: len(a) + len(b)})
+		}
+	}
+	for i := 1; i < len(syms); i++ {
+		try(i-1, i)
+	}
+	for h.Len() > 0 {
+		p := heap.Pop(h).(bpePair)
+		l, r := &syms[p.left], &syms[p.right]
+		if l.end == l.start || r.end == r.start || l.next != p.right || r.end-l.start != p.size {
+			continue // stale: a side was merged away or has grown
+		}
+		l.end = r.end
+		r.start = r.end
+		l.next = r.next
+		if r.next >= 0 {
+			syms[r.next].prev = p.left
+		}
+		try(l.prev, p.left)
+		try(p.left, l.next)
+	}
+	for i := 0; i >= 0; i = syms[i].next {
+		s := word[syms[i].start:syms[i].end]
 		if id, ok := t.ids[s]; ok {
 			ids = append(ids, id)
-		} else if t.v.UNK >= 0 {
-			ids = append(ids, t.v.UNK)
+			continue
+		}
+		// As llama.cpp: a symbol outside the vocabulary falls back to
+		// single-byte tokens; bytes without one are dropped.
+		for j := 0; j < len(s); j++ {
+			if id, ok := t.ids[s[j:j+1]]; ok {
+				ids = append(ids, id)
+			}
 		}
 	}
 	return ids
-}
-
-// preTokenize splits text like the GPT-2 pattern
-//
-//	's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-//
-// (contractions matched case-insensitively, as llama-3 does).
-func preTokenize(text string) []string {
-	var out []string
-	runeAt := func(i int) (rune, int) { return utf8.DecodeRuneInString(text[i:]) }
-	class := func(r rune) int {
-		switch {
-		case unicode.IsLetter(r):
-			return 1
-		case unicode.IsNumber(r):
-			return 2
-		case unicode.IsSpace(r):
-			return 3
-		}
-		return 4
-	}
-	for i := 0; i < len(text); {
-		r, n := runeAt(i)
-		if r == '\'' {
-			rest := strings.ToLower(text[i+1:])
-			matched := false
-			for _, c := range []string{"s", "t", "re", "ve", "m", "ll", "d"} {
-				if strings.HasPrefix(rest, c) {
-					out = append(out, text[i:i+1+len(c)])
-					i += 1 + len(c)
-					matched = true
-					break
-				}
-			}
-			if matched {
-				continue
-			}
-		}
-		j := i
-		if r == ' ' && i+n < len(text) {
-			if r2, _ := runeAt(i + n); class(r2) != 3 {
-				j = i + n
-			}
-		}
-		if cr, _ := runeAt(j); class(cr) != 3 {
-			c := class(cr)
-			k := j
-			for k < len(text) {
-				r2, n2 := runeAt(k)
-				if class(r2) != c {
-					break
-				}
-				k += n2
-			}
-			out = append(out, text[i:k])
-			i = k
-			continue
-		}
-		// Whitespace run [i, k).
-		k, last := i, i
-		for k < len(text) {
-			r2, n2 := runeAt(k)
-			if class(r2) != 3 {
-				break
-			}
-			last = k
-			k += n2
-		}
-		switch {
-		case k == len(text):
-			out = append(out, text[i:k])
-			i = k
-		case last > i:
-			// Leave the last whitespace rune for the next piece.
-			out = append(out, text[i:last])
-			i = last
-		default:
-			// A single whitespace rune before a non-space that is not a
-			// plain space (e.g. "\n"): its own piece.
-			out = append(out, text[i:k])
-			i = k
-		}
-	}
-	return out
 }
 
 // TokenBytes implements Tokenizer.
@@ -195,6 +197,9 @@ func (t *BPE) TokenBytes(id int) []byte {
 	switch t.v.Types[id] {
 	case TypeControl, TypeUnused:
 		return nil
+	case TypeUserDefined:
+		// Added tokens are stored as raw text, not byte-mapped.
+		return []byte(t.v.Tokens[id])
 	}
 	var out []byte
 	for _, r := range t.v.Tokens[id] {

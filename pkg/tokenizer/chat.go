@@ -8,21 +8,24 @@ type Message struct {
 	Content string
 }
 
-// Template renders chat messages into prompt text. The output never
-// contains BOS; use EncodePrompt to tokenize it.
+// Template renders chat messages into prompt text. Tokenize the result
+// with EncodeChat, which keeps message content from being read as control
+// tokens.
 type Template interface {
-	// Name identifies the template ("llama3", "chatml", "plain").
+	// Name identifies the template ("jinja", "llama3", "chatml", "plain").
 	Name() string
-	// Apply renders msgs; with addGenerationPrompt it ends with the header
-	// of an assistant turn, ready for generation.
-	Apply(msgs []Message, addGenerationPrompt bool) string
+	// Render renders msgs; with addGenerationPrompt it ends with the header
+	// of an assistant turn, ready for generation. Errors wrap ErrTemplate
+	// (a model's template may reject, e.g., a system message).
+	Render(msgs []Message, addGenerationPrompt bool) (string, error)
 	// Stop returns extra text markers (beyond EOS) that end an assistant turn.
 	Stop() []string
 }
 
-// DetectTemplate picks a template by looking for marker substrings in a
-// Jinja chat template source (tokenizer.chat_template): llama-3 headers,
-// ChatML markers, otherwise the plain fallback. No Jinja is evaluated.
+// DetectTemplate picks a built-in template by looking for marker
+// substrings in a Jinja chat template source: llama-3 headers, ChatML
+// markers, otherwise the plain fallback. No Jinja is evaluated; models use
+// TemplateFromGGUF, which renders their own template.
 func DetectTemplate(src string) Template {
 	switch {
 	case strings.Contains(src, "<|start_header_id|>"):
@@ -42,7 +45,10 @@ func (Llama3) Name() string { return "llama3" }
 // Stop implements Template.
 func (Llama3) Stop() []string { return []string{"<|eot_id|>"} }
 
-// Apply implements Template.
+// Render implements Template; it never fails.
+func (t Llama3) Render(msgs []Message, gen bool) (string, error) { return t.Apply(msgs, gen), nil }
+
+// Apply renders msgs.
 func (Llama3) Apply(msgs []Message, gen bool) string {
 	var b strings.Builder
 	for _, m := range msgs {
@@ -63,7 +69,10 @@ func (ChatML) Name() string { return "chatml" }
 // Stop implements Template.
 func (ChatML) Stop() []string { return []string{"<|im_end|>"} }
 
-// Apply implements Template.
+// Render implements Template; it never fails.
+func (t ChatML) Render(msgs []Message, gen bool) (string, error) { return t.Apply(msgs, gen), nil }
+
+// Apply renders msgs.
 func (ChatML) Apply(msgs []Message, gen bool) string {
 	var b strings.Builder
 	for _, m := range msgs {
@@ -84,7 +93,10 @@ func (Plain) Name() string { return "plain" }
 // Stop implements Template.
 func (Plain) Stop() []string { return []string{"\nuser:"} }
 
-// Apply implements Template.
+// Render implements Template; it never fails.
+func (t Plain) Render(msgs []Message, gen bool) (string, error) { return t.Apply(msgs, gen), nil }
+
+// Apply renders msgs.
 func (Plain) Apply(msgs []Message, gen bool) string {
 	var b strings.Builder
 	for _, m := range msgs {

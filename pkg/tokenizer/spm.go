@@ -37,10 +37,14 @@ func NewSPM(v Vocab) (*SPM, error) {
 }
 
 // Encode implements Tokenizer.
-func (t *SPM) Encode(text string) []int { return t.encodeWith(t.user, text, t.encodePlain) }
+func (t *SPM) Encode(text string) []int { return t.encodeWith(acceptUser, text, t.encodePlain) }
+
+func (t *SPM) encodeAccept(text string, accept acceptFunc) []int {
+	return t.encodeWith(accept, text, t.encodePlain)
+}
 
 // EncodeSpecial implements Tokenizer.
-func (t *SPM) EncodeSpecial(text string) []int { return t.encodeWith(t.control, text, t.encodePlain) }
+func (t *SPM) EncodeSpecial(text string) []int { return t.encodeWith(acceptAll, text, t.encodePlain) }
 
 type spmSymbol struct {
 	start, end int // byte range in the text
@@ -147,6 +151,8 @@ func (t *SPM) TokenBytes(id int) []byte {
 	switch t.v.Types[id] {
 	case TypeControl, TypeUnused:
 		return nil
+	case TypeUserDefined:
+		return []byte(t.v.Tokens[id])
 	case TypeByte:
 		if b, ok := parseByteToken(t.v.Tokens[id]); ok {
 			return []byte{b}

@@ -9,7 +9,6 @@ package tokenizer
 
 import (
 	"errors"
-	"sort"
 	"strings"
 )
 
@@ -56,48 +55,94 @@ func EncodePrompt(t Tokenizer, text string) []int {
 	return append(ids, t.EncodeSpecial(text)...)
 }
 
-// specials finds control-token strings in text, longest match first.
+// specials finds special-token strings in text in one left-to-right pass
+// over a byte trie: at each position the longest acceptable token starting
+// there wins (leftmost-longest, as Hugging Face's added-token matcher).
+// The cost is O(len(text) * longest token), linear in the text.
 type specials struct {
-	texts []string // sorted by decreasing length
-	ids   map[string]int
+	nodes []specialNode // nodes[0] is the root
+	first [256]bool     // bytes that start some token
 }
 
-func newSpecials(m map[string]int) specials {
-	s := specials{ids: m}
-	for t := range m {
-		if t != "" {
-			s.texts = append(s.texts, t)
+type specialNode struct {
+	next map[byte]int32
+	id   int  // token id ending here, -1 if none
+	user bool // the token is user-defined (matched even in plain text)
+}
+
+func newSpecials(m map[string]int, user map[string]bool) specials {
+	s := specials{nodes: []specialNode{{id: -1}}}
+	for t, id := range m {
+		if t == "" {
+			continue
 		}
+		s.first[t[0]] = true
+		n := 0
+		for i := 0; i < len(t); i++ {
+			c, ok := s.nodes[n].next[t[i]]
+			if !ok {
+				if s.nodes[n].next == nil {
+					s.nodes[n].next = map[byte]int32{}
+				}
+				c = int32(len(s.nodes))
+				s.nodes[n].next[t[i]] = c
+				s.nodes = append(s.nodes, specialNode{id: -1})
+			}
+			n = int(c)
+		}
+		s.nodes[n].id, s.nodes[n].user = id, user[t]
 	}
-	sort.Slice(s.texts, func(i, j int) bool {
-		if len(s.texts[i]) != len(s.texts[j]) {
-			return len(s.texts[i]) > len(s.texts[j])
-		}
-		return s.texts[i] < s.texts[j]
-	})
 	return s
 }
 
-// split calls plain for each run of ordinary text and special for each
-// control token found, in order.
-func (s specials) split(text string, plain func(string), special func(int)) {
-	for text != "" {
-		best, bestAt := "", -1
-		for _, t := range s.texts {
-			if i := strings.Index(text, t); i >= 0 && (bestAt < 0 || i < bestAt) {
-				best, bestAt = t, i
+// accept decides whether a token match text[start:end] counts; user is
+// whether the token is user-defined.
+type acceptFunc func(start, end int, user bool) bool
+
+func acceptAll(int, int, bool) bool       { return true }
+func acceptUser(_, _ int, user bool) bool { return user }
+func (s *specials) empty() bool           { return len(s.nodes) <= 1 }
+func (s *specials) split(text string, accept acceptFunc, plain func(string), special func(int)) {
+	s.scan(text, accept, plain, special)
+}
+
+// scan is split, returning the number of trie steps taken (tests check
+// that it grows linearly with the text).
+func (s *specials) scan(text string, accept acceptFunc, plain func(string), special func(int)) (steps int) {
+	run := 0 // start of the pending plain run
+	for i := 0; i < len(text); {
+		steps++
+		if !s.first[text[i]] {
+			i++
+			continue
+		}
+		bestEnd, bestID := -1, -1
+		n := 0
+		for j := i; j < len(text); j++ {
+			c, ok := s.nodes[n].next[text[j]]
+			if !ok {
+				break
+			}
+			steps++
+			n = int(c)
+			if nd := &s.nodes[n]; nd.id >= 0 && accept(i, j+1, nd.user) {
+				bestEnd, bestID = j+1, nd.id
 			}
 		}
-		if bestAt < 0 {
-			plain(text)
-			return
+		if bestEnd < 0 {
+			i++
+			continue
 		}
-		if bestAt > 0 {
-			plain(text[:bestAt])
+		if i > run {
+			plain(text[run:i])
 		}
-		special(s.ids[best])
-		text = text[bestAt+len(best):]
+		special(bestID)
+		i, run = bestEnd, bestEnd
 	}
+	if run < len(text) {
+		plain(text[run:])
+	}
+	return steps
 }
 
 // Byte-level tokenizer ids.
@@ -122,7 +167,7 @@ var byteSpecialSet = func() specials {
 	for i, n := range byteSpecialNames {
 		m[n] = 256 + i
 	}
-	return newSpecials(m)
+	return newSpecials(m, nil)
 }()
 
 // Encode implements Tokenizer.
@@ -136,8 +181,16 @@ func (Bytes) Encode(text string) []int {
 
 // EncodeSpecial implements Tokenizer.
 func (b Bytes) EncodeSpecial(text string) []int {
+	return b.encodeAccept(text, acceptAll)
+}
+
+func (Bytes) scanSpecials(text string, accept acceptFunc) {
+	byteSpecialSet.scan(text, accept, func(string) {}, func(int) {})
+}
+
+func (b Bytes) encodeAccept(text string, accept acceptFunc) []int {
 	var ids []int
-	byteSpecialSet.split(text,
+	byteSpecialSet.split(text, accept,
 		func(s string) { ids = append(ids, b.Encode(s)...) },
 		func(id int) { ids = append(ids, id) })
 	return ids

@@ -136,21 +136,44 @@ func TestBPE(t *testing.T) {
 
 func TestPreTokenize(t *testing.T) {
 	tests := []struct {
+		pre  string
 		in   string
 		want []string
 	}{
-		{"Hello world", []string{"Hello", " world"}},
-		{"it's 42!", []string{"it", "'s", " 42", "!"}},
-		{"a  b", []string{"a", " ", " b"}},
-		{"a\n\nb", []string{"a", "\n", "\n", "b"}},
-		{"end  ", []string{"end", "  "}},
-		{"x??y", []string{"x", "??", "y"}},
-		{"I'LL go", []string{"I", "'LL", " go"}},
+		{"gpt-2", "Hello world", []string{"Hello", " world"}},
+		{"gpt-2", "it's 42!", []string{"it", "'s", " 42", "!"}},
+		{"gpt-2", "a  b", []string{"a", " ", " b"}},
+		{"gpt-2", "a\n\nb", []string{"a", "\n", "\n", "b"}},
+		{"gpt-2", "end  ", []string{"end", "  "}},
+		{"gpt-2", "x??y", []string{"x", "??", "y"}},
+		{"gpt-2", "I'LL go", []string{"I", "'", "LL", " go"}}, // GPT-2 contractions are lower case only
+		{"llama3", "I'LL go", []string{"I", "'LL", " go"}},
+		{"llama3", "12345", []string{"123", "45"}},
+		{"llama3", "a \n\nb", []string{"a", " \n\n", "b"}},
+		{"qwen2", "12345", []string{"1", "2", "3", "4", "5"}},
+		{"starcoder", " 123 x", []string{" ", "1", "2", "3", " x"}},
+		{"falcon", "1234567", []string{"123", "456", "7"}},
+		{"falcon", "a.b", []string{"a", ".", "b"}},
+		{"deepseek-coder", "ab\ncd 12", []string{"ab", "\n", "cd", " ", "1", "2"}},
+		{"gpt-2", "bad \xff\xfe utf8", []string{"bad", " \xff\xfe", " utf", "8"}},
+		{"default", "", nil},
 	}
 	for _, tc := range tests {
-		if got := preTokenize(tc.in); !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("preTokenize(%q) = %q, want %q", tc.in, got, tc.want)
+		p, err := newPreTokenizer(tc.pre)
+		if err != nil {
+			t.Fatal(err)
 		}
+		if got := p.split(tc.in); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s split(%q) = %q, want %q", tc.pre, tc.in, got, tc.want)
+		}
+	}
+	for _, name := range PreTokenizers() {
+		if _, err := newPreTokenizer(name); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := newPreTokenizer("qwen9000"); !errors.Is(err, ErrUnknownPreTokenizer) || !strings.Contains(err.Error(), "qwen9000") {
+		t.Errorf("unknown name: err = %v", err)
 	}
 }
 
@@ -261,7 +284,7 @@ func TestTemplates(t *testing.T) {
 			t.Errorf("DetectTemplate = %s, want %s", tpl.Name(), tc.name)
 			continue
 		}
-		if got := tpl.Apply(msgs, true); got != tc.want {
+		if got, _ := tpl.Render(msgs, true); got != tc.want {
 			t.Errorf("%s: Apply = %q, want %q", tc.name, got, tc.want)
 		}
 	}

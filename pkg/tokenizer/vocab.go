@@ -32,14 +32,27 @@ type Vocab struct {
 	// AddSpacePrefix (SPM) prepends a space to the text, as SentencePiece
 	// does by default.
 	AddSpacePrefix bool
+	// Pre (BPE) names the pre-tokenizer, as tokenizer.ggml.pre: see
+	// PreTokenizers. "" means "default".
+	Pre string
+}
+
+// Options tune how FromGGUFOptions builds a tokenizer.
+type Options struct {
+	// AcceptUnknownPre makes an unknown tokenizer.ggml.pre fall back to the
+	// "default" split rules (with a warning through Warn) instead of
+	// failing with ErrUnknownPreTokenizer. Text is then split differently
+	// from the model's training, as llama.cpp warns for a missing name.
+	AcceptUnknownPre bool
+	// Warn receives warnings; nil discards them.
+	Warn func(msg string)
 }
 
 // base is shared state of vocabulary-based tokenizers.
 type base struct {
 	v       Vocab
 	ids     map[string]int
-	control specials // control and user-defined tokens (EncodeSpecial)
-	user    specials // user-defined tokens only (Encode)
+	special specials // control and user-defined tokens
 }
 
 func newBase(v Vocab) (base, error) {
@@ -76,7 +89,7 @@ func newBase(v Vocab) (base, error) {
 		}
 	}
 	b := base{v: v, ids: make(map[string]int, n)}
-	ctl, usr := map[string]int{}, map[string]int{}
+	ctl, usr := map[string]int{}, map[string]bool{}
 	for i, t := range v.Tokens {
 		if _, dup := b.ids[t]; !dup {
 			b.ids[t] = i
@@ -88,10 +101,10 @@ func newBase(v Vocab) (base, error) {
 			}
 		case TypeUserDefined:
 			ctl[t] = i
-			usr[t] = i
+			usr[t] = true
 		}
 	}
-	b.control, b.user = newSpecials(ctl), newSpecials(usr)
+	b.special = newSpecials(ctl, usr)
 	return b, nil
 }
 
@@ -118,26 +131,43 @@ func parseByteToken(t string) (byte, bool) {
 }
 
 func (b *base) VocabSize() int { return len(b.v.Tokens) }
-func (b *base) BOS() int       { return b.v.BOS }
-func (b *base) EOS() int       { return b.v.EOS }
-func (b *base) AddBOS() bool   { return b.v.AddBOS }
+
+func (b *base) scanSpecials(text string, accept acceptFunc) {
+	b.special.scan(text, accept, func(string) {}, func(int) {})
+}
+
+// TokenText returns the vocabulary string of id ("" if out of range).
+func (b *base) TokenText(id int) string {
+	if id < 0 || id >= len(b.v.Tokens) {
+		return ""
+	}
+	return b.v.Tokens[id]
+}
+func (b *base) BOS() int     { return b.v.BOS }
+func (b *base) EOS() int     { return b.v.EOS }
+func (b *base) AddBOS() bool { return b.v.AddBOS }
 
 // encodeWith splits out special tokens and encodes the plain runs. A plain
 // run is "leading" at the start of the text or right after a special token
 // (where SentencePiece adds its space prefix, as llama.cpp does).
-func (b *base) encodeWith(sp specials, text string, plain func(string, bool) []int) []int {
+func (b *base) encodeWith(accept acceptFunc, text string, plain func(string, bool) []int) []int {
 	var ids []int
 	leading := true
-	sp.split(text,
+	b.special.split(text, accept,
 		func(s string) { ids = append(ids, plain(s, leading)...); leading = false },
 		func(id int) { ids = append(ids, id); leading = true })
 	return ids
 }
 
 // FromGGUF builds the tokenizer described by a GGUF file's tokenizer.ggml.*
-// metadata: model "llama" (SentencePiece), "gpt2" (byte-level BPE) or
-// "bytes" (the byte-level tokenizer of the embedded model).
-func FromGGUF(f *gguf.File) (Tokenizer, error) {
+// metadata: model "llama" (SentencePiece), "gpt2" (byte-level BPE, split by
+// the rules tokenizer.ggml.pre names) or "bytes" (the byte-level tokenizer
+// of the embedded model). An unknown pre-tokenizer is an error wrapping
+// ErrUnknownPreTokenizer and naming it.
+func FromGGUF(f *gguf.File) (Tokenizer, error) { return FromGGUFOptions(f, Options{}) }
+
+// FromGGUFOptions is FromGGUF with options.
+func FromGGUFOptions(f *gguf.File, o Options) (Tokenizer, error) {
 	model, err := f.String("tokenizer.ggml.model")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -205,6 +235,15 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 		v.AddBOS = flag("tokenizer.ggml.add_bos_token", false)
 		if v.Merges, err = f.Strings("tokenizer.ggml.merges"); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		if v.Pre, err = f.String("tokenizer.ggml.pre"); opt(err) != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		if _, known := preNames[v.Pre]; !known && v.Pre != "" && o.AcceptUnknownPre {
+			if o.Warn != nil {
+				o.Warn(fmt.Sprintf("tokenizer: unknown pre-tokenizer %q, using \"default\" split rules: text will not be tokenized as the model was trained", v.Pre))
+			}
+			v.Pre = "default"
 		}
 		return NewBPE(v)
 	}

@@ -25,7 +25,9 @@ const DefaultBlockTokens = 16
 type Cache interface {
 	// Lookup returns how many keys, from the first, are cached.
 	Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) (int, error)
-	// FetchRaw returns the longest intact prefix of keys as encoded blocks.
+	// FetchRaw returns the longest intact prefix of keys as encoded blocks,
+	// each verified to sit in the chain: block i's parent is keys[i-1] and
+	// only block 0 has none. The worker does not check that again.
 	FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst [][]byte) ([][]byte, error)
 	// Put stores encoded blocks.
 	Put(ctx context.Context, ns prefix.Namespace, blocks []client.Block) error

@@ -231,8 +231,11 @@ func TestChatTemplateApplied(t *testing.T) {
 		t.Fatalf("chat: %d %v", code, chat)
 	}
 	m := w.m
-	ids := tokenizer.EncodePrompt(m.Tokenizer(), m.ChatTemplate().Apply(msgs, true))
-	if !strings.Contains(m.ChatTemplate().Apply(msgs, true), "<|im_start|>assistant") {
+	ids, err := tokenizer.EncodeChat(m.Tokenizer(), m.ChatTemplate(), msgs, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text, _ := m.ChatTemplate().Render(msgs, true); !strings.Contains(text, "<|im_start|>assistant") {
 		t.Fatal("the tiny model's template is not ChatML")
 	}
 	if got := int(chat["usage"].(map[string]any)["prompt_tokens"].(float64)); got != len(ids) {

@@ -69,7 +69,12 @@ func (w *Worker) chatTokens(ctx context.Context, msgs []tokenizer.Message) ([]in
 	if e := w.textBound("messages", n); e != nil {
 		return nil, e
 	}
-	ids := tokenizer.EncodePrompt(w.m.Tokenizer(), w.m.ChatTemplate().Apply(msgs, true))
+	// Message content is never parsed for control tokens: only the
+	// template's own text can produce them.
+	ids, err := tokenizer.EncodeChat(w.m.Tokenizer(), w.m.ChatTemplate(), msgs, true)
+	if err != nil {
+		return nil, badRequest("messages", "invalid_chat", "%v", err)
+	}
 	if ctx.Err() != nil {
 		return nil, badRequest("messages", "client_gone", "the client went away")
 	}

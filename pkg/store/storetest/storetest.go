@@ -44,6 +44,11 @@ func Run(t *testing.T, open Opener) {
 		{"VerifierRejects", testVerifierRejects},
 		{"EvictLRULeafFirst", testEvictLRULeafFirst},
 		{"Full", testFull},
+		{"InvalidParent", testInvalidParent},
+		{"ChainNeverEvictsItself", testChainNeverEvictsItself},
+		{"OrphanEvictable", testOrphanEvictable},
+		{"Quota", testQuota},
+		{"QuotaNothingOwnToEvict", testQuotaNothingOwnToEvict},
 		{"Concurrent", testConcurrent},
 		{"ConcurrentEviction", testConcurrentEviction},
 		{"Closed", testClosed},
@@ -346,19 +351,235 @@ func testFull(t *testing.T, open Opener) {
 	if _, err := s.Put(ctx, ns, Key("huge"), Block(nil, Payload("huge", 3*size))); !errors.Is(err, store.ErrFull) {
 		t.Errorf("Put(bigger than capacity) err = %v, want ErrFull", err)
 	}
-	// x and y are each other's parent: neither is ever a leaf, so nothing
-	// is evictable.
-	x, y := Key("x"), Key("y")
-	mustPut(t, s, ns, x, Block(&y, Payload("x", size)))
+	// x <- y fills the store; z extends that chain, so making room for it
+	// would evict its own ancestors: nothing is evictable for z.
+	x, y, z := Key("x"), Key("y"), Key("z")
+	mustPut(t, s, ns, x, Block(nil, Payload("x", size)))
 	mustPut(t, s, ns, y, Block(&x, Payload("y", size)))
-	if _, err := s.Put(ctx, ns, Key("z"), Block(nil, Payload("z", size))); !errors.Is(err, store.ErrFull) {
-		t.Errorf("Put(all pinned) err = %v, want ErrFull", err)
+	if _, err := s.Put(ctx, ns, z, Block(&y, Payload("z", size))); !errors.Is(err, store.ErrFull) {
+		t.Errorf("Put(extends a chain filling the store) err = %v, want ErrFull", err)
 	}
-	if got := fmt.Sprint(present(t, s, ns, x, y, Key("z"), Key("huge"))); got != "[true true false false]" {
+	if got := fmt.Sprint(present(t, s, ns, x, y, z, Key("huge"))); got != "[true true false false]" {
 		t.Errorf("Contains after ErrFull = %s; want [true true false false]", got)
 	}
 	if st := s.Stats(); st.Evictions != 0 || st.Blocks != 2 {
 		t.Errorf("Stats = %+v; want no evictions, 2 blocks", st)
+	}
+	// A block of another chain evicts the old chain leaf-first.
+	mustPut(t, s, ns, Key("w"), Block(nil, Payload("w", size)))
+	if got := fmt.Sprint(present(t, s, ns, x, y, Key("w"))); got != "[true false true]" {
+		t.Errorf("Contains after an unrelated Put = %s; want [true false true]", got)
+	}
+}
+
+// testInvalidParent: a block naming itself as parent, or closing a cycle of
+// parent links, would never be evictable; Put rejects it and stores nothing.
+func testInvalidParent(t *testing.T, open Opener) {
+	const size = 100
+	s := open(t, opts(store.Options{Capacity: 3 * (headerLen + size)}))
+	ns := Namespace("a")
+	self := Key("self")
+	if _, err := s.Put(ctx, ns, self, Block(&self, Payload("self", size))); !errors.Is(err, store.ErrInvalidParent) {
+		t.Errorf("Put(parent = own key) err = %v, want ErrInvalidParent", err)
+	}
+	// x's parent is y, y's parent z; z naming x would close x->y->z->x.
+	x, y, z := Key("x"), Key("y"), Key("z")
+	mustPut(t, s, ns, x, Block(&y, Payload("x", size)))
+	mustPut(t, s, ns, y, Block(&z, Payload("y", size)))
+	if _, err := s.Put(ctx, ns, z, Block(&x, Payload("z", size))); !errors.Is(err, store.ErrInvalidParent) {
+		t.Errorf("Put(closes a cycle) err = %v, want ErrInvalidParent", err)
+	}
+	if got := fmt.Sprint(present(t, s, ns, self, x, y, z)); got != "[false true true false]" {
+		t.Errorf("Contains = %s; want [false true true false]", got)
+	}
+	// The store stays usable: x and y are evictable for new blocks.
+	for i := range 3 {
+		mustPut(t, s, ns, Key(fmt.Sprint("n", i)), Block(nil, Payload(fmt.Sprint("n", i), size)))
+	}
+	if st := s.Stats(); st.Blocks != 3 || st.Evictions != 2 {
+		t.Errorf("Stats = %+v; want 3 blocks, 2 evictions", st)
+	}
+}
+
+// testChainNeverEvictsItself stores one chain three times the capacity:
+// no block evicts an ancestor, so the stored blocks are always a prefix of
+// the chain, and once it fills the store the rest is refused with ErrFull.
+// A second chain then evicts the first one leaf-first and is reachable.
+func testChainNeverEvictsItself(t *testing.T, open Opener) {
+	const size, fit = 100, 8
+	var clk Clock
+	s := open(t, opts(store.Options{Capacity: fit * (headerLen + size), Now: clk.Now}))
+	ns := Namespace("a")
+	put := func(name string, n int) []prefix.Key {
+		keys := make([]prefix.Key, n)
+		stored := 0
+		for i := range keys {
+			clk.Set(clk.Now().Unix() + 1)
+			keys[i] = Key(fmt.Sprintf("%s/%d", name, i))
+			var parent *prefix.Key
+			if i > 0 {
+				parent = &keys[i-1]
+			}
+			ok, err := s.Put(ctx, ns, keys[i], Block(parent, Payload(keys[i].String(), size)))
+			switch {
+			case err == nil && ok:
+				stored++
+			case errors.Is(err, store.ErrFull):
+			default:
+				t.Fatalf("Put(%s/%d) = %v, %v", name, i, ok, err)
+			}
+			if n, err := s.Lookup(ctx, ns, keys[:i+1]); err != nil || n != stored {
+				t.Fatalf("after Put(%s/%d): Lookup = %d, %v; want the %d stored blocks reachable", name, i, n, err, stored)
+			}
+		}
+		if stored != fit {
+			t.Errorf("chain %s: %d blocks stored, want %d", name, stored, fit)
+		}
+		return keys
+	}
+	a := put("a", 3*fit)
+	b := put("b", 3*fit)
+	if n, _ := s.Lookup(ctx, ns, a); n != 0 {
+		t.Errorf("first chain: Lookup = %d after the second filled the store, want 0", n)
+	}
+	if n, _ := s.Lookup(ctx, ns, b); n != fit {
+		t.Errorf("second chain: Lookup = %d, want %d", n, fit)
+	}
+	if st := s.Stats(); st.Blocks != fit || st.BytesUsed > st.Capacity {
+		t.Errorf("Stats = %+v; want %d blocks within capacity", st, fit)
+	}
+}
+
+// testOrphanEvictable: a block whose parent is absent (deleted) is evicted
+// like any leaf, before a more recently used one.
+func testOrphanEvictable(t *testing.T, open Opener) {
+	const size = 100
+	var clk Clock
+	s := open(t, opts(store.Options{Capacity: 3 * (headerLen + size), Now: clk.Now}))
+	ns := Namespace("a")
+	clk.Set(1)
+	keys := chain(t, s, ns, "c", 3, size)
+	if n, err := s.Delete(ctx, ns, keys[1:2]); n != 1 || err != nil {
+		t.Fatalf("Delete = %d, %v", n, err)
+	}
+	clk.Set(2)
+	if _, err := s.Get(ctx, ns, keys[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, s, ns, Key("x"), Block(nil, Payload("x", size)))
+	clk.Set(3)
+	mustPut(t, s, ns, Key("y"), Block(nil, Payload("y", size)))
+	// c/2 (orphan, access 1) is the least recently used leaf.
+	if got := fmt.Sprint(present(t, s, ns, keys[0], keys[2], Key("x"), Key("y"))); got != "[true false true true]" {
+		t.Errorf("Contains = %s; want [true false true true]", got)
+	}
+	// An orphan is stored in free room but evicts nothing: z's parent is
+	// absent and the store is full.
+	z := Key("z")
+	if _, err := s.Put(ctx, ns, z, Block(&keys[1], Payload("z", size))); !errors.Is(err, store.ErrFull) {
+		t.Errorf("Put(orphan into a full store) err = %v, want ErrFull", err)
+	}
+}
+
+// testQuota: a tenant over its quota evicts its own least recently used
+// blocks, leaf-first, and never another tenant's; usage is per tenant.
+func testQuota(t *testing.T, open Opener) {
+	const size = 100
+	blk := int64(headerLen + size)
+	var clk Clock
+	s := open(t, opts(store.Options{Capacity: 10 * blk, Quotas: map[string]int64{"a": 3 * blk}, Now: clk.Now}))
+	ns := Namespace("q")
+	ta, tb := store.WithTenant(ctx, "a"), store.WithTenant(ctx, "b")
+	put := func(c context.Context, name string, parent string) error {
+		clk.Set(clk.Now().Unix() + 1)
+		var p *prefix.Key
+		if parent != "" {
+			k := Key(parent)
+			p = &k
+		}
+		_, err := s.Put(c, ns, Key(name), Block(p, Payload(name, size)))
+		return err
+	}
+	for _, b := range []string{"b1", "b2"} { // b's blocks are the oldest
+		if err := put(tb, b, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, st := range []struct{ name, parent string }{{"a1", ""}, {"a2", "a1"}, {"a3", ""}, {"a4", ""}, {"a5", ""}, {"a6", "a5"}} {
+		if err := put(ta, st.name, st.parent); err != nil {
+			t.Fatalf("Put(%s) as a: %v", st.name, err)
+		}
+	}
+	names := []string{"b1", "b2", "a1", "a2", "a3", "a4", "a5", "a6"}
+	keys := make([]prefix.Key, len(names))
+	for i, n := range names {
+		keys[i] = Key(n)
+	}
+	var got []string
+	for i, ok := range present(t, s, ns, keys...) {
+		if ok {
+			got = append(got, names[i])
+		}
+	}
+	// a4 takes a over its quota (a1 a2 a3 a4) and evicts a's least
+	// recently used leaf, a2 (a1 is pinned by it); a5 evicts a1, now a
+	// leaf; a6 extends a5 and evicts a3, not its parent. b's blocks, older
+	// than all of them, are never touched.
+	if want := "[b1 b2 a4 a5 a6]"; fmt.Sprint(got) != want {
+		t.Errorf("present %v, want %s", got, want)
+	}
+	st := s.Stats()
+	if ua := st.Tenants["a"]; ua.BytesUsed != 3*blk || ua.Blocks != 3 || ua.Quota != 3*blk {
+		t.Errorf("tenant a usage %+v; want 3 blocks, %d bytes, quota %d", ua, 3*blk, 3*blk)
+	}
+	if ub := st.Tenants["b"]; ub.BytesUsed != 2*blk || ub.Blocks != 2 || ub.Quota != 0 {
+		t.Errorf("tenant b usage %+v; want 2 blocks, no quota", ub)
+	}
+	if st.Evictions != 3 {
+		t.Errorf("Evictions = %d, want 3", st.Evictions)
+	}
+	if store.TenantOf(ta) != "a" || store.TenantOf(ctx) != "" {
+		t.Error("TenantOf does not return the label of WithTenant")
+	}
+	long := store.WithTenant(ctx, string(make([]byte, store.MaxTenantLen+1)))
+	if err := put(long, "long", ""); !errors.Is(err, store.ErrInvalidKey) {
+		t.Errorf("Put with a %d-byte tenant: %v, want ErrInvalidKey", store.MaxTenantLen+1, err)
+	}
+}
+
+// testQuotaNothingOwnToEvict: a tenant whose quota is taken by the chain it
+// is extending, or who puts a block bigger than its quota, gets ErrQuota;
+// nothing of another tenant is evicted and nothing is stored.
+func testQuotaNothingOwnToEvict(t *testing.T, open Opener) {
+	const size = 100
+	blk := int64(headerLen + size)
+	s := open(t, opts(store.Options{Capacity: 10 * blk, Quotas: map[string]int64{"a": 2 * blk, "b": 5 * blk}}))
+	ns := Namespace("q")
+	ta, tb := store.WithTenant(ctx, "a"), store.WithTenant(ctx, "b")
+	mustPut(t, s, ns, Key("b1"), Block(nil, Payload("b1", size)))
+	if _, err := s.Put(tb, ns, Key("b2"), Block(nil, Payload("b2", size))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ta, ns, Key("big"), Block(nil, Payload("big", 3*size))); !errors.Is(err, store.ErrQuota) {
+		t.Errorf("Put(bigger than the quota) err = %v, want ErrQuota", err)
+	}
+	x, y, z := Key("x"), Key("y"), Key("z")
+	for _, p := range []struct {
+		k      prefix.Key
+		parent *prefix.Key
+	}{{x, nil}, {y, &x}} {
+		if _, err := s.Put(ta, ns, p.k, Block(p.parent, Payload(p.k.String(), size))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Put(ta, ns, z, Block(&y, Payload("z", size))); !errors.Is(err, store.ErrQuota) {
+		t.Errorf("Put(extends the chain filling the quota) err = %v, want ErrQuota", err)
+	}
+	if got := fmt.Sprint(present(t, s, ns, Key("b1"), Key("b2"), x, y, z, Key("big"))); got != "[true true true true false false]" {
+		t.Errorf("Contains = %s; want [true true true true false false]", got)
+	}
+	if st := s.Stats(); st.Evictions != 0 || st.Tenants["a"].Blocks != 2 || st.Tenants[""].Blocks != 1 {
+		t.Errorf("Stats = %+v; want no evictions, 2 blocks of a, 1 unlabelled", st)
 	}
 }
 
@@ -421,15 +642,24 @@ func testConcurrentEviction(t *testing.T, open Opener) {
 	const size, workers, iters = 200, 8, 25
 	// Chains of at most three: a commit pins its blocks and their
 	// ancestors, at most 3 per writer, well within capacity.
+	// A chain's next block finds its parent evicted by the other writers
+	// now and then: it is then refused with ErrFull (an orphan evicts
+	// nothing), never anything else.
 	s := open(t, opts(store.Options{Capacity: 4 * workers * (headerLen + size)}))
 	ns := Namespace("a")
 	var wg sync.WaitGroup
+	var refused atomic.Int64
 	for w := range workers {
 		wg.Go(func() {
 			var prev *prefix.Key
 			for i := range iters {
 				k := Key(fmt.Sprint(w, "/", i))
 				if _, err := s.Put(ctx, ns, k, Block(prev, Payload(k.String(), size))); err != nil {
+					if prev != nil && errors.Is(err, store.ErrFull) {
+						refused.Add(1)
+						prev = nil
+						continue
+					}
 					t.Errorf("Put: %v", err)
 					return
 				}
@@ -446,8 +676,8 @@ func testConcurrentEviction(t *testing.T, open Opener) {
 	}
 	wg.Wait()
 	st := s.Stats()
-	if st.BytesUsed > st.Capacity || st.Puts != workers*iters || st.Evictions != st.Puts-st.Blocks {
-		t.Errorf("Stats = %+v; want within capacity, %d puts, evictions = puts - blocks", st, workers*iters)
+	if st.BytesUsed > st.Capacity || st.Puts+refused.Load() != workers*iters || st.Evictions != st.Puts-st.Blocks {
+		t.Errorf("Stats = %+v, %d refused; want within capacity, %d puts and refusals, evictions = puts - blocks", st, refused.Load(), workers*iters)
 	}
 }
 

@@ -1,0 +1,74 @@
+//go:build amd64 && !purego
+
+package model
+
+import "golang.org/x/sys/cpu"
+
+// Assembly kernels (kernel_amd64.s); see kernel.go for the order they keep.
+// The pointers must cover every element the kernel reads.
+
+//go:noescape
+func f32x4x4AVX512(x *float32, xs int, w *float32, ws int, n16 int, out *float32)
+
+//go:noescape
+func f32x1x4AVX512(x *float32, w *float32, ws int, n16 int, out *float32)
+
+//go:noescape
+func f32x1x4AVX2(x *float32, w *float32, ws int, n16 int, out *float32)
+
+//go:noescape
+func f16ToF32AVX512(dst *float32, src *uint16, n16 int)
+
+//go:noescape
+func f16ToF32F16C(dst *float32, src *uint16, n8 int)
+
+//go:noescape
+func q8x4x2VNNI(x *int8, xs int, xd *float32, xds int, w *byte, ws int, np int, out *float32)
+
+//go:noescape
+func q8x1x4VNNI(x *int8, xd *float32, w *byte, ws int, np int, out *float32)
+
+//go:noescape
+func f16x1x4AVX512(x *float32, w *uint16, ws int, n16 int, out *float32)
+
+//go:noescape
+func pv4AVX512(p *float32, ps int, nk int, v *float32, vs int, out *float32, os int, hd64 int)
+
+//go:noescape
+func pv1AVX512(p *float32, nk int, v *float32, vs int, out *float32, hd64 int)
+
+// kernelSets lists the kernel sets this CPU can run, fastest first; the
+// portable set is always last.
+func kernelSets() []*kernels {
+	var ks []*kernels
+	x := cpu.X86
+	if x.HasAVX512F && x.HasAVX512DQ && x.HasAVX512BW && x.HasAVX512VL && x.HasFMA && x.HasF16C {
+		k := &kernels{name: "avx512", f32x4x4: f32x4x4AVX512, f32x1x4: f32x1x4AVX512, f16: f16x16AVX512,
+			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512}
+		if x.HasAVX512VNNI {
+			k.name = "avx512vnni"
+			k.q8x4x2, k.q8x1x4 = q8x4x2VNNI, q8x1x4VNNI
+		}
+		ks = append(ks, k)
+	}
+	if x.HasAVX2 && x.HasFMA && x.HasF16C {
+		ks = append(ks, &kernels{name: "avx2", f32x1x4: f32x1x4AVX2, f16: f16x8F16C})
+	}
+	return append(ks, portable)
+}
+
+func f16x16AVX512(dst []float32, src []uint16) int {
+	n := len(src) &^ 15
+	if n > 0 {
+		f16ToF32AVX512(&dst[0], &src[0], n/16)
+	}
+	return n
+}
+
+func f16x8F16C(dst []float32, src []uint16) int {
+	n := len(src) &^ 7
+	if n > 0 {
+		f16ToF32F16C(&dst[0], &src[0], n/8)
+	}
+	return n
+}

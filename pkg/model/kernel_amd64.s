@@ -1,0 +1,571 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// SIMD kernels for the matmul drivers in matmul.go. Every kernel keeps the
+// canonical reduction order of kernel.go: output (r, c) has 16 float32 lanes,
+// lane l accumulating the elements l, l+16, l+32, ... with one fused
+// multiply-add each, and the lanes are summed by one fixed tree
+// (l+8, then +4, +2, +1). The portable code emulates exactly that, so every
+// path gives the same bits.
+
+// REDUCE16 sums the 16 lanes of zmm Z (low halves Y, X) in the canonical
+// tree order and stores the float32 at dst. Clobbers Y30/X30.
+#define REDUCE16(Z, Y, X, dst) \
+	VEXTRACTF32X8 $1, Z, Y30 \
+	VADDPS        Y30, Y, Y \
+	VEXTRACTF32X4 $1, Y, X30 \
+	VADDPS        X30, X, X \
+	VMOVHLPS      X, X, X30 \
+	VADDPS        X30, X, X \
+	VMOVSHDUP     X, X30 \
+	VADDSS        X30, X, X \
+	VMOVSS        X, dst
+
+// REDUCE8x2 is REDUCE16 for an accumulator split over two ymm registers
+// (lo = lanes 0-7, hi = lanes 8-15). Clobbers X15.
+#define REDUCE8x2(LO, HI, X, dst) \
+	VADDPS        HI, LO, LO \
+	VEXTRACTF128  $1, LO, X15 \
+	VADDPS        X15, X, X \
+	VMOVHLPS      X, X, X15 \
+	VADDPS        X15, X, X \
+	VMOVSHDUP     X, X15 \
+	VADDSS        X15, X, X \
+	VMOVSS        X, dst
+
+// func f32x4x4AVX512(x *float32, xs int, w *float32, ws int, n16 int, out *float32)
+// out[r*4+c] = dot(x row r, w row c) over n16*16 elements; xs and ws are
+// row strides in elements.
+TEXT ·f32x4x4AVX512(SB), NOSPLIT, $0-48
+	MOVQ x+0(FP), SI
+	MOVQ xs+8(FP), R8
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R9
+	MOVQ w+16(FP), DI
+	MOVQ ws+24(FP), R10
+	SHLQ $2, R10
+	LEAQ (R10)(R10*2), R11
+	MOVQ n16+32(FP), CX
+	MOVQ out+40(FP), DX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	TESTQ CX, CX
+	JZ    f44reduce
+
+f44loop:
+	VMOVUPS     (SI), Z16
+	VMOVUPS     (SI)(R8*1), Z17
+	VMOVUPS     (SI)(R8*2), Z18
+	VMOVUPS     (SI)(R9*1), Z19
+	VMOVUPS     (DI), Z20
+	VMOVUPS     (DI)(R10*1), Z21
+	VMOVUPS     (DI)(R10*2), Z22
+	VMOVUPS     (DI)(R11*1), Z23
+	VFMADD231PS Z20, Z16, Z0
+	VFMADD231PS Z21, Z16, Z1
+	VFMADD231PS Z22, Z16, Z2
+	VFMADD231PS Z23, Z16, Z3
+	VFMADD231PS Z20, Z17, Z4
+	VFMADD231PS Z21, Z17, Z5
+	VFMADD231PS Z22, Z17, Z6
+	VFMADD231PS Z23, Z17, Z7
+	VFMADD231PS Z20, Z18, Z8
+	VFMADD231PS Z21, Z18, Z9
+	VFMADD231PS Z22, Z18, Z10
+	VFMADD231PS Z23, Z18, Z11
+	VFMADD231PS Z20, Z19, Z12
+	VFMADD231PS Z21, Z19, Z13
+	VFMADD231PS Z22, Z19, Z14
+	VFMADD231PS Z23, Z19, Z15
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	DECQ        CX
+	JNZ         f44loop
+
+f44reduce:
+	REDUCE16(Z0, Y0, X0, 0(DX))
+	REDUCE16(Z1, Y1, X1, 4(DX))
+	REDUCE16(Z2, Y2, X2, 8(DX))
+	REDUCE16(Z3, Y3, X3, 12(DX))
+	REDUCE16(Z4, Y4, X4, 16(DX))
+	REDUCE16(Z5, Y5, X5, 20(DX))
+	REDUCE16(Z6, Y6, X6, 24(DX))
+	REDUCE16(Z7, Y7, X7, 28(DX))
+	REDUCE16(Z8, Y8, X8, 32(DX))
+	REDUCE16(Z9, Y9, X9, 36(DX))
+	REDUCE16(Z10, Y10, X10, 40(DX))
+	REDUCE16(Z11, Y11, X11, 44(DX))
+	REDUCE16(Z12, Y12, X12, 48(DX))
+	REDUCE16(Z13, Y13, X13, 52(DX))
+	REDUCE16(Z14, Y14, X14, 56(DX))
+	REDUCE16(Z15, Y15, X15, 60(DX))
+	VZEROUPPER
+	RET
+
+// func f32x1x4AVX512(x *float32, w *float32, ws int, n16 int, out *float32)
+// out[c] = dot(x, w row c), c < 4.
+TEXT ·f32x1x4AVX512(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ w+8(FP), DI
+	MOVQ ws+16(FP), R10
+	SHLQ $2, R10
+	LEAQ (R10)(R10*2), R11
+	MOVQ n16+24(FP), CX
+	MOVQ out+32(FP), DX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	TESTQ CX, CX
+	JZ    f14reduce
+
+f14loop:
+	VMOVUPS     (SI), Z16
+	VFMADD231PS (DI), Z16, Z0
+	VFMADD231PS (DI)(R10*1), Z16, Z1
+	VFMADD231PS (DI)(R10*2), Z16, Z2
+	VFMADD231PS (DI)(R11*1), Z16, Z3
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	DECQ        CX
+	JNZ         f14loop
+
+f14reduce:
+	REDUCE16(Z0, Y0, X0, 0(DX))
+	REDUCE16(Z1, Y1, X1, 4(DX))
+	REDUCE16(Z2, Y2, X2, 8(DX))
+	REDUCE16(Z3, Y3, X3, 12(DX))
+	VZEROUPPER
+	RET
+
+// func f32x1x4AVX2(x *float32, w *float32, ws int, n16 int, out *float32)
+// As f32x1x4AVX512 with each 16-lane accumulator in two ymm registers.
+TEXT ·f32x1x4AVX2(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ w+8(FP), DI
+	MOVQ ws+16(FP), R10
+	SHLQ $2, R10
+	LEAQ (R10)(R10*2), R11
+	MOVQ n16+24(FP), CX
+	MOVQ out+32(FP), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	TESTQ CX, CX
+	JZ    a14reduce
+
+a14loop:
+	VMOVUPS     (SI), Y8
+	VMOVUPS     32(SI), Y9
+	VFMADD231PS (DI), Y8, Y0
+	VFMADD231PS 32(DI), Y9, Y1
+	VFMADD231PS (DI)(R10*1), Y8, Y2
+	VFMADD231PS 32(DI)(R10*1), Y9, Y3
+	VFMADD231PS (DI)(R10*2), Y8, Y4
+	VFMADD231PS 32(DI)(R10*2), Y9, Y5
+	VFMADD231PS (DI)(R11*1), Y8, Y6
+	VFMADD231PS 32(DI)(R11*1), Y9, Y7
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	DECQ        CX
+	JNZ         a14loop
+
+a14reduce:
+	REDUCE8x2(Y0, Y1, X0, 0(DX))
+	REDUCE8x2(Y2, Y3, X2, 4(DX))
+	REDUCE8x2(Y4, Y5, X4, 8(DX))
+	REDUCE8x2(Y6, Y7, X6, 12(DX))
+	VZEROUPPER
+	RET
+
+// func f16ToF32AVX512(dst *float32, src *uint16, n16 int)
+TEXT ·f16ToF32AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n16+16(FP), CX
+	TESTQ CX, CX
+	JZ    h16done
+
+h16loop:
+	VCVTPH2PS (SI), Z0
+	VMOVUPS   Z0, (DI)
+	ADDQ      $32, SI
+	ADDQ      $64, DI
+	DECQ      CX
+	JNZ       h16loop
+
+h16done:
+	VZEROUPPER
+	RET
+
+// func f16ToF32F16C(dst *float32, src *uint16, n8 int)
+TEXT ·f16ToF32F16C(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n8+16(FP), CX
+	TESTQ CX, CX
+	JZ    h8done
+
+h8loop:
+	VCVTPH2PS (SI), Y0
+	VMOVUPS   Y0, (DI)
+	ADDQ      $16, SI
+	ADDQ      $32, DI
+	DECQ      CX
+	JNZ       h8loop
+
+h8done:
+	VZEROUPPER
+	RET
+
+// Q8_0 x Q8_0 with AVX-512 VNNI. A weight row is nb 34-byte blocks (f16
+// scale, 32 int8); an activation row is nb*32 int8 with, per pair of
+// blocks, 16 float32 scales (8 copies of each block's scale). Each pair
+// of blocks fills the 16 lanes: block 2p in lanes 0-7, 2p+1 in lanes 8-15;
+// int32 lane j of a block holds the exact sum of its products 4j..4j+3,
+// computed as (x+128)*w - 128*w with the unsigned-by-signed dot product,
+// then acc = fma(dx*dw, float(sum), acc).
+
+// Q8COL loads the weight pair at P into W, -128*sum(w) per lane into NEG
+// and the 16 weight scales into D. Uses Z24 as a temporary.
+#define Q8COL(P, W, NEG, D, YD, XD) \
+	VMOVDQU32     2(P), Y24 \
+	VINSERTI64X4  $1, 36(P), Z24, W \
+	VPXORD        NEG, NEG, NEG \
+	VPDPBUSD      W, Z28, NEG \
+	VPSLLD        $7, NEG, NEG \
+	VPSUBD        NEG, Z30, NEG \
+	VPBROADCASTW  (P), YD \
+	VCVTPH2PS     XD, YD \
+	VPBROADCASTW  34(P), Y24 \
+	VCVTPH2PS     X24, Y24 \
+	VINSERTF32X8  $1, Y24, D, D
+
+// Q8MAC accumulates one (row, column) pair into ACC.
+#define Q8MAC(XU, DX, W, NEG, DW, ACC) \
+	VMOVDQA32   NEG, Z22 \
+	VPDPBUSD    W, XU, Z22 \
+	VCVTDQ2PS   Z22, Z22 \
+	VMULPS      DW, DX, Z23 \
+	VFMADD231PS Z23, Z22, ACC
+
+// func q8x4x2VNNI(x *int8, xs int, xd *float32, xds int, w *byte, ws int, np int, out *float32)
+// Four activation rows (stride xs bytes; scales stride xds bytes) by two
+// weight rows (stride ws bytes), np block pairs; out[r*2+c].
+TEXT ·q8x4x2VNNI(SB), NOSPLIT, $0-64
+	MOVQ x+0(FP), SI
+	MOVQ xs+8(FP), R8
+	LEAQ (R8)(R8*2), R9
+	MOVQ xd+16(FP), DX
+	MOVQ xds+24(FP), R12
+	LEAQ (R12)(R12*2), R13
+	MOVQ w+32(FP), DI
+	MOVQ ws+40(FP), R10
+	MOVQ np+48(FP), CX
+	MOVQ out+56(FP), BX
+	MOVL $0x01010101, AX
+	VPBROADCASTD AX, Z28
+	MOVL $0x80808080, AX
+	VPBROADCASTD AX, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	TESTQ CX, CX
+	JZ    q42reduce
+
+q42loop:
+	LEAQ  (DI)(R10*1), R11
+	Q8COL(DI, Z8, Z10, Z12, Y12, X12)
+	Q8COL(R11, Z9, Z11, Z13, Y13, X13)
+	VPXORD  (SI), Z29, Z14
+	VPXORD  (SI)(R8*1), Z29, Z15
+	VPXORD  (SI)(R8*2), Z29, Z16
+	VPXORD  (SI)(R9*1), Z29, Z17
+	VMOVUPS (DX), Z18
+	VMOVUPS (DX)(R12*1), Z19
+	VMOVUPS (DX)(R12*2), Z20
+	VMOVUPS (DX)(R13*1), Z21
+	Q8MAC(Z14, Z18, Z8, Z10, Z12, Z0)
+	Q8MAC(Z14, Z18, Z9, Z11, Z13, Z1)
+	Q8MAC(Z15, Z19, Z8, Z10, Z12, Z2)
+	Q8MAC(Z15, Z19, Z9, Z11, Z13, Z3)
+	Q8MAC(Z16, Z20, Z8, Z10, Z12, Z4)
+	Q8MAC(Z16, Z20, Z9, Z11, Z13, Z5)
+	Q8MAC(Z17, Z21, Z8, Z10, Z12, Z6)
+	Q8MAC(Z17, Z21, Z9, Z11, Z13, Z7)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $68, DI
+	DECQ CX
+	JNZ  q42loop
+
+q42reduce:
+	REDUCE16(Z0, Y0, X0, 0(BX))
+	REDUCE16(Z1, Y1, X1, 4(BX))
+	REDUCE16(Z2, Y2, X2, 8(BX))
+	REDUCE16(Z3, Y3, X3, 12(BX))
+	REDUCE16(Z4, Y4, X4, 16(BX))
+	REDUCE16(Z5, Y5, X5, 20(BX))
+	REDUCE16(Z6, Y6, X6, 24(BX))
+	REDUCE16(Z7, Y7, X7, 28(BX))
+	VZEROUPPER
+	RET
+
+// func q8x1x4VNNI(x *int8, xd *float32, w *byte, ws int, np int, out *float32)
+// One activation row by four weight rows; out[c].
+TEXT ·q8x1x4VNNI(SB), NOSPLIT, $0-48
+	MOVQ x+0(FP), SI
+	MOVQ xd+8(FP), DX
+	MOVQ w+16(FP), DI
+	MOVQ ws+24(FP), R10
+	MOVQ np+32(FP), CX
+	MOVQ out+40(FP), BX
+	MOVL $0x01010101, AX
+	VPBROADCASTD AX, Z28
+	MOVL $0x80808080, AX
+	VPBROADCASTD AX, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	TESTQ CX, CX
+	JZ    q14reduce
+
+q14loop:
+	LEAQ  (DI)(R10*1), R11
+	LEAQ  (DI)(R10*2), R12
+	LEAQ  (R11)(R10*2), R13
+	Q8COL(DI, Z8, Z10, Z12, Y12, X12)
+	Q8COL(R11, Z9, Z11, Z13, Y13, X13)
+	Q8COL(R12, Z4, Z5, Z6, Y6, X6)
+	Q8COL(R13, Z7, Z15, Z16, Y16, X16)
+	VPXORD  (SI), Z29, Z14
+	VMOVUPS (DX), Z18
+	Q8MAC(Z14, Z18, Z8, Z10, Z12, Z0)
+	Q8MAC(Z14, Z18, Z9, Z11, Z13, Z1)
+	Q8MAC(Z14, Z18, Z4, Z5, Z6, Z2)
+	Q8MAC(Z14, Z18, Z7, Z15, Z16, Z3)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $68, DI
+	DECQ CX
+	JNZ  q14loop
+
+q14reduce:
+	REDUCE16(Z0, Y0, X0, 0(BX))
+	REDUCE16(Z1, Y1, X1, 4(BX))
+	REDUCE16(Z2, Y2, X2, 8(BX))
+	REDUCE16(Z3, Y3, X3, 12(BX))
+	VZEROUPPER
+	RET
+
+// Attention's weighted value sum: out[r][d] += p[r][j] * v[j][d] for
+// j < nk, one fused multiply-add chain per (r, d) in increasing j (the
+// order of pvRef), for d < hd64*64.
+
+// func pv4AVX512(p *float32, ps int, nk int, v *float32, vs int, out *float32, os int, hd64 int)
+// Four rows of p (stride ps elements), v rows stride vs, out rows stride os.
+TEXT ·pv4AVX512(SB), NOSPLIT, $0-64
+	MOVQ p+0(FP), SI
+	MOVQ ps+8(FP), R8
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R13
+	MOVQ nk+16(FP), R9
+	MOVQ v+24(FP), DI
+	MOVQ vs+32(FP), R10
+	SHLQ $2, R10
+	MOVQ out+40(FP), DX
+	MOVQ os+48(FP), R11
+	SHLQ $2, R11
+	MOVQ hd64+56(FP), R12
+
+pv4chunk:
+	VMOVUPS (DX), Z0
+	VMOVUPS 64(DX), Z1
+	VMOVUPS 128(DX), Z2
+	VMOVUPS 192(DX), Z3
+	VMOVUPS (DX)(R11*1), Z4
+	VMOVUPS 64(DX)(R11*1), Z5
+	VMOVUPS 128(DX)(R11*1), Z6
+	VMOVUPS 192(DX)(R11*1), Z7
+	VMOVUPS (DX)(R11*2), Z8
+	VMOVUPS 64(DX)(R11*2), Z9
+	VMOVUPS 128(DX)(R11*2), Z10
+	VMOVUPS 192(DX)(R11*2), Z11
+	LEAQ    (DX)(R11*2), BX
+	VMOVUPS (BX)(R11*1), Z12
+	VMOVUPS 64(BX)(R11*1), Z13
+	VMOVUPS 128(BX)(R11*1), Z14
+	VMOVUPS 192(BX)(R11*1), Z15
+	MOVQ   SI, AX
+	MOVQ   DI, BX
+	MOVQ   R9, CX
+	TESTQ  CX, CX
+	JZ     pv4store
+
+pv4loop:
+	VMOVUPS      (BX), Z16
+	VMOVUPS      64(BX), Z17
+	VMOVUPS      128(BX), Z18
+	VMOVUPS      192(BX), Z19
+	VBROADCASTSS (AX), Z20
+	VBROADCASTSS (AX)(R8*1), Z21
+	VBROADCASTSS (AX)(R8*2), Z22
+	VBROADCASTSS (AX)(R13*1), Z23
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z18, Z20, Z2
+	VFMADD231PS  Z19, Z20, Z3
+	VFMADD231PS  Z16, Z21, Z4
+	VFMADD231PS  Z17, Z21, Z5
+	VFMADD231PS  Z18, Z21, Z6
+	VFMADD231PS  Z19, Z21, Z7
+	VFMADD231PS  Z16, Z22, Z8
+	VFMADD231PS  Z17, Z22, Z9
+	VFMADD231PS  Z18, Z22, Z10
+	VFMADD231PS  Z19, Z22, Z11
+	VFMADD231PS  Z16, Z23, Z12
+	VFMADD231PS  Z17, Z23, Z13
+	VFMADD231PS  Z18, Z23, Z14
+	VFMADD231PS  Z19, Z23, Z15
+	ADDQ         $4, AX
+	ADDQ         R10, BX
+	DECQ         CX
+	JNZ          pv4loop
+
+pv4store:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, 128(DX)
+	VMOVUPS Z3, 192(DX)
+	VMOVUPS Z4, (DX)(R11*1)
+	VMOVUPS Z5, 64(DX)(R11*1)
+	VMOVUPS Z6, 128(DX)(R11*1)
+	VMOVUPS Z7, 192(DX)(R11*1)
+	VMOVUPS Z8, (DX)(R11*2)
+	VMOVUPS Z9, 64(DX)(R11*2)
+	VMOVUPS Z10, 128(DX)(R11*2)
+	VMOVUPS Z11, 192(DX)(R11*2)
+	LEAQ    (DX)(R11*2), BX
+	VMOVUPS Z12, (BX)(R11*1)
+	VMOVUPS Z13, 64(BX)(R11*1)
+	VMOVUPS Z14, 128(BX)(R11*1)
+	VMOVUPS Z15, 192(BX)(R11*1)
+	ADDQ    $256, DI
+	ADDQ    $256, DX
+	DECQ    R12
+	JNZ     pv4chunk
+	VZEROUPPER
+	RET
+
+// func pv1AVX512(p *float32, nk int, v *float32, vs int, out *float32, hd64 int)
+TEXT ·pv1AVX512(SB), NOSPLIT, $0-48
+	MOVQ p+0(FP), SI
+	MOVQ nk+8(FP), R9
+	MOVQ v+16(FP), DI
+	MOVQ vs+24(FP), R10
+	SHLQ $2, R10
+	MOVQ out+32(FP), DX
+	MOVQ hd64+40(FP), R12
+
+pv1chunk:
+	VMOVUPS (DX), Z0
+	VMOVUPS 64(DX), Z1
+	VMOVUPS 128(DX), Z2
+	VMOVUPS 192(DX), Z3
+	MOVQ   SI, AX
+	MOVQ   DI, BX
+	MOVQ   R9, CX
+	TESTQ  CX, CX
+	JZ     pv1store
+
+pv1loop:
+	VBROADCASTSS (AX), Z20
+	VFMADD231PS  (BX), Z20, Z0
+	VFMADD231PS  64(BX), Z20, Z1
+	VFMADD231PS  128(BX), Z20, Z2
+	VFMADD231PS  192(BX), Z20, Z3
+	ADDQ         $4, AX
+	ADDQ         R10, BX
+	DECQ         CX
+	JNZ          pv1loop
+
+pv1store:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, 128(DX)
+	VMOVUPS Z3, 192(DX)
+	ADDQ    $256, DI
+	ADDQ    $256, DX
+	DECQ    R12
+	JNZ     pv1chunk
+	VZEROUPPER
+	RET
+
+// func f16x1x4AVX512(x *float32, w *uint16, ws int, n16 int, out *float32)
+// As f32x1x4AVX512 with f16 weights converted in the loop (exact), for
+// decode, where each weight is used once.
+TEXT ·f16x1x4AVX512(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ w+8(FP), DI
+	MOVQ ws+16(FP), R10
+	SHLQ $1, R10
+	LEAQ (R10)(R10*2), R11
+	MOVQ n16+24(FP), CX
+	MOVQ out+32(FP), DX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	TESTQ CX, CX
+	JZ    h14reduce
+
+h14loop:
+	VMOVUPS     (SI), Z16
+	VCVTPH2PS   (DI), Z20
+	VCVTPH2PS   (DI)(R10*1), Z21
+	VCVTPH2PS   (DI)(R10*2), Z22
+	VCVTPH2PS   (DI)(R11*1), Z23
+	VFMADD231PS Z20, Z16, Z0
+	VFMADD231PS Z21, Z16, Z1
+	VFMADD231PS Z22, Z16, Z2
+	VFMADD231PS Z23, Z16, Z3
+	ADDQ        $64, SI
+	ADDQ        $32, DI
+	DECQ        CX
+	JNZ         h14loop
+
+h14reduce:
+	REDUCE16(Z0, Y0, X0, 0(DX))
+	REDUCE16(Z1, Y1, X1, 4(DX))
+	REDUCE16(Z2, Y2, X2, 8(DX))
+	REDUCE16(Z3, Y3, X3, 12(DX))
+	VZEROUPPER
+	RET
