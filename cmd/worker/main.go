@@ -64,6 +64,8 @@ func run() error {
 	flag.BoolVar(&cfg.PromptOnly, "prompt-only", false, "append only prompt blocks, not blocks completed while generating")
 	flag.DurationVar(&putGrace, "shutdown-grace", 10*time.Second, "time in-flight requests and queued appends get on SIGTERM")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	var sec security
+	sec.flags(flag.CommandLine)
 	version := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
 	if *version {
@@ -107,11 +109,17 @@ func run() error {
 	log.Info("model ready", "model", info.Name, "layers", info.Layers, "kv_layers", info.KVLayers,
 		"context", info.ContextLen, "kv_bytes_per_token_f16", cfg.Model.KVBytesPerToken(), "load_s", time.Since(start).Seconds())
 
+	handler, err := sec.handler(ctx, w.Handler(), log)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
-	srv := w.NewServer()
+	lis = sec.listener(lis)
+	srv := w.NewServer() // the read and idle timeouts
+	srv.Handler = handler
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	log.Info("worker serving", "http", lis.Addr().String(), "cache_nodes", nodes, "codec", cfg.Codec.String(), "block_tokens", w.BlockTokens())

@@ -53,6 +53,9 @@ type samplingFields struct {
 	LogitBias        map[string]any    `json:"logit_bias"`
 	Metadata         map[string]string `json:"metadata"`
 	Store            *bool             `json:"store"`
+	// CacheSalt (vLLM's field) isolates the request's cache namespace
+	// (isolation.go).
+	CacheSalt *string `json:"cache_salt"`
 }
 
 type streamOptions struct {
@@ -203,6 +206,7 @@ type params struct {
 	topLogprobs       int
 	echo              bool
 	user              string
+	cacheSalt         string
 }
 
 // check validates the shared fields against the served model.
@@ -210,6 +214,12 @@ func (s *samplingFields) check(modelID string) (params, *apiError) {
 	p := params{temperature: 1, topP: 1, stream: s.Stream, n: 1, user: s.User}
 	if s.Model != "" && s.Model != modelID {
 		return p, badRequest("model", "model_not_found", "the model '%s' does not exist; this worker serves '%s'", s.Model, modelID)
+	}
+	if s.CacheSalt != nil {
+		if *s.CacheSalt == "" || len(*s.CacheSalt) > MaxCacheSaltBytes {
+			return p, badRequest("cache_salt", "invalid_value", "cache_salt must be a non-empty string of at most %d bytes", MaxCacheSaltBytes)
+		}
+		p.cacheSalt = *s.CacheSalt
 	}
 	if s.N != nil {
 		if *s.N < 1 || *s.N > MaxN {

@@ -41,6 +41,11 @@ type Request struct {
 	// each choice ends. An error from it aborts the request. The deltas of
 	// a choice concatenate to its Choice.
 	OnDelta func(Delta) error
+	// Isolation is folded into the cache namespace of this request
+	// (docs/keys.md, "Request salt"): requests with different values share
+	// no blocks. "" uses the worker's namespace. The HTTP API sets it from
+	// the API key's tenant and the request's cache_salt (Isolation func).
+	Isolation string
 }
 
 // Limits of a Request.
@@ -145,7 +150,8 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 	res = &Result{PromptTokens: len(req.Prompt)}
 	t := &res.Timings
 	seq := w.m.NewSequence(w.cfg.BlockTokens)
-	fetched := w.restore(ctx, seq, req.Prompt, t)
+	ns := w.namespaceFor(req.Isolation)
+	fetched := w.restore(ctx, ns, seq, req.Prompt, t)
 	res.CachedTokens = seq.Len()
 	runs := make([]*choiceRun, max(1, req.N))
 	// Whatever this request computed is worth storing, even if it fails
@@ -156,7 +162,7 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 		if runs[0] != nil {
 			gen = runs[0].Tokens
 		}
-		w.appendLater(seq, req.Prompt, gen, fetched)
+		w.appendLater(ns, seq, req.Prompt, gen, fetched)
 	}()
 	defer func() { res.collect(runs) }()
 

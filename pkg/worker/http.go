@@ -197,7 +197,8 @@ func (w *Worker) serve(rw http.ResponseWriter, r *http.Request, promptParam stri
 	}
 	// The template's markers come on top of the client's (at most MaxStop).
 	req := Request{Prompt: prompt, MaxTokens: p.maxTokens, Temperature: p.temperature, TopP: p.topP, Seed: p.seed,
-		StopTokens: stopIDs, Stop: append(slices.Clone(p.stop), stopText...), N: p.n, Logprobs: p.logprobs, TopLogprobs: p.topLogprobs}
+		StopTokens: stopIDs, Stop: append(slices.Clone(p.stop), stopText...), N: p.n, Logprobs: p.logprobs, TopLogprobs: p.topLogprobs,
+		Isolation: Isolation(tenantOf(r.Context()), p.cacheSalt)}
 	if err := w.validate(req); err != nil {
 		writeError(rw, apiErrorFor(err, promptParam))
 		return
