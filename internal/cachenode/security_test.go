@@ -425,3 +425,31 @@ func median(d []time.Duration) time.Duration {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// TestAttacksBeforeAuth is the "before" column of docs/security.md: on a
+// node without credentials (the state issue 9 started from; now only
+// reachable on loopback or with --insecure) any caller reads, probes and
+// deletes everyone's blocks. It guards that the attacks in
+// TestTenantIsolation are real attacks, not tests that cannot fail.
+func TestAttacksBeforeAuth(t *testing.T) {
+	n := testnode.Start(t, cachenode.Config{DataListen: "127.0.0.1:0"})
+	cl := kvcachev1.NewKVCacheServiceClient(dial(t, n.Addr()))
+	ctx := ctxT(t)
+	victim := newChain(t, 8, 1)
+	if _, err := putChain(ctx, cl, victim); err != nil {
+		t.Fatal(err)
+	}
+	r, err := cl.Lookup(ctx, &kvcachev1.LookupRequest{Namespace: victim.ns[:], Keys: victim.keyBytes()})
+	if err != nil || r.GetPrefixLen() != 8 {
+		t.Fatalf("attacker's probe %d, %v; want 8 without auth", r.GetPrefixLen(), err)
+	}
+	if b, err := getChain(ctx, cl, victim); err != nil || found(b) != 8 {
+		t.Fatalf("attacker's gRPC read %d, %v; want 8", found(b), err)
+	}
+	if b, err := dataGet(ctx, n.DataAddr(), nil, "", victim); err != nil || found(b) != 8 {
+		t.Fatalf("attacker's data-plane read %d, %v; want 8", found(b), err)
+	}
+	if d, err := cl.Delete(ctx, &kvcachev1.DeleteRequest{Namespace: victim.ns[:], Keys: victim.keyBytes()}); err != nil || d.GetDeleted() != 8 {
+		t.Fatalf("attacker's delete %d, %v; want 8", d.GetDeleted(), err)
+	}
+}

@@ -110,3 +110,28 @@ func FuzzResponseReader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadHello: the hello decoder never panics, returns a token of at
+// most MaxTokenBytes, and reads back exactly what AppendHello wrote.
+func FuzzReadHello(f *testing.F) {
+	f.Add(dataplane.AppendHello(nil, "token-0123456789abcdef"))
+	f.Add([]byte("KVDH\x01\x00\x00\x00"))
+	f.Add([]byte("KVDH\x02\x00\x01\x00x"))
+	f.Add([]byte("KVDH\x01\x00\xff\xffabc"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		tok, err := dataplane.ReadHello(bytes.NewReader(in))
+		if err != nil {
+			var pe *dataplane.ProtocolError
+			if !errors.As(err, &pe) && err != io.EOF && err != io.ErrUnexpectedEOF {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			return
+		}
+		if len(tok) == 0 || len(tok) > dataplane.MaxTokenBytes {
+			t.Fatalf("token of %d bytes accepted", len(tok))
+		}
+		if !bytes.Equal(dataplane.AppendHello(nil, tok), in[:dataplane.HelloHeaderSize+len(tok)]) {
+			t.Fatalf("decoded token %q does not re-encode to the input", tok)
+		}
+	})
+}

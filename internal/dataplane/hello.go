@@ -35,12 +35,15 @@ func AppendHello(b []byte, token string) []byte {
 	return append(b, token...)
 }
 
-// readHello reads a hello frame whose magic has been peeked and returns
-// its token.
-func readHello(r io.Reader) (string, error) {
+// ReadHello reads one hello frame and returns its token. Malformed frames are *ProtocolError;
+// it never allocates more than MaxTokenBytes.
+func ReadHello(r io.Reader) (string, error) {
 	var h [HelloHeaderSize]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return "", err
+	}
+	if string(h[:4]) != HelloMagic {
+		return "", protoErr(CodeBadMagic, "bad hello magic %q", h[:4])
 	}
 	if h[4] != HelloVersion {
 		return "", protoErr(CodeBadVersion, "hello version %d, node speaks %d", h[4], HelloVersion)

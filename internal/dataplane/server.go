@@ -251,7 +251,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		var pe *ProtocolError
 		if first {
 			if m, _ := c.br.Peek(len(HelloMagic)); string(m) == HelloMagic {
-				tok, err := readHello(c.br)
+				tok, err := ReadHello(c.br)
 				switch {
 				case errors.As(err, &pe):
 					s.refuse(nc, pe.Code, pe.Msg)

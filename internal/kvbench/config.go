@@ -36,6 +36,13 @@ type Config struct {
 	TargetBlockBytes int
 	TargetBytes      int64
 	TargetChainLen   int // blocks per fetch request; default 16
+	// BlockSizes adds uniform datasets of these block sizes (each of
+	// TargetBytes/4), fetched like the target: the fetch-by-block-size
+	// rows and chart. None by default.
+	BlockSizes []int
+
+	Fidelity bool   // bytes per token and attention fidelity per codec (DefaultConfig: true)
+	PlotDir  string // Main writes the charts here ("" = none)
 
 	Decode      bool // measure int8/int4 decode rates
 	RunWorkload bool // populate and fetch the workload (DefaultConfig: true)
@@ -53,7 +60,7 @@ func DefaultConfig() Config {
 		Geometry: Llama3_8B(), Workload: DefaultWorkload(), NodeMode: "child",
 		Writers: 16, Concurrency: 4, Duration: 2 * time.Second, Rounds: 3, LookupKeys: 512,
 		TargetBlockBytes: 1 << 20, TargetBytes: 1 << 30, TargetChainLen: 16,
-		Decode: true, RunWorkload: true, Lookup: true, GRPCRow: true,
+		Decode: true, RunWorkload: true, Lookup: true, GRPCRow: true, Fidelity: true,
 	}
 }
 

@@ -33,14 +33,15 @@ func (d *dataset) bytes() int64 {
 	return n
 }
 
-// targetDataset is uniform chains of blocks near TargetBlockBytes.
-func (r *runner) targetDataset() (*dataset, error) {
+// uniformDataset is uniform chains of blocks near blockBytes, about
+// total bytes in all (the target dataset, and each of BlockSizes).
+func (r *runner) uniformDataset(name string, blockBytes int, total int64) (*dataset, error) {
 	g := Llama3_8B()
-	g.Model += "/kvbench-target"
+	g.Model += "/kvbench-" + name
 	best := 1
 	for t := 1; t <= kvblock.MaxTokens; t *= 2 {
 		g.BlockTokens = t
-		if g.BlockBytes() > r.cfg.TargetBlockBytes*9/8 {
+		if g.BlockBytes() > blockBytes*9/8 {
 			break
 		}
 		best = t
@@ -54,8 +55,8 @@ func (r *runner) targetDataset() (*dataset, error) {
 		return nil, err
 	}
 	per := r.cfg.TargetChainLen
-	chains := max(1, int(r.cfg.TargetBytes/int64(g.BlockBytes()*per)))
-	d := &dataset{name: "target", g: g, ns: ns}
+	chains := max(1, int(total/int64(g.BlockBytes()*per)))
+	d := &dataset{name: name, g: g, ns: ns}
 	tokens := make([]uint32, g.BlockTokens)
 	for c := range chains {
 		parent, has := ns.Root(), false

@@ -12,7 +12,8 @@ import (
 
 // fetchPhase times warm fetches of d's requests at cfg.Concurrency,
 // backends interleaved round by round.
-func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string) error {
+// It returns the fetch row.
+func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string) (Row, error) {
 	bs := r.backends()
 	cols := make([]int, len(bs))
 	pids := make([]int, len(bs))
@@ -30,7 +31,7 @@ func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string) error
 		_, err := r.fetchFor(ctx, b, d, 500*time.Millisecond, 99)
 		r.p.end()
 		if err != nil {
-			return err
+			return Row{}, err
 		}
 	}
 	gbs := make([][]float64, len(bs))
@@ -43,7 +44,7 @@ func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string) error
 			cpu := cpuTime(pids[bi]) - c0
 			r.p.end()
 			if err != nil {
-				return err
+				return Row{}, err
 			}
 			gbs[bi] = append(gbs[bi], v)
 			// Core-seconds per GB, client and server together.
@@ -68,7 +69,7 @@ func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string) error
 		row.Target = ">= 2 GB/s and >= 1.5x best Redis"
 	}
 	r.rep.Rows = append(r.rep.Rows, row, tok, cpuRow)
-	return nil
+	return row, nil
 }
 
 // fetchFor runs cfg.Concurrency fetchers for dur and returns GB/s.

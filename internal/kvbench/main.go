@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
+	"github.com/kvcache/kvcache/internal/units"
 	"github.com/kvcache/kvcache/pkg/kvblock"
 )
 
@@ -59,18 +61,25 @@ func Main(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	fs.IntVar(&cfg.LookupKeys, "lookup-keys", cfg.LookupKeys, "keys per Lookup")
 	fs.IntVar(&cfg.TargetBlockBytes, "target-block", cfg.TargetBlockBytes, "block size of the uniform target dataset (0 = skip it)")
 	fs.Int64Var(&cfg.TargetBytes, "target-bytes", cfg.TargetBytes, "size of the target dataset")
+	blockSizes := fs.String("block-sizes", "", "more uniform datasets of these block sizes, e.g. 64KiB,256KiB,4MiB (the fetch-by-block-size chart)")
+	fs.BoolVar(&cfg.Fidelity, "fidelity", cfg.Fidelity, "report bytes per token and attention fidelity per codec")
+	fs.StringVar(&cfg.PlotDir, "plot", "", "write the charts (PNG and SVG) into this directory")
 	fs.BoolVar(&cfg.Decode, "decode", cfg.Decode, "measure int8/int4 decode")
 	fs.BoolVar(&cfg.RunWorkload, "workload", cfg.RunWorkload, "populate and fetch the workload")
 	fs.BoolVar(&cfg.Lookup, "lookup", cfg.Lookup, "measure Lookup")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write this process's CPU profile here")
 	fs.StringVar(&cfg.NodeCPUProfile, "node-cpuprofile", "", "write the child node's CPU profile (of the fetch phases) here")
 	fs.BoolVar(&cfg.ProfileAll, "node-profile-all", false, "the node's profile covers every phase")
+	version := buildinfo.Flag(fs)
 	asJSON := fs.Bool("json", false, "write the report as JSON to stdout instead of the table")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	if *version {
+		return buildinfo.Print(stdout, "kvbench")
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
@@ -83,6 +92,16 @@ func Main(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	if *nodes != "" {
 		cfg.Nodes = strings.Split(*nodes, ",")
 	}
+	for _, f := range strings.Split(*blockSizes, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := units.ParseBytes(f)
+		if err != nil || n < 1 || n > 64<<20 {
+			return fmt.Errorf("%w: -block-sizes: %q is not a block size of 1 B..64 MiB", ErrUsage, f)
+		}
+		cfg.BlockSizes = append(cfg.BlockSizes, int(n))
+	}
 	if cfg.NodeMode != "child" && cfg.NodeMode != "inproc" {
 		return fmt.Errorf("%w: -node-mode %q", ErrUsage, cfg.NodeMode)
 	}
@@ -92,7 +111,16 @@ func Main(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return rep.JSON(stdout)
+		err = rep.JSON(stdout)
+	} else {
+		err = rep.Markdown(stdout)
 	}
-	return rep.Markdown(stdout)
+	if err != nil || cfg.PlotDir == "" {
+		return err
+	}
+	paths, err := rep.WritePlots(cfg.PlotDir)
+	for _, p := range paths {
+		fmt.Fprintf(stderr, "kvbench: wrote %s\n", p)
+	}
+	return err
 }

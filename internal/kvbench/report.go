@@ -90,6 +90,10 @@ func fmtVal(v float64, unit string) string {
 		prec = 3
 	case "%", "k tokens/s":
 		prec = 1
+	case "B":
+		prec = 0
+	case "cos":
+		return strconv.FormatFloat(v, 'f', 6, 64)
 	}
 	return strconv.FormatFloat(v, 'f', prec, 64) + " " + unit
 }

@@ -30,6 +30,24 @@ type Report struct {
 	Rows      []Row                `json:"rows"`
 	Samples   map[string][]float64 `json:"samples"`
 	DurationS float64              `json:"duration_s"`
+	// BlockFetch is the fetch row of each uniform dataset, by block size.
+	BlockFetch []BlockFetch `json:"fetch_by_block_size,omitempty"`
+	// Codecs is each codec's bytes per token and fidelity.
+	Codecs []CodecFidelity `json:"codecs,omitempty"`
+}
+
+// CodecFidelity is one codec's KV bytes per token in the run's geometry
+// and the attention fidelity of its decoded KV (1 = exact).
+type CodecFidelity struct {
+	Codec           string  `json:"codec"`
+	BytesPerToken   float64 `json:"bytes_per_token"`
+	AttentionCosine float64 `json:"attention_cosine"`
+}
+
+// BlockFetch is the fetch throughput of every backend at one block size.
+type BlockFetch struct {
+	BlockBytes int `json:"block_bytes"`
+	Fetch      Row `json:"fetch"`
 }
 
 func setCol(row *Row, backend int, v float64) {

@@ -165,20 +165,35 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		main.data = nil // fetches need only the keys
 	}
-	var target *dataset
+	// The target dataset first (judged), then one per extra block size.
+	var uniform []*dataset
+	sizes, totals := []int{}, []int64{}
 	if cfg.TargetBlockBytes > 0 && cfg.TargetBytes > 0 {
-		target, err = r.targetDataset()
+		sizes, totals = append(sizes, cfg.TargetBlockBytes), append(totals, cfg.TargetBytes)
+	}
+	for _, b := range cfg.BlockSizes {
+		sizes, totals = append(sizes, b), append(totals, max(cfg.TargetBytes/4, int64(b)*int64(cfg.TargetChainLen)))
+	}
+	for i, size := range sizes {
+		name := "target"
+		if i > 0 || cfg.TargetBlockBytes <= 0 || cfg.TargetBytes <= 0 {
+			name = fmt.Sprintf("uniform-%d", size)
+		}
+		d, err := r.uniformDataset(name, size, totals[i])
 		if err != nil {
 			return err
 		}
-		r.rep.Target = target.g.String()
-		if err := r.encode(ctx, target); err != nil {
+		if name == "target" {
+			r.rep.Target = d.g.String()
+		}
+		if err := r.encode(ctx, d); err != nil {
 			return err
 		}
-		if err := r.populate(ctx, target, fmt.Sprintf("append %s blocks", fmtBytes(float64(target.g.BlockBytes())))); err != nil {
+		if err := r.populate(ctx, d, fmt.Sprintf("append %s blocks", fmtBytes(float64(d.g.BlockBytes())))); err != nil {
 			return err
 		}
-		target.data = nil
+		d.data = nil
+		uniform = append(uniform, d)
 	}
 	runtime.GC()
 
@@ -202,17 +217,24 @@ func (r *runner) run(ctx context.Context) error {
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	if cfg.RunWorkload {
-		if err := r.fetchPhase(ctx, main, "fetch workload"); err != nil {
+		if _, err := r.fetchPhase(ctx, main, "fetch workload"); err != nil {
 			return err
 		}
 	}
-	if target != nil {
-		if err := r.fetchPhase(ctx, target, fmt.Sprintf("fetch %s blocks", fmtBytes(float64(target.g.BlockBytes())))); err != nil {
+	for _, d := range uniform {
+		row, err := r.fetchPhase(ctx, d, fmt.Sprintf("fetch %s blocks", fmtBytes(float64(d.g.BlockBytes()))))
+		if err != nil {
 			return err
 		}
+		r.rep.BlockFetch = append(r.rep.BlockFetch, BlockFetch{BlockBytes: d.g.BlockBytes(), Fetch: row})
 	}
 	if cfg.Decode {
 		r.decodePhase()
+	}
+	if cfg.Fidelity {
+		if err := r.fidelityPhase(); err != nil {
+			return err
+		}
 	}
 	r.judge()
 	return nil

@@ -34,6 +34,7 @@ func TestParseErrors(t *testing.T) {
 		{"dup", tokA + " a read\n" + tokA + " b read\n", "same token as line 1"},
 		{"quota", tokA + " a read lots\n", "quota"},
 		{"certdup", "cert:x a read\ncert:x b read\n", "mapped twice"},
+		{"shared non-admin", tokA + " - write\n", "admin only"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "tokens")

@@ -57,9 +57,9 @@ func (r Role) String() string {
 func (r Role) Allows(need Role) bool { return r >= need }
 
 // SharedTenant, written as a tenant in a tokens file, means no tenant: the
-// caller's namespaces are used as sent (docs/keys.md), so it shares blocks
-// with every other caller of the shared tenant. Meant for operators and
-// for caches that are deliberately shared.
+// caller's namespaces are used as sent (docs/keys.md). Such a caller can
+// address any tenant's folded namespace, so the tokens file allows it for
+// role admin only (operators: kvctl, drains).
 const SharedTenant = "-"
 
 // Identity is an authenticated caller.

@@ -142,6 +142,12 @@ func parseTokens(b []byte) (*tokenSet, error) {
 		}
 		id := Identity{Tenant: f[1], Role: role, Source: "token"}
 		if id.Tenant == SharedTenant {
+			// A caller whose namespaces are not folded can send any
+			// tenant's folded namespace (it is a public function of the
+			// model and the tenant name): only an admin may.
+			if role != RoleAdmin {
+				return nil, fmt.Errorf("line %d: the shared tenant %q is for role admin only (it can address every tenant's blocks)", n, SharedTenant)
+			}
 			id.Tenant = ""
 		}
 		if len(f) == 4 {

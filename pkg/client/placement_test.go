@@ -1,8 +1,10 @@
 package client
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/kvcache/kvcache/pkg/prefix"
@@ -54,5 +56,27 @@ func TestRendezvousMovesOnlyWhatItMust(t *testing.T) {
 	}
 	if got := len(NewRendezvous([]string{"a:1"}, 3).Owners(keys[0], nil)); got != 1 {
 		t.Errorf("3 replicas on 1 node gave %d owners", got)
+	}
+}
+
+// The ranking takes its weight function from the caller: a constant weight
+// ranks by address (the tie-break every client shares), a weight of the
+// seed alone ranks every key the same way.
+func TestRankingUsesInjectedWeight(t *testing.T) {
+	addrs := []string{"c:1", "a:1", "b:1"}
+	flat := newRanking(addrs, func(_, _ uint64) uint64 { return 7 })
+	bySeed := newRanking(addrs, func(_, seed uint64) uint64 { return seed })
+	want := []string{"a:1", "b:1", "c:1"}
+	slices.SortFunc(want, func(x, y string) int { return cmp.Compare(nodeSeed(y), nodeSeed(x)) })
+	for _, k := range testKeys(50) {
+		if got := flat.owners(k, 3, nil); !slices.Equal(got, []string{"a:1", "b:1", "c:1"}) {
+			t.Fatalf("constant weight: owners %v, want address order", got)
+		}
+		if got := bySeed.owners(k, 3, nil); !slices.Equal(got, want) {
+			t.Fatalf("seed weight: owners %v, want %v", got, want)
+		}
+	}
+	if got := flat.owners(testKeys(1)[0], 2, nil); len(got) != 2 {
+		t.Fatalf("2 owners of 3 nodes: %v", got)
 	}
 }

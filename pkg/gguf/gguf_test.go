@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 func testFile(t testing.TB) []byte {
@@ -201,43 +203,6 @@ func TestUnsupportedTensorType(t *testing.T) {
 	}
 }
 
-func TestHalfExhaustive(t *testing.T) {
-	for h := 0; h < 1<<16; h++ {
-		f := HalfToFloat32(uint16(h))
-		if f != f {
-			continue
-		}
-		if got := Float32ToHalf(f); got != uint16(h) {
-			t.Fatalf("half %#04x -> %v -> %#04x", h, f, got)
-		}
-	}
-}
-
-func TestHalfRounding(t *testing.T) {
-	tests := []struct {
-		in   float32
-		want float32
-	}{
-		{1, 1},
-		{1 + 1.0/2048, 1},            // tie, rounds to even
-		{1 + 3.0/2048, 1 + 2.0/1024}, // tie, rounds to even (up)
-		{1 + 1.0/2048 + 1.0/65536, 1 + 1.0/1024},
-		{65504, 65504},
-		{65520, float32(math.Inf(1))},
-		{1e-8, 0},
-		{5.960464477539063e-08, 5.960464477539063e-08}, // smallest subnormal
-		{-2.5, -2.5},
-	}
-	for _, tc := range tests {
-		if got := RoundHalf(tc.in); got != tc.want {
-			t.Errorf("RoundHalf(%v) = %v, want %v", tc.in, got, tc.want)
-		}
-	}
-	if got := BF16ToFloat32(Float32ToBF16(1 + 1.0/256)); got != 1 {
-		t.Errorf("bf16 tie = %v", got)
-	}
-}
-
 func FuzzRead(f *testing.F) {
 	f.Add(testFile(f))
 	f.Add([]byte("GGUF\x03\x00\x00\x00"))
@@ -260,8 +225,8 @@ func TestKQuants(t *testing.T) {
 	// Q4_K: d=1, dmin=0.5; sub-blocks 0..3 have scale j+1 and min 0;
 	// sub-blocks 4..7 have scale 1 (low nibble) and min 2 (high nibble).
 	q4 := make([]byte, 144)
-	le.PutUint16(q4, Float32ToHalf(1))
-	le.PutUint16(q4[2:], Float32ToHalf(0.5))
+	le.PutUint16(q4, half.FromFloat32(1))
+	le.PutUint16(q4[2:], half.FromFloat32(0.5))
 	for j := 0; j < 4; j++ {
 		q4[4+j] = byte(j + 1)
 		q4[4+j+4] = 0
@@ -272,7 +237,7 @@ func TestKQuants(t *testing.T) {
 	}
 	// Q6_K: d=0.5, scales 1..16; first ql/qh bytes set.
 	q6 := make([]byte, 210)
-	le.PutUint16(q6[208:], Float32ToHalf(0.5))
+	le.PutUint16(q6[208:], half.FromFloat32(0.5))
 	for i := 0; i < 16; i++ {
 		q6[192+i] = byte(i + 1)
 	}

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 // decode converts raw tensor bytes of type t into float32 values. len(raw)
@@ -15,18 +17,16 @@ func decode(t TensorType, raw []byte, dst []float32) error {
 			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
 		}
 	case F16:
-		for i := range dst {
-			dst[i] = HalfToFloat32(binary.LittleEndian.Uint16(raw[2*i:]))
-		}
+		half.DecodeLE(dst, raw)
 	case BF16:
 		for i := range dst {
-			dst[i] = BF16ToFloat32(binary.LittleEndian.Uint16(raw[2*i:]))
+			dst[i] = half.BF16ToFloat32(binary.LittleEndian.Uint16(raw[2*i:]))
 		}
 	case Q8_0:
 		// Block of 32: f16 scale d, then 32 int8 quants; x = q*d.
 		for b := 0; b < len(dst)/32; b++ {
 			blk := raw[b*34 : b*34+34]
-			d := HalfToFloat32(binary.LittleEndian.Uint16(blk))
+			d := half.ToFloat32(binary.LittleEndian.Uint16(blk))
 			out := dst[b*32 : b*32+32]
 			for j := range out {
 				out[j] = float32(int8(blk[2+j])) * d
@@ -37,7 +37,7 @@ func decode(t TensorType, raw []byte, dst []float32) error {
 		// nibble of byte j, element j+16 the high nibble; x = (q-8)*d.
 		for b := 0; b < len(dst)/32; b++ {
 			blk := raw[b*18 : b*18+18]
-			d := HalfToFloat32(binary.LittleEndian.Uint16(blk))
+			d := half.ToFloat32(binary.LittleEndian.Uint16(blk))
 			out := dst[b*32 : b*32+32]
 			for j := 0; j < 16; j++ {
 				out[j] = float32(int(blk[2+j]&0x0f)-8) * d
@@ -63,8 +63,8 @@ func decode(t TensorType, raw []byte, dst []float32) error {
 // bytes of nibbles. Each 64-element group uses 32 bytes: low nibbles are
 // the first sub-block, high nibbles the second; x = d*scale*q - dmin*min.
 func decodeQ4K(blk []byte, out []float32) {
-	d := HalfToFloat32(binary.LittleEndian.Uint16(blk))
-	dmin := HalfToFloat32(binary.LittleEndian.Uint16(blk[2:]))
+	d := half.ToFloat32(binary.LittleEndian.Uint16(blk))
+	dmin := half.ToFloat32(binary.LittleEndian.Uint16(blk[2:]))
 	sc := blk[4:16]
 	qs := blk[16:144]
 	scaleMin := func(j int) (float32, float32) {
@@ -91,7 +91,7 @@ func decodeQ4K(blk []byte, out []float32) {
 // and f16 d. Each 128-element half uses 64 ql, 32 qh and 8 scales;
 // x = d*scale*(q-32).
 func decodeQ6K(blk []byte, out []float32) {
-	d := HalfToFloat32(binary.LittleEndian.Uint16(blk[208:]))
+	d := half.ToFloat32(binary.LittleEndian.Uint16(blk[208:]))
 	for h := 0; h < 2; h++ {
 		ql := blk[64*h : 64*h+64]
 		qh := blk[128+32*h : 128+32*h+32]
@@ -128,11 +128,11 @@ func encode(t TensorType, src []float32) ([]byte, error) {
 		}
 	case F16:
 		for i, v := range src {
-			binary.LittleEndian.PutUint16(out[2*i:], Float32ToHalf(v))
+			binary.LittleEndian.PutUint16(out[2*i:], half.FromFloat32(v))
 		}
 	case BF16:
 		for i, v := range src {
-			binary.LittleEndian.PutUint16(out[2*i:], Float32ToBF16(v))
+			binary.LittleEndian.PutUint16(out[2*i:], half.BF16FromFloat32(v))
 		}
 	case Q8_0:
 		for b := 0; b < len(src)/32; b++ {
@@ -147,7 +147,7 @@ func encode(t TensorType, src []float32) ([]byte, error) {
 				id = 1 / d
 			}
 			blk := out[b*34 : b*34+34]
-			binary.LittleEndian.PutUint16(blk, Float32ToHalf(d))
+			binary.LittleEndian.PutUint16(blk, half.FromFloat32(d))
 			for j, v := range in {
 				blk[2+j] = byte(int8(math.Round(float64(v * id))))
 			}
@@ -167,7 +167,7 @@ func encode(t TensorType, src []float32) ([]byte, error) {
 				id = 1 / d
 			}
 			blk := out[b*18 : b*18+18]
-			binary.LittleEndian.PutUint16(blk, Float32ToHalf(d))
+			binary.LittleEndian.PutUint16(blk, half.FromFloat32(d))
 			q := func(v float32) byte { return byte(min(15, max(0, int(v*id+8.5)))) }
 			for j := 0; j < 16; j++ {
 				blk[2+j] = q(in[j]) | q(in[j+16])<<4

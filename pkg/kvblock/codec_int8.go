@@ -3,6 +3,8 @@ package kvblock
 import (
 	"encoding/binary"
 	"math"
+
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 // int8: symmetric, one f16 scale per (layer, token, head) row.
@@ -48,7 +50,7 @@ func encodeInt8(L *layout, x []float32, params, codes []byte) {
 					}
 					s16 := ceilF16Fast(math.Float32frombits(m) / 127)
 					inv[i] = 0
-					if s := f16Table[s16]; s > 0 {
+					if s := half.ToFloat32(s16); s > 0 {
 						inv[i] = 1 / s
 					}
 					binary.LittleEndian.PutUint16(params[2*(r+i):], s16)
@@ -107,7 +109,7 @@ func decodeInt8(L *layout, params, codes []byte, y []float32) {
 	y = y[:rows*D]
 	tab := &int8Floats
 	for r := 0; r < rows; r++ {
-		s := f16Table[binary.LittleEndian.Uint16(params[2*r:])]
+		s := half.ToFloat32(binary.LittleEndian.Uint16(params[2*r:]))
 		cr := codes[r*D : r*D+D]
 		out := y[r*D : r*D+D]
 		out = out[:len(cr)]

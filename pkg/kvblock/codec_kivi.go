@@ -3,6 +3,8 @@ package kvblock
 import (
 	"encoding/binary"
 	"math"
+
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 // KIVI int4/int2 (Liu et al., 2024): keys have a few outlier *channels*, so
@@ -71,9 +73,9 @@ func encodeKIVIKeys(L *layout, x []float32, params, codes []byte, scratch *[]flo
 				}
 				for d := 0; d < D; d++ {
 					z16 := floorF16Fast(mn[d])
-					z := f16Table[z16]
+					z := half.ToFloat32(z16)
 					s16 := ceilF16Fast((mx[d] - z) / qmax)
-					s := f16Table[s16]
+					s := half.ToFloat32(s16)
 					zf[d] = z
 					inv[d] = 0
 					if s > 0 {
@@ -350,10 +352,10 @@ func valueParams(p []byte, zs, invs []float32, row []float32, vg, bits int) bool
 	}
 	for j := 0; j < NG; j++ {
 		z16 := floorF16Fast(keyFloat(mns[j]))
-		z := f16Table[z16]
+		z := half.ToFloat32(z16)
 		s16 := ceilF16Fast((keyFloat(mxs[j]) - z) / qmax)
 		var inv float32
-		if s := f16Table[s16]; s > 0 {
+		if s := half.ToFloat32(s16); s > 0 {
 			inv = 1 / s
 		}
 		zs[j], invs[j] = z, inv
@@ -472,8 +474,8 @@ func decodeKIVIKeys(L *layout, params, codes []byte, y []float32) {
 				t1 := min(T, t0+kg)
 				p := params[(l*G+g)*W*4:][:W*4]
 				for d := 0; d < W; d++ {
-					sf[d] = f16Table[binary.LittleEndian.Uint16(p[4*d:])]
-					zf[d] = f16Table[binary.LittleEndian.Uint16(p[4*d+2:])]
+					sf[d] = half.ToFloat32(binary.LittleEndian.Uint16(p[4*d:]))
+					zf[d] = half.ToFloat32(binary.LittleEndian.Uint16(p[4*d+2:]))
 				}
 				if simd {
 					simdDequantKeys(y, codes, sf[:W], zf[:W], l*T+t0, 1, t1-t0, H*RB, bits)
@@ -496,8 +498,8 @@ func decodeKIVIKeys(L *layout, params, codes []byte, y []float32) {
 			for h := 0; h < H; h++ {
 				p := params[(((l*G+g)*H)+h)*D*4:][:D*4]
 				for d := 0; d < D; d++ {
-					sf[d] = f16Table[binary.LittleEndian.Uint16(p[4*d:])]
-					zf[d] = f16Table[binary.LittleEndian.Uint16(p[4*d+2:])]
+					sf[d] = half.ToFloat32(binary.LittleEndian.Uint16(p[4*d:]))
+					zf[d] = half.ToFloat32(binary.LittleEndian.Uint16(p[4*d+2:]))
 				}
 				for t := t0; t < t1; t++ {
 					o := (l*T+t)*H + h
@@ -591,8 +593,8 @@ func decodeKIVIValues(L *layout, params, codes []byte, y []float32) {
 		cr := codes[r*RB:][:RB]
 		if fast {
 			for j := 0; j < NG; j++ {
-				s := f16Table[binary.LittleEndian.Uint16(p[4*j:])]
-				z := f16Table[binary.LittleEndian.Uint16(p[4*j+2:])]
+				s := half.ToFloat32(binary.LittleEndian.Uint16(p[4*j:]))
+				z := half.ToFloat32(binary.LittleEndian.Uint16(p[4*j+2:]))
 				for c := 0; c <= qmax; c++ {
 					lut[c] = codeFloats[c]*s + z
 				}
@@ -630,8 +632,8 @@ func decodeKIVIValues(L *layout, params, codes []byte, y []float32) {
 		}
 		unpack(u[:], cr, bits)
 		for j := 0; j < NG; j++ {
-			s := f16Table[binary.LittleEndian.Uint16(p[4*j:])]
-			z := f16Table[binary.LittleEndian.Uint16(p[4*j+2:])]
+			s := half.ToFloat32(binary.LittleEndian.Uint16(p[4*j:]))
+			z := half.ToFloat32(binary.LittleEndian.Uint16(p[4*j+2:]))
 			for c := 0; c <= qmax; c++ {
 				lut[c] = codeFloats[c]*s + z
 			}

@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 // Adversarial inputs, all f16-representable as the worker supplies them.
@@ -242,7 +244,7 @@ func TestF16Exhaustive(t *testing.T) {
 			}
 		}
 	}
-	if F16Bits(70000) != 0x7c00 || f16Sat(70000) != 0x7bff || f16Sat(float32(math.NaN())) != 0 {
+	if F16Bits(70000) != 0x7c00 || half.FromFloat32Sat(70000) != 0x7bff || half.FromFloat32Sat(float32(math.NaN())) != 0 {
 		t.Fatal("overflow/NaN handling")
 	}
 	for _, x := range []float32{1, -2.5, 1e-30, 3.0000002} {

@@ -3,134 +3,42 @@ package kvblock
 import (
 	"math"
 	"unsafe"
+
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 // The model engine keeps KV in 16-bit floats, so every codec ends up
-// converting to or from f16. Decoding uses a 256 KiB table (one load per
-// element, L2-resident and data-dependent hot lines stay in L1) because it
-// beats the branchy bit-twiddling form; encoding uses branch-light bit
-// arithmetic (F. Giesen's RNE conversion) since a table for float32 input
-// would be far too large.
-
-// f16Table maps every f16 bit pattern to its float32 value.
-var f16Table = func() *[1 << 16]float32 {
-	var t [1 << 16]float32
-	for i := range t {
-		t[i] = f16ToF32Slow(uint16(i))
-	}
-	return &t
-}()
-
-func f16ToF32Slow(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	man := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f: // Inf or NaN: keep the payload, force quiet.
-		if man != 0 {
-			return math.Float32frombits(sign | 0x7fc00000 | man<<13)
-		}
-		return math.Float32frombits(sign | 0x7f800000)
-	case exp == 0: // zero or subnormal: exact in float32.
-		v := float32(man) * (1.0 / (1 << 24))
-		if sign != 0 {
-			v = -v
-		}
-		return v
-	default:
-		return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
-	}
-}
+// converting to or from f16; the conversions live in internal/half. This
+// file keeps the public names and the inlined fast paths of the codecs'
+// four-at-a-time loops.
 
 // F16ToFloat32 returns the float32 value of the IEEE binary16 bit pattern h.
 // It is exact: every f16 value, including subnormals, infinities and NaNs
 // (made quiet), is representable in float32.
-func F16ToFloat32(h uint16) float32 { return f16Table[h] }
+func F16ToFloat32(h uint16) float32 { return half.ToFloat32(h) }
 
 // F16Bits converts f to IEEE binary16 with round-to-nearest-even, following
 // IEEE semantics: values that round beyond 65504 become ±Inf, NaN stays a
 // (quiet) NaN. Encode does not use it as is: see the package documentation
 // for how the codecs saturate instead.
-func F16Bits(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	a := b & 0x7fffffff
-	switch {
-	case a > 0x7f800000:
-		return sign | 0x7e00
-	case a >= 0x477ff000: // rounds to or beyond 65536: infinity
-		return sign | 0x7c00
-	}
-	return sign | f16Finite(a)
-}
-
-// f16Sat is the conversion Encode uses: like F16Bits, but a NaN becomes +0
-// and anything that would round to ±Inf saturates to ±65504, so a block never
-// carries a non-finite value produced by this encoder.
-func f16Sat(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	a := b & 0x7fffffff
-	switch {
-	case a > 0x7f800000:
-		return 0
-	case a >= 0x477ff000:
-		return sign | 0x7bff
-	}
-	return sign | f16Finite(a)
-}
-
-// f16Finite converts the magnitude bits a (< 65520, so the result is finite)
-// to f16 magnitude bits with RNE.
-func f16Finite(a uint32) uint16 {
-	if a < 0x38800000 { // below the smallest normal f16 (2^-14)
-		// Adding 0.5 puts the value in [0.5,1), whose float32 ulp is 2^-24,
-		// the f16 subnormal step; the FPU does the RNE for us.
-		r := math.Float32frombits(a) + 0.5
-		return uint16(math.Float32bits(r) - 0x3f000000)
-	}
-	odd := (a >> 13) & 1
-	a += 0xc8000fff // rebias exponent 127->15, add rounding bias 0xfff
-	a += odd        // ties to even
-	return uint16(a >> 13)
-}
+func F16Bits(f float32) uint16 { return half.FromFloat32(f) }
 
 // RoundF16 rounds f to the nearest f16 value (RNE, IEEE overflow to ±Inf).
 // The worker applies it to KV so that the f16 codec is lossless.
-func RoundF16(f float32) float32 { return f16Table[F16Bits(f)] }
+func RoundF16(f float32) float32 { return half.Round(f) }
 
 // BF16Bits converts f to bfloat16 with round-to-nearest-even and IEEE
 // semantics (overflow to ±Inf, NaN stays NaN).
-func BF16Bits(f float32) uint16 {
-	b := math.Float32bits(f)
-	if b&0x7fffffff > 0x7f800000 {
-		return uint16(b>>16) | 0x40
-	}
-	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
-}
-
-// bf16Sat is the saturating variant used by Encode: NaN -> +0, values that
-// would round to ±Inf -> ±max finite bfloat16.
-func bf16Sat(f float32) uint16 {
-	b := math.Float32bits(f)
-	a := b & 0x7fffffff
-	switch {
-	case a > 0x7f800000:
-		return 0
-	case a >= 0x7f7f8000:
-		return uint16(b>>16)&0x8000 | 0x7f7f
-	}
-	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
-}
+func BF16Bits(f float32) uint16 { return half.BF16FromFloat32(f) }
 
 // BF16ToFloat32 returns the float32 value of the bfloat16 bit pattern h.
-func BF16ToFloat32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+func BF16ToFloat32(h uint16) float32 { return half.BF16ToFloat32(h) }
 
 // RoundBF16 rounds f to the nearest bfloat16 value (RNE).
-func RoundBF16(f float32) float32 { return BF16ToFloat32(BF16Bits(f)) }
+func RoundBF16(f float32) float32 { return half.RoundBF16(f) }
 
 const (
-	f16Max     = 65504
+	f16Max     = half.Max
 	f16MaxBits = 0x477fe000 // float32 bits of 65504
 )
 
@@ -156,33 +64,6 @@ func sanitizeRow(dst, src []float32) []float32 {
 		dst[i] = sanitize(x)
 	}
 	return dst
-}
-
-// ceilF16 returns the smallest f16 >= x for finite x in [0, 65504]; it is
-// used for scales so the quantization range always covers the data.
-func ceilF16(x float32) uint16 {
-	h := f16Sat(x)
-	if f16Table[h] < x && h < 0x7bff {
-		h++
-	}
-	return h
-}
-
-// floorF16 returns the largest f16 <= x for finite x in [-65504, 65504]; it
-// is used for zero points (the group minimum) for the same reason.
-func floorF16(x float32) uint16 {
-	h := f16Sat(x)
-	if f16Table[h] > x {
-		switch {
-		case h == 0: // +0 -> smallest negative subnormal
-			h = 0x8001
-		case h&0x8000 == 0:
-			h--
-		case h != 0xfbff:
-			h++
-		}
-	}
-	return h
 }
 
 // absmaxBits returns the largest |x| of s as float32 bits. Comparing the
@@ -237,8 +118,8 @@ var (
 )
 
 // Fast paths of the conversions, for the loops that take four values at a
-// time and fall back to f16Sat/bf16Sat/f16Table when a value is outside the
-// common range.
+// time and fall back to the general conversions of internal/half when a
+// value is outside the common range.
 
 const f16MinNormBits = 0x38800000 // float32 bits of 2^-14, the smallest normal f16
 
@@ -249,41 +130,44 @@ func f16Normal4(b0, b1, b2, b3 uint32) bool {
 	return max(b0&0x7fffffff-lo, b1&0x7fffffff-lo, b2&0x7fffffff-lo, b3&0x7fffffff-lo) <= span
 }
 
-// f16Norm is f16Sat (= F16Bits) for float32 bits b whose magnitude is in
+// f16Norm is half.FromFloat32Sat (= F16Bits) for float32 bits b whose magnitude is in
 // [2^-14, 65504]: rebias the exponent and round to nearest even in one add.
 func f16Norm(b uint32) uint64 {
 	a := b & 0x7fffffff
 	return uint64((a+0xc8000fff+(a>>13)&1)>>13 | (b>>16)&0x8000)
 }
 
-// bf16Round is bf16Sat for float32 bits whose magnitude is below 0x7f7f8000
+// bf16Round is half.BF16FromFloat32Sat for float32 bits whose magnitude is below 0x7f7f8000
 // (finite, not rounding to infinity).
 func bf16Round(b uint32) uint64 {
 	return uint64((b + 0x7fff + (b>>16)&1) >> 16)
 }
 
-// f16SatFast is f16Sat with the common normal case inlined.
+// f16SatFast is half.FromFloat32Sat with the common normal case inlined.
 func f16SatFast(x float32) uint16 {
 	b := math.Float32bits(x)
 	if b&0x7fffffff-f16MinNormBits > f16MaxBits-f16MinNormBits {
-		return f16Sat(x)
+		return half.FromFloat32Sat(x)
 	}
 	return uint16(f16Norm(b))
 }
 
-// ceilF16Fast is ceilF16 with the f16 rounding inlined.
+// ceilF16Fast returns the smallest f16 >= x for finite x in [0, 65504];
+// it is used for scales so the quantization range always covers the data.
 func ceilF16Fast(x float32) uint16 {
 	h := f16SatFast(x)
-	if f16Table[h] < x && h < 0x7bff {
+	if half.ToFloat32(h) < x && h < 0x7bff {
 		h++
 	}
 	return h
 }
 
-// floorF16Fast is floorF16 with the f16 rounding inlined.
+// floorF16Fast returns the largest f16 <= x for finite x in [-65504,
+// 65504]; it is used for zero points (the group minimum) for the same
+// reason.
 func floorF16Fast(x float32) uint16 {
 	h := f16SatFast(x)
-	if f16Table[h] > x {
+	if half.ToFloat32(h) > x {
 		switch {
 		case h == 0: // +0 -> smallest negative subnormal
 			h = 0x8001

@@ -4,6 +4,8 @@ import (
 	"math"
 	"os"
 	"testing"
+
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 // TestFastConversions checks the fast-path converters against the general
@@ -17,8 +19,8 @@ func TestFastConversions(t *testing.T) {
 	for i := uint64(0); i < 1<<32; i += step {
 		b := uint32(i)
 		x := math.Float32frombits(b)
-		if f16Normal4(b, b, b, b) && uint16(f16Norm(b)) != f16Sat(x) {
-			t.Fatalf("f16Norm(%#x) = %#x, want %#x", b, f16Norm(b), f16Sat(x))
+		if f16Normal4(b, b, b, b) && uint16(f16Norm(b)) != half.FromFloat32Sat(x) {
+			t.Fatalf("f16Norm(%#x) = %#x, want %#x", b, f16Norm(b), half.FromFloat32Sat(x))
 		}
 		if a := b & 0x7fffffff; a >= f16MinNormBits && a <= f16MaxBits && !f16Normal4(b, b, b, b) {
 			t.Fatalf("f16Normal4(%#x)", b)
@@ -26,7 +28,7 @@ func TestFastConversions(t *testing.T) {
 		if a := b & 0x7fffffff; a >= 0x3c800000 && a < 0x43e00000 && uint8(e4m3Norm(b)) != e4m3(x) {
 			t.Fatalf("e4m3Norm(%#x)", b)
 		}
-		if b&0x7fffffff < 0x7f7f8000 && uint16(bf16Round(b)) != bf16Sat(x) {
+		if b&0x7fffffff < 0x7f7f8000 && uint16(bf16Round(b)) != half.BF16FromFloat32Sat(x) {
 			t.Fatalf("bf16Round(%#x)", b)
 		}
 	}

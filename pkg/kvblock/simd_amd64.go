@@ -5,6 +5,8 @@ package kvblock
 import (
 	"encoding/binary"
 	"simd/archsimd"
+
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 // AVX-512 versions of the hot loops of the int8 and KIVI codecs, built only
@@ -283,8 +285,8 @@ func simdDequantValues(y []float32, params, codes []byte, D, vg, rb, bits int) {
 		out := y[r*D:][:D]
 		cr := codes[r*rb:][:D*bits/8]
 		for g := 0; g < NG; g++ {
-			s := archsimd.BroadcastFloat32x16(f16Table[binary.LittleEndian.Uint16(p[4*g:])])
-			z := archsimd.BroadcastFloat32x16(f16Table[binary.LittleEndian.Uint16(p[4*g+2:])])
+			s := archsimd.BroadcastFloat32x16(half.ToFloat32(binary.LittleEndian.Uint16(p[4*g:])))
+			z := archsimd.BroadcastFloat32x16(half.ToFloat32(binary.LittleEndian.Uint16(p[4*g+2:])))
 			for j := g * vg; j < (g+1)*vg; j += 16 {
 				e.codes16(cr, j).Mul(s).Add(z).Store((*[16]float32)(out[j:]))
 			}

@@ -2,7 +2,8 @@ package model
 
 import (
 	"math"
-	"math/bits"
+
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 // The canonical reduction order of every matmul (all weight types, all
@@ -125,7 +126,7 @@ func dotQ8(q []int8, d []float32, w []byte) float32 {
 	var acc [16]float32
 	for b := range d {
 		blk := w[b*q8Bytes : (b+1)*q8Bytes]
-		ds := d[b] * halfToFloat32(uint16(blk[0])|uint16(blk[1])<<8)
+		ds := d[b] * half.ToFloat32(uint16(blk[0])|uint16(blk[1])<<8)
 		qs := q[b*q8Elems : (b+1)*q8Elems]
 		h := 8 * (b & 1)
 		for j := range 8 {
@@ -137,23 +138,4 @@ func dotQ8(q []int8, d []float32, w []byte) float32 {
 		}
 	}
 	return reduce16(&acc)
-}
-
-// halfToFloat32 converts IEEE binary16 bits to float32 exactly.
-func halfToFloat32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	man := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f: // Inf, NaN
-		return math.Float32frombits(sign | 0x7f800000 | man<<13)
-	case exp != 0:
-		return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
-	case man == 0:
-		return math.Float32frombits(sign)
-	}
-	// Subnormal: normalise.
-	shift := uint32(bits.LeadingZeros32(man)) - 21 // bring bit 10 to the top
-	man = (man << shift) & 0x3ff
-	return math.Float32frombits(sign | (113-shift)<<23 | man<<13)
 }

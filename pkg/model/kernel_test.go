@@ -45,15 +45,6 @@ func TestFMA32(t *testing.T) {
 	check(-a, a, float32(math.Ldexp(1, -80)))
 }
 
-func TestHalfToFloat32(t *testing.T) {
-	for h := range 1 << 16 {
-		got, want := halfToFloat32(uint16(h)), gguf.HalfToFloat32(uint16(h))
-		if math.Float32bits(got) != math.Float32bits(want) && !(got != got && want != want) {
-			t.Fatalf("half %#04x: %g, want %g", h, got, want)
-		}
-	}
-}
-
 // encodeWeight encodes float32 rows as typ.
 func encodeWeight(t testing.TB, typ gguf.TensorType, rows, cols int, data []float32) *weight {
 	t.Helper()

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/kvcache/kvcache/internal/half"
 	"github.com/kvcache/kvcache/pkg/gguf"
 )
 
@@ -82,7 +83,7 @@ func (ks *kernels) f16ToF32(dst []float32, src []uint16) {
 		i = ks.f16(dst, src)
 	}
 	for ; i < len(src); i++ {
-		dst[i] = halfToFloat32(src[i])
+		dst[i] = half.ToFloat32(src[i])
 	}
 }
 
@@ -158,7 +159,7 @@ func (ks *kernels) f16Direct(out []float32, ldo int, x []float32, n, k int, w []
 			for j := range 4 {
 				s := tile[j]
 				for i := k16; i < k; i++ {
-					s = fma32(xr[i], halfToFloat32(w[(o+j)*k+i]), s)
+					s = fma32(xr[i], half.ToFloat32(w[(o+j)*k+i]), s)
 				}
 				out[r*ldo+o+j] = s
 			}

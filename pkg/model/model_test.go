@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kvcache/kvcache/internal/half"
 	"github.com/kvcache/kvcache/pkg/gguf"
 )
 
@@ -192,7 +193,7 @@ func naiveLogits(m *Model, toks []int) []float64 {
 	}
 	r16 := func(x []float64) []float64 {
 		for i := range x {
-			x[i] = float64(gguf.RoundHalf(float32(x[i])))
+			x[i] = float64(half.Round(float32(x[i])))
 		}
 		return x
 	}

@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/kvcache/kvcache/pkg/gguf"
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 // The fast path of roundHalf must agree bit for bit with converting through
@@ -21,13 +21,13 @@ func TestRoundHalfMatchesConversion(t *testing.T) {
 	}
 	// Every f16 value and every midpoint between neighbours (the ties).
 	for h := range uint32(1 << 16) {
-		f := gguf.HalfToFloat32(uint16(h))
+		f := half.ToFloat32(uint16(h))
 		vals = append(vals, f, math.Float32frombits(math.Float32bits(f)+0x1000))
 	}
 	got := append([]float32(nil), vals...)
 	roundHalf(got)
 	for i, v := range vals {
-		want := gguf.RoundHalf(v)
+		want := half.Round(v)
 		if math.Float32bits(got[i]) != math.Float32bits(want) && !(want != want && got[i] != got[i]) {
 			t.Fatalf("roundHalf(%#08x) = %#08x, conversion gives %#08x", math.Float32bits(v), math.Float32bits(got[i]), math.Float32bits(want))
 		}
@@ -53,7 +53,7 @@ func BenchmarkRoundHalfConversion(b *testing.B) {
 	b.SetBytes(int64(4 * len(x)))
 	for b.Loop() {
 		for i, v := range x {
-			x[i] = gguf.RoundHalf(v)
+			x[i] = half.Round(v)
 		}
 	}
 }

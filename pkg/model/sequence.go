@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/kvcache/kvcache/pkg/gguf"
+	"github.com/kvcache/kvcache/internal/half"
 )
 
 // maxChunk bounds the rows processed at once by Prefill (and so its scratch
@@ -123,7 +123,7 @@ func roundHalf(x []float32) {
 			x[i] = math.Float32frombits((b + 0xfff + (b>>13)&1) &^ 0x1fff)
 			continue
 		}
-		x[i] = gguf.RoundHalf(v)
+		x[i] = half.Round(v)
 	}
 }
 

@@ -2,6 +2,7 @@ package prefix_test
 
 import (
 	"bufio"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -123,6 +124,19 @@ func TestSpecVectors(t *testing.T) {
 			}
 			if got := prefix.Next(parent, tokens(t, m["tokens"])); got.String() != m["key"] {
 				t.Errorf("chain(%s) = %s, spec says %s", m["tokens"], got, m["key"])
+			}
+		case "fold":
+			m := fields(t, line)
+			ns, err := prefix.ParseNamespace(m["ns"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			tenant, err := url.PathUnescape(m["tenant"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := prefix.WithTenant(ns, tenant); got.String() != m["out"] {
+				t.Errorf("fold(%s, %q) = %s, spec says %s", m["ns"][:8], tenant, got, m["out"])
 			}
 		default:
 			t.Fatalf("unknown vector kind %q", line[0])
