@@ -4,6 +4,12 @@ BIN      := $(CURDIR)/bin
 TOOLS    := $(CURDIR)/.tools/bin
 CMDS     := cachenode worker kvctl kvbench
 PLOTDIR  ?= plots
+# The build stamped into every binary (internal/buildinfo: --version, the
+# first log line, Stats, kvcache_build_info). VERSION is the v* tag of HEAD
+# (or "devel"); override it for a release: make build VERSION=v1.2.0.
+VERSION ?= $(shell git describe --tags --match 'v*' --dirty 2>/dev/null || echo devel)
+COMMIT  ?= $(shell c=$$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet HEAD -- 2>/dev/null || c=$$c-dirty; echo $$c; })
+LDFLAGS := -X github.com/kvcache/kvcache/internal/buildinfo.version=$(VERSION) -X github.com/kvcache/kvcache/internal/buildinfo.commit=$(COMMIT)
 # Pinned generator versions: `make generate` installs exactly these.
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
@@ -15,7 +21,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(patsubst %,./%,$(wildcard $(CMDS:%=cmd/%)))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN)/ $(patsubst %,./%,$(wildcard $(CMDS:%=cmd/%)))
 
 vet:
 	$(GO) vet ./...
@@ -64,7 +70,7 @@ bench:
 		$$SUDO apt-get install -y -q redis-server >/dev/null 2>&1 || \
 		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q redis-server >/dev/null; }; }
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/kvbench ./cmd/kvbench
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN)/kvbench ./cmd/kvbench
 	$(BIN)/kvbench -redis-server "$$(command -v redis-server)" -block-sizes 64KiB,256KiB,4MiB -plot $(PLOTDIR) $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench 'Encode/(int8|int4)$$|Decode/(int8|int4)$$' -benchtime 5x ./pkg/kvblock/
 
@@ -93,13 +99,15 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzReadRequest$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 	$(GO) test -run XXX -fuzz '^FuzzResponseReader$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 	$(GO) test -run XXX -fuzz '^FuzzReadHello$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
+	$(GO) test -run XXX -fuzz '^FuzzBPERoundTrip$$' -fuzztime $(FUZZTIME) ./pkg/tokenizer/
+	$(GO) test -run XXX -fuzz '^FuzzEncodeChat$$' -fuzztime $(FUZZTIME) ./pkg/tokenizer/
 
 # Three cache nodes and two workers on loopback, a shared-prefix workload,
 # a table of hits and TTFTs, a TTFT sweep over the prefix length, and the
 # plots (PNG and SVG) in PLOTDIR; stops everything it started.
 demo:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/cachenode ./cmd/worker ./cmd/kvdemo
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN)/ ./cmd/cachenode ./cmd/worker ./cmd/kvdemo
 	$(BIN)/kvdemo --bin $(BIN) --plot $(PLOTDIR)
 
 # Container images FROM scratch: static binaries into deploy/bin (ignored
@@ -110,7 +118,7 @@ DEPLOY_BIN := $(CURDIR)/deploy/bin
 
 images:
 	@mkdir -p $(DEPLOY_BIN)/empty
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(DEPLOY_BIN)/ ./cmd/cachenode ./cmd/worker ./cmd/kvctl
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(LDFLAGS)' -o $(DEPLOY_BIN)/ ./cmd/cachenode ./cmd/worker ./cmd/kvctl
 	$(DOCKER) build -q -f deploy/Dockerfile.cachenode -t kvcache/cachenode:$(IMAGE_TAG) deploy
 	$(DOCKER) build -q -f deploy/Dockerfile.worker -t kvcache/worker:$(IMAGE_TAG) deploy
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/internal/cachenode"
 	"github.com/kvcache/kvcache/internal/units"
 )
@@ -48,7 +49,11 @@ func run() error {
 	flag.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 0, "time in-flight calls get on SIGTERM (default 10s)")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	gcPercent := flag.Int("gc-percent", 400, "Go GC target percentage when GOGC is not set (Go's default is 100)")
+	version := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *version {
+		return buildinfo.Print(os.Stdout, "cachenode")
+	}
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if !set["data-listen"] {
@@ -72,6 +77,7 @@ func run() error {
 	}
 	cfg.MaxBlockBytes = int(mb)
 	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger.Info("cachenode starting", buildinfo.Get().LogAttr())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -28,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kvcache/kvcache/internal/buildinfo"
 )
 
 func main() {
@@ -60,7 +62,11 @@ func run() error {
 	sweep := flag.String("sweep", "64,128,256,512", "shared-prefix lengths (tokens) of the TTFT hit-vs-miss sweep; empty = none")
 	flag.StringVar(&o.plotDir, "plot", "", "write the plots (PNG and SVG) into this directory")
 	flag.DurationVar(&o.timeout, "timeout", 170*time.Second, "give up after this long")
+	version := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *version {
+		return buildinfo.Print(os.Stdout, "kvdemo")
+	}
 	var err error
 	if o.sweep, err = parseSweep(*sweep); err != nil {
 		return err

@@ -21,9 +21,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/pkg/client"
 	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/model"
+	"github.com/kvcache/kvcache/pkg/tokenizer"
 	"github.com/kvcache/kvcache/pkg/worker"
 )
 
@@ -40,7 +42,7 @@ func run() error {
 		listen, nodes, path   string
 		codec                 string
 		replicas              int
-		cla                   bool
+		cla, unknownPre       bool
 		callTimeout, putGrace time.Duration
 		level                 slog.Level
 	)
@@ -48,6 +50,7 @@ func run() error {
 	flag.StringVar(&nodes, "cache-nodes", "", "comma-separated cache node addresses (host:port); empty runs without a cache")
 	flag.StringVar(&path, "model", "", "GGUF model file (default: the embedded synthetic model)")
 	flag.BoolVar(&cla, "cla", false, "embedded model only: cross-layer attention variant (half the KV per token)")
+	flag.BoolVar(&unknownPre, "allow-unknown-pretokenizer", false, "load a BPE model whose tokenizer.ggml.pre is unknown with the default split rules (warns; text is then split unlike the model's training)")
 	flag.StringVar(&codec, "codec", "int8", "codec of appended blocks: f16, bf16, fp8_e4m3, int8, int4, int2")
 	flag.IntVar(&cfg.BlockTokens, "block-tokens", worker.DefaultBlockTokens, "tokens per cache block (part of the cache namespace)")
 	flag.IntVar(&replicas, "replicas", 2, "cache nodes owning each block")
@@ -59,10 +62,17 @@ func run() error {
 	flag.BoolVar(&cfg.PromptOnly, "prompt-only", false, "append only prompt blocks, not blocks completed while generating")
 	flag.DurationVar(&putGrace, "shutdown-grace", 10*time.Second, "time in-flight requests and queued appends get on SIGTERM")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	var sec security
+	sec.flags(flag.CommandLine)
+	version := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
+	if *version {
+		return buildinfo.Print(os.Stdout, "worker")
+	}
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
+	log.Info("worker starting", buildinfo.Get().LogAttr())
 	var err error
 	if cfg.Codec, err = kvblock.ParseCodec(codec); err != nil {
 		return fmt.Errorf("--codec: %w", err)
@@ -75,7 +85,11 @@ func run() error {
 		if cla {
 			return errors.New("--cla applies to the embedded model only; a GGUF file declares CLA in its metadata")
 		}
-		if cfg.Model, err = model.Load(ctx, path); err != nil {
+		opts := model.LoadOptions{Tokenizer: tokenizer.Options{
+			AcceptUnknownPre: unknownPre,
+			Warn:             func(msg string) { log.Warn(msg) },
+		}}
+		if cfg.Model, err = model.Load(ctx, path, opts); err != nil {
 			return fmt.Errorf("load model: %w", err)
 		}
 	} else {
@@ -97,11 +111,16 @@ func run() error {
 	log.Info("model ready", "model", info.Name, "layers", info.Layers, "kv_layers", info.KVLayers,
 		"context", info.ContextLen, "kv_bytes_per_token_f16", cfg.Model.KVBytesPerToken(), "load_s", time.Since(start).Seconds())
 
+	handler, err := sec.handler(ctx, w.Handler(), log)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	lis = sec.listener(lis)
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	log.Info("worker serving", "http", lis.Addr().String(), "cache_nodes", nodes, "codec", cfg.Codec.String(), "block_tokens", w.BlockTokens())

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/internal/units"
 	"github.com/kvcache/kvcache/pkg/kvblock"
 )
@@ -69,12 +70,16 @@ func Main(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write this process's CPU profile here")
 	fs.StringVar(&cfg.NodeCPUProfile, "node-cpuprofile", "", "write the child node's CPU profile (of the fetch phases) here")
 	fs.BoolVar(&cfg.ProfileAll, "node-profile-all", false, "the node's profile covers every phase")
+	version := buildinfo.Flag(fs)
 	asJSON := fs.Bool("json", false, "write the report as JSON to stdout instead of the table")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	if *version {
+		return buildinfo.Print(stdout, "kvbench")
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))

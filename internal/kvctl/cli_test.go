@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -240,6 +241,17 @@ func TestOutputFormats(t *testing.T) {
 		if _, tbl, _ := cli(t, nil, args...); tbl == js || tbl == ys {
 			t.Errorf("%v: the table is not the default", args)
 		}
+	}
+	// Stats carries the node's build (the node runs in this test binary).
+	var st []struct {
+		Build struct {
+			Version   string `json:"version"`
+			GoVersion string `json:"go_version"`
+		} `json:"build"`
+	}
+	if _, js, _ := cli(t, nil, "stats", nodes, "-o", "json"); json.Unmarshal([]byte(js), &st) != nil || len(st) != 1 ||
+		st[0].Build.GoVersion != runtime.Version() || st[0].Build.Version == "" {
+		t.Errorf("stats lacks the node's build: %+v\n%s", st, js)
 	}
 	// Hex keys that YAML would read as numbers (0e12...) stay strings.
 	var hdr map[string]any

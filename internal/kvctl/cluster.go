@@ -90,19 +90,19 @@ func runCluster(ctx context.Context, cmd *cobra.Command, g *globals) error {
 
 func printCluster(w io.Writer, rows []clusterRow) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tSOURCE\tID\tBLOCKS\tUSED\tCAPACITY\tHITS\tMISSES\tHIT%\tERROR")
+	fmt.Fprintln(tw, "NODE\tSTATE\tSOURCE\tID\tBLOCKS\tUSED\tCAPACITY\tHITS\tMISSES\tHIT%\tVERSION\tERROR")
 	for _, r := range rows {
 		errStr := r.LastError
 		if errStr == "" {
 			errStr = r.StatsErr
 		}
 		if r.Stats == nil {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.Addr, r.State, r.Source, oneLine(errStr))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.Addr, r.State, r.Source, oneLine(errStr))
 			continue
 		}
 		s := r.Stats
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\n", r.Addr, r.State, r.Source, s.NodeID, s.Blocks,
-			units.FormatBytes(float64(s.BytesUsed)), capacity(s.Capacity), s.Hits, s.Misses, pct(s.Hits, s.Hits+s.Misses), oneLine(errStr))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.Addr, r.State, r.Source, s.NodeID, s.Blocks,
+			units.FormatBytes(float64(s.BytesUsed)), capacity(s.Capacity), s.Hits, s.Misses, pct(s.Hits, s.Hits+s.Misses), s.shortBuild(), oneLine(errStr))
 	}
 	return tw.Flush()
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/internal/units"
 	"github.com/kvcache/kvcache/pkg/client"
 	"github.com/kvcache/kvcache/pkg/kvblock"
@@ -64,6 +65,20 @@ type statsJSON struct {
 	Puts      uint64 `json:"puts"`
 	PutBytes  uint64 `json:"put_bytes"`
 	FileBytes uint64 `json:"file_bytes"`
+	// Build is the node's binary (cachenode --version).
+	Build buildinfo.Info `json:"build"`
+}
+
+// shortBuild is the VERSION column: the version and a 12-digit commit.
+func (s *statsJSON) shortBuild() string {
+	c := s.Build.Commit
+	if len(c) > 12 {
+		c = c[:12]
+	}
+	if c == "" || c == buildinfo.Unknown {
+		return s.Build.Version
+	}
+	return s.Build.Version + "@" + c
 }
 
 func nodeStats(ctx context.Context, c *client.Client, node string) (*statsJSON, error) {
@@ -72,7 +87,8 @@ func nodeStats(ctx context.Context, c *client.Client, node string) (*statsJSON, 
 		return nil, err
 	}
 	return &statsJSON{NodeID: s.GetNodeId(), BytesUsed: s.GetBytesUsed(), Capacity: s.GetCapacityBytes(), Blocks: s.GetBlocks(),
-		Hits: s.GetHits(), Misses: s.GetMisses(), Evictions: s.GetEvictions(), Puts: s.GetPuts(), PutBytes: s.GetPutBytes(), FileBytes: s.GetFileBytes()}, nil
+		Hits: s.GetHits(), Misses: s.GetMisses(), Evictions: s.GetEvictions(), Puts: s.GetPuts(), PutBytes: s.GetPutBytes(), FileBytes: s.GetFileBytes(),
+		Build: buildinfo.Info{Version: s.GetBuild().GetVersion(), Commit: s.GetBuild().GetCommit(), GoVersion: s.GetBuild().GetGoVersion()}}, nil
 }
 
 func statsCmd(g *globals) *cobra.Command {
@@ -111,15 +127,15 @@ func runStats(ctx context.Context, cmd *cobra.Command, g *globals) error {
 	}
 	err = g.emit(cmd.OutOrStdout(), rows, func(w io.Writer) error {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NODE\tID\tBLOCKS\tUSED\tCAPACITY\tHITS\tMISSES\tHIT%\tEVICTIONS\tFILE\tERROR")
+		fmt.Fprintln(tw, "NODE\tID\tBLOCKS\tUSED\tCAPACITY\tHITS\tMISSES\tHIT%\tEVICTIONS\tFILE\tVERSION\tERROR")
 		for _, r := range rows {
 			if r.statsJSON == nil {
-				fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.Node, oneLine(r.Error))
+				fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.Node, oneLine(r.Error))
 				continue
 			}
 			s := r.statsJSON
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%d\t%s\t\n", r.Node, s.NodeID, s.Blocks, units.FormatBytes(float64(s.BytesUsed)), capacity(s.Capacity),
-				s.Hits, s.Misses, pct(s.Hits, s.Hits+s.Misses), s.Evictions, units.FormatBytes(float64(s.FileBytes)))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\t\n", r.Node, s.NodeID, s.Blocks, units.FormatBytes(float64(s.BytesUsed)), capacity(s.Capacity),
+				s.Hits, s.Misses, pct(s.Hits, s.Hits+s.Misses), s.Evictions, units.FormatBytes(float64(s.FileBytes)), s.shortBuild())
 		}
 		return tw.Flush()
 	})

@@ -15,6 +15,7 @@ import (
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/pkg/auth"
 	"github.com/kvcache/kvcache/pkg/prefix"
 	"github.com/kvcache/kvcache/pkg/store"
@@ -270,7 +271,15 @@ func (s *Server) Stats(ctx context.Context, _ *kvcachev1.StatsRequest) (*kvcache
 		Hits: uint64(st.Hits), Misses: uint64(st.Misses), Evictions: uint64(st.Evictions),
 		Puts: uint64(st.Puts), PutBytes: uint64(st.PutBytes), FileBytes: uint64(st.FileBytes),
 		NodeId: s.opts.NodeID, DataAddr: s.opts.DataAddr,
+		Build: buildPB(),
 	}, nil
+}
+
+// buildPB is the node's build as Stats reports it (to every caller: it
+// says nothing about traffic).
+func buildPB() *kvcachev1.BuildInfo {
+	b := buildinfo.Get()
+	return &kvcachev1.BuildInfo{Version: b.Version, Commit: b.Commit, GoVersion: b.GoVersion}
 }
 
 // tenantStats is the Stats answer for a non-admin caller.
@@ -281,6 +290,7 @@ func (s *Server) tenantStats(tenant string) *kvcachev1.StatsResponse {
 		Puts: uint64(tu.Puts.Load()), PutBytes: uint64(tu.PutBytes.Load()),
 		CapacityBytes: uint64(s.st.Stats().Capacity),
 		NodeId:        s.opts.NodeID, DataAddr: s.opts.DataAddr,
+		Build: buildPB(),
 	}
 	if s.opts.TenantBytes != nil {
 		b, n := s.opts.TenantBytes(tenant)

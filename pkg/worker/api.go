@@ -32,6 +32,9 @@ type samplingFields struct {
 	Seed        *int64   `json:"seed"`
 	N           *int     `json:"n"`
 	Stream      bool     `json:"stream"`
+	// CacheSalt (vLLM's field) isolates the request's cache namespace
+	// (isolation.go).
+	CacheSalt *string `json:"cache_salt"`
 }
 
 type completionRequest struct {
@@ -112,6 +115,7 @@ type params struct {
 	temperature, topP float64
 	seed              uint64
 	stream            bool
+	cacheSalt         string
 }
 
 // check validates the shared fields against the served model.
@@ -119,6 +123,12 @@ func (s *samplingFields) check(modelID string) (params, *apiError) {
 	p := params{temperature: 1, topP: 1, stream: s.Stream}
 	if s.Model != "" && s.Model != modelID {
 		return p, badRequest("model", "model_not_found", "the model '%s' does not exist; this worker serves '%s'", s.Model, modelID)
+	}
+	if s.CacheSalt != nil {
+		if *s.CacheSalt == "" || len(*s.CacheSalt) > MaxCacheSaltBytes {
+			return p, badRequest("cache_salt", "invalid_value", "cache_salt must be a non-empty string of at most %d bytes", MaxCacheSaltBytes)
+		}
+		p.cacheSalt = *s.CacheSalt
 	}
 	if s.N != nil && *s.N != 1 {
 		return p, badRequest("n", "invalid_value", "n must be 1, got %d", *s.N)

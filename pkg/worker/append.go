@@ -20,6 +20,7 @@ const putBatch = 32
 // here and should be stored. The appender owns seq from then on: the
 // request is done with it, so exporting needs no copy on the response path.
 type appendJob struct {
+	ns       prefix.Namespace // the request's (namespaceFor)
 	seq      *model.Sequence
 	tokens   []int // the sequence's tokens, at least to*B of them
 	from, to int
@@ -61,7 +62,7 @@ func newAppender(w *Worker) *appender {
 // appendLater queues the blocks of seq computed by this request: full
 // blocks from the first one not fetched, up to the sequence's end (or the
 // prompt's end with PromptOnly). The partial last block is never stored.
-func (w *Worker) appendLater(seq *model.Sequence, prompt, generated []int, fetched int) {
+func (w *Worker) appendLater(ns prefix.Namespace, seq *model.Sequence, prompt, generated []int, fetched int) {
 	if w.appender == nil {
 		return
 	}
@@ -75,7 +76,7 @@ func (w *Worker) appendLater(seq *model.Sequence, prompt, generated []int, fetch
 	}
 	tokens := make([]int, 0, len(prompt)+len(generated))
 	tokens = append(append(tokens, prompt...), generated...)
-	w.appender.enqueue(appendJob{seq: seq, tokens: tokens[:to*w.cfg.BlockTokens], from: fetched, to: to})
+	w.appender.enqueue(appendJob{ns: ns, seq: seq, tokens: tokens[:to*w.cfg.BlockTokens], from: fetched, to: to})
 }
 
 func (a *appender) enqueue(j appendJob) {
@@ -157,7 +158,7 @@ func (a *appender) Close(ctx context.Context) error {
 func (a *appender) store(j appendJob) error {
 	w := a.w
 	b := w.cfg.BlockTokens
-	keys := prefix.BlockKeys(w.ns, toU32(j.tokens[:j.to*b]), b)
+	keys := prefix.BlockKeys(j.ns, toU32(j.tokens[:j.to*b]), b)
 	n := w.shape.Elements()
 	kv := kvblock.KV{Shape: w.shape, K: make([]float32, n), V: make([]float32, n)}
 	var errs []error
@@ -167,7 +168,7 @@ func (a *appender) store(j appendJob) error {
 			return
 		}
 		ctx, cancel := context.WithTimeout(a.ctx, w.cfg.PutTimeout)
-		err := w.cfg.Cache.Put(ctx, w.ns, batch)
+		err := w.cfg.Cache.Put(ctx, j.ns, batch)
 		cancel()
 		if err != nil {
 			errs = append(errs, err)

@@ -114,7 +114,7 @@ func measureQuality(t testing.TB, m *model.Model, codec kvblock.Codec, prompts [
 			t.Fatal(err)
 		}
 		seq := m.NewSequence(b)
-		if n := w.restore(ctx, seq, p, &Timings{}); n != (len(p)-1)/b {
+		if n := w.restore(ctx, w.ns, seq, p, &Timings{}); n != (len(p)-1)/b {
 			t.Fatalf("restored %d blocks, want %d", n, (len(p)-1)/b)
 		}
 		logits, err := seq.Prefill(ctx, p[seq.Len():])

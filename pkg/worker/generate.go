@@ -27,6 +27,11 @@ type Request struct {
 	// OnToken, when set, is called with each generated token as soon as it
 	// is sampled (for streaming). An error from it aborts the request.
 	OnToken func(token int) error
+	// Isolation is folded into the cache namespace of this request
+	// (docs/keys.md, "Request salt"): requests with different values share
+	// no blocks. "" uses the worker's namespace. The HTTP API sets it from
+	// the API key's tenant and the request's cache_salt (Isolation func).
+	Isolation string
 }
 
 // Result is a finished generation.
@@ -75,11 +80,12 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 	res = &Result{PromptTokens: len(req.Prompt)}
 	t := &res.Timings
 	seq := w.m.NewSequence(w.cfg.BlockTokens)
-	fetched := w.restore(ctx, seq, req.Prompt, t)
+	ns := w.namespaceFor(req.Isolation)
+	fetched := w.restore(ctx, ns, seq, req.Prompt, t)
 	res.CachedTokens = seq.Len()
 	// Whatever this request computed is worth storing, even if it fails
 	// or the client goes away half-way through decoding.
-	defer func() { w.appendLater(seq, req.Prompt, res.Tokens, fetched) }()
+	defer func() { w.appendLater(ns, seq, req.Prompt, res.Tokens, fetched) }()
 
 	t0 := time.Now()
 	logits, err := w.prefill(ctx, seq, req.Prompt[seq.Len():], t)

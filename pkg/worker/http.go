@@ -120,7 +120,8 @@ func (w *Worker) serve(rw http.ResponseWriter, r *http.Request, promptParam stri
 	if p.maxTokens == 0 {
 		p.maxTokens = max(1, min(defTokens, room))
 	}
-	req := Request{Prompt: prompt, MaxTokens: p.maxTokens, Temperature: p.temperature, TopP: p.topP, Seed: p.seed, StopTokens: stop}
+	req := Request{Prompt: prompt, MaxTokens: p.maxTokens, Temperature: p.temperature, TopP: p.topP, Seed: p.seed, StopTokens: stop,
+		Isolation: Isolation(tenantOf(r.Context()), p.cacheSalt)}
 	if err := w.validate(req); err != nil {
 		writeError(rw, apiErrorFor(err, promptParam))
 		return

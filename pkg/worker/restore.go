@@ -15,7 +15,7 @@ import (
 // prompt's last token, which must be computed to get logits. Every failure
 // (timeout, unreachable node, bad block) only shortens the prefix: the
 // blocks not imported are simply prefilled.
-func (w *Worker) restore(ctx context.Context, seq *model.Sequence, prompt []int, t *Timings) int {
+func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Sequence, prompt []int, t *Timings) int {
 	if w.cfg.Cache == nil {
 		return 0
 	}
@@ -24,11 +24,11 @@ func (w *Worker) restore(ctx context.Context, seq *model.Sequence, prompt []int,
 	if usable == 0 {
 		return 0
 	}
-	keys := prefix.BlockKeys(w.ns, toU32(prompt[:usable*b]), b)
+	keys := prefix.BlockKeys(ns, toU32(prompt[:usable*b]), b)
 
 	t0 := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, w.cfg.LookupTimeout)
-	n, err := w.cfg.Cache.Lookup(lctx, w.ns, keys)
+	n, err := w.cfg.Cache.Lookup(lctx, ns, keys)
 	cancel()
 	t.LookupMS = msSince(t0)
 	if err != nil {
@@ -43,7 +43,7 @@ func (w *Worker) restore(ctx context.Context, seq *model.Sequence, prompt []int,
 	t1 := time.Now()
 	defer func() { t.FetchMS = msSince(t1) }()
 	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchTimeout+time.Duration(n)*w.cfg.FetchPerBlock)
-	blocks, err := w.cfg.Cache.FetchRaw(fctx, w.ns, keys[:n], nil)
+	blocks, err := w.cfg.Cache.FetchRaw(fctx, ns, keys[:n], nil)
 	cancel()
 	if err != nil {
 		w.cacheError("fetch", err)

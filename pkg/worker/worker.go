@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/model"
 	"github.com/kvcache/kvcache/pkg/prefix"
@@ -60,6 +61,7 @@ func New(cfg Config) (*Worker, error) {
 		reg:   prometheus.NewRegistry(),
 	}
 	w.met = newMetrics(w.reg)
+	w.reg.MustRegister(buildinfo.Get().Collector())
 	if cfg.Cache != nil {
 		w.appender = newAppender(w)
 		w.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

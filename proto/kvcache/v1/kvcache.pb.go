@@ -676,7 +676,9 @@ type StatsResponse struct {
 	// Address of the node's bulk data plane (docs/dataplane.md), relative to
 	// the host the client dialled: ":7071" means that host, port 7071; a
 	// full "host:port" is used as is. Empty when the node has none.
-	DataAddr      string `protobuf:"bytes,11,opt,name=data_addr,json=dataAddr,proto3" json:"data_addr,omitempty"`
+	DataAddr string `protobuf:"bytes,11,opt,name=data_addr,json=dataAddr,proto3" json:"data_addr,omitempty"`
+	// The node's build: what `cachenode --version` prints.
+	Build         *BuildInfo `protobuf:"bytes,12,opt,name=build,proto3" json:"build,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -788,6 +790,74 @@ func (x *StatsResponse) GetDataAddr() string {
 	return ""
 }
 
+func (x *StatsResponse) GetBuild() *BuildInfo {
+	if x != nil {
+		return x.Build
+	}
+	return nil
+}
+
+// BuildInfo identifies the build of a binary.
+type BuildInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`                      // a release tag, a Go pseudo-version, or "devel"
+	Commit        string                 `protobuf:"bytes,2,opt,name=commit,proto3" json:"commit,omitempty"`                        // git revision, "-dirty" if the tree had changes
+	GoVersion     string                 `protobuf:"bytes,3,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"` // e.g. "go1.26.8"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildInfo) Reset() {
+	*x = BuildInfo{}
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildInfo) ProtoMessage() {}
+
+func (x *BuildInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_kvcache_v1_kvcache_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildInfo.ProtoReflect.Descriptor instead.
+func (*BuildInfo) Descriptor() ([]byte, []int) {
+	return file_kvcache_v1_kvcache_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BuildInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *BuildInfo) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *BuildInfo) GetGoVersion() string {
+	if x != nil {
+		return x.GoVersion
+	}
+	return ""
+}
+
 var File_kvcache_v1_kvcache_proto protoreflect.FileDescriptor
 
 const file_kvcache_v1_kvcache_proto_rawDesc = "" +
@@ -841,7 +911,7 @@ const file_kvcache_v1_kvcache_proto_rawDesc = "" +
 	"\x04keys\x18\x02 \x03(\fR\x04keys\"*\n" +
 	"\x0eDeleteResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\rR\adeleted\"\x0e\n" +
-	"\fStatsRequest\"\xbd\x02\n" +
+	"\fStatsRequest\"\xea\x02\n" +
 	"\rStatsResponse\x12\x1d\n" +
 	"\n" +
 	"bytes_used\x18\x01 \x01(\x04R\tbytesUsed\x12%\n" +
@@ -856,7 +926,13 @@ const file_kvcache_v1_kvcache_proto_rawDesc = "" +
 	"file_bytes\x18\t \x01(\x04R\tfileBytes\x12\x17\n" +
 	"\anode_id\x18\n" +
 	" \x01(\tR\x06nodeId\x12\x1b\n" +
-	"\tdata_addr\x18\v \x01(\tR\bdataAddr2\xc4\x02\n" +
+	"\tdata_addr\x18\v \x01(\tR\bdataAddr\x12+\n" +
+	"\x05build\x18\f \x01(\v2\x15.kvcache.v1.BuildInfoR\x05build\"\\\n" +
+	"\tBuildInfo\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
+	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x1d\n" +
+	"\n" +
+	"go_version\x18\x03 \x01(\tR\tgoVersion2\xc4\x02\n" +
 	"\x0eKVCacheService\x12?\n" +
 	"\x06Lookup\x12\x19.kvcache.v1.LookupRequest\x1a\x1a.kvcache.v1.LookupResponse\x128\n" +
 	"\x03Get\x12\x16.kvcache.v1.GetRequest\x1a\x17.kvcache.v1.GetResponse0\x01\x128\n" +
@@ -877,7 +953,7 @@ func file_kvcache_v1_kvcache_proto_rawDescGZIP() []byte {
 }
 
 var file_kvcache_v1_kvcache_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kvcache_v1_kvcache_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_kvcache_v1_kvcache_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_kvcache_v1_kvcache_proto_goTypes = []any{
 	(PutResult_Outcome)(0), // 0: kvcache.v1.PutResult.Outcome
 	(*LookupRequest)(nil),  // 1: kvcache.v1.LookupRequest
@@ -891,25 +967,27 @@ var file_kvcache_v1_kvcache_proto_goTypes = []any{
 	(*DeleteResponse)(nil), // 9: kvcache.v1.DeleteResponse
 	(*StatsRequest)(nil),   // 10: kvcache.v1.StatsRequest
 	(*StatsResponse)(nil),  // 11: kvcache.v1.StatsResponse
+	(*BuildInfo)(nil),      // 12: kvcache.v1.BuildInfo
 }
 var file_kvcache_v1_kvcache_proto_depIdxs = []int32{
 	7,  // 0: kvcache.v1.PutResponse.results:type_name -> kvcache.v1.PutResult
 	0,  // 1: kvcache.v1.PutResult.outcome:type_name -> kvcache.v1.PutResult.Outcome
-	1,  // 2: kvcache.v1.KVCacheService.Lookup:input_type -> kvcache.v1.LookupRequest
-	3,  // 3: kvcache.v1.KVCacheService.Get:input_type -> kvcache.v1.GetRequest
-	5,  // 4: kvcache.v1.KVCacheService.Put:input_type -> kvcache.v1.PutRequest
-	8,  // 5: kvcache.v1.KVCacheService.Delete:input_type -> kvcache.v1.DeleteRequest
-	10, // 6: kvcache.v1.KVCacheService.Stats:input_type -> kvcache.v1.StatsRequest
-	2,  // 7: kvcache.v1.KVCacheService.Lookup:output_type -> kvcache.v1.LookupResponse
-	4,  // 8: kvcache.v1.KVCacheService.Get:output_type -> kvcache.v1.GetResponse
-	6,  // 9: kvcache.v1.KVCacheService.Put:output_type -> kvcache.v1.PutResponse
-	9,  // 10: kvcache.v1.KVCacheService.Delete:output_type -> kvcache.v1.DeleteResponse
-	11, // 11: kvcache.v1.KVCacheService.Stats:output_type -> kvcache.v1.StatsResponse
-	7,  // [7:12] is the sub-list for method output_type
-	2,  // [2:7] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	12, // 2: kvcache.v1.StatsResponse.build:type_name -> kvcache.v1.BuildInfo
+	1,  // 3: kvcache.v1.KVCacheService.Lookup:input_type -> kvcache.v1.LookupRequest
+	3,  // 4: kvcache.v1.KVCacheService.Get:input_type -> kvcache.v1.GetRequest
+	5,  // 5: kvcache.v1.KVCacheService.Put:input_type -> kvcache.v1.PutRequest
+	8,  // 6: kvcache.v1.KVCacheService.Delete:input_type -> kvcache.v1.DeleteRequest
+	10, // 7: kvcache.v1.KVCacheService.Stats:input_type -> kvcache.v1.StatsRequest
+	2,  // 8: kvcache.v1.KVCacheService.Lookup:output_type -> kvcache.v1.LookupResponse
+	4,  // 9: kvcache.v1.KVCacheService.Get:output_type -> kvcache.v1.GetResponse
+	6,  // 10: kvcache.v1.KVCacheService.Put:output_type -> kvcache.v1.PutResponse
+	9,  // 11: kvcache.v1.KVCacheService.Delete:output_type -> kvcache.v1.DeleteResponse
+	11, // 12: kvcache.v1.KVCacheService.Stats:output_type -> kvcache.v1.StatsResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_kvcache_v1_kvcache_proto_init() }
@@ -923,7 +1001,7 @@ func file_kvcache_v1_kvcache_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvcache_v1_kvcache_proto_rawDesc), len(file_kvcache_v1_kvcache_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
