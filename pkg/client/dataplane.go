@@ -9,6 +9,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"sync"
 	"time"
@@ -32,9 +33,12 @@ const (
 	dataRecheck = 30 * time.Second
 )
 
-// dataConfig is what a node's data plane needs from the client's Config.
+// dataConfig is what a node's data plane needs from the client's Config
+// (dialData takes it too).
 type dataConfig struct {
 	learnTimeout time.Duration // bounds a background Stats call
+	tls          *tls.Config   // Config.TLS
+	token        string        // Config.Token, sent in the hello frame
 }
 
 // dataNode is what the client knows of one node's data plane, and its
@@ -175,7 +179,7 @@ func (n *dataNode) get(ctx context.Context, addr string) (*dataplane.Conn, error
 		return dc, nil
 	}
 	n.mu.Unlock()
-	return dialData(ctx, addr)
+	return dialData(ctx, addr, n.cfg)
 }
 
 // put keeps a healthy connection for the next request.
