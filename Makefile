@@ -99,6 +99,8 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzReadRequest$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 	$(GO) test -run XXX -fuzz '^FuzzResponseReader$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 	$(GO) test -run XXX -fuzz '^FuzzReadHello$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
+	$(GO) test -run XXX -fuzz '^FuzzBPERoundTrip$$' -fuzztime $(FUZZTIME) ./pkg/tokenizer/
+	$(GO) test -run XXX -fuzz '^FuzzEncodeChat$$' -fuzztime $(FUZZTIME) ./pkg/tokenizer/
 
 # Three cache nodes and two workers on loopback, a shared-prefix workload,
 # a table of hits and TTFTs, a TTFT sweep over the prefix length, and the

@@ -25,6 +25,7 @@ import (
 	"github.com/kvcache/kvcache/pkg/client"
 	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/model"
+	"github.com/kvcache/kvcache/pkg/tokenizer"
 	"github.com/kvcache/kvcache/pkg/worker"
 )
 
@@ -41,7 +42,7 @@ func run() error {
 		listen, nodes, path   string
 		codec                 string
 		replicas              int
-		cla                   bool
+		cla, unknownPre       bool
 		callTimeout, putGrace time.Duration
 		level                 slog.Level
 	)
@@ -49,6 +50,7 @@ func run() error {
 	flag.StringVar(&nodes, "cache-nodes", "", "comma-separated cache node addresses (host:port); empty runs without a cache")
 	flag.StringVar(&path, "model", "", "GGUF model file (default: the embedded synthetic model)")
 	flag.BoolVar(&cla, "cla", false, "embedded model only: cross-layer attention variant (half the KV per token)")
+	flag.BoolVar(&unknownPre, "allow-unknown-pretokenizer", false, "load a BPE model whose tokenizer.ggml.pre is unknown with the default split rules (warns; text is then split unlike the model's training)")
 	flag.StringVar(&codec, "codec", "int8", "codec of appended blocks: f16, bf16, fp8_e4m3, int8, int4, int2")
 	flag.IntVar(&cfg.BlockTokens, "block-tokens", worker.DefaultBlockTokens, "tokens per cache block (part of the cache namespace)")
 	flag.IntVar(&replicas, "replicas", 2, "cache nodes owning each block")
@@ -83,7 +85,11 @@ func run() error {
 		if cla {
 			return errors.New("--cla applies to the embedded model only; a GGUF file declares CLA in its metadata")
 		}
-		if cfg.Model, err = model.Load(ctx, path); err != nil {
+		opts := model.LoadOptions{Tokenizer: tokenizer.Options{
+			AcceptUnknownPre: unknownPre,
+			Warn:             func(msg string) { log.Warn(msg) },
+		}}
+		if cfg.Model, err = model.Load(ctx, path, opts); err != nil {
 			return fmt.Errorf("load model: %w", err)
 		}
 	} else {

@@ -84,7 +84,12 @@ type Node struct {
 	quotas  map[string]int64 // per tenant, as the store enforces them
 	usage   *server.Usage
 	done    chan error
+	reg     *prometheus.Registry
 }
+
+// Registry is the node's own Prometheus registry, what /metrics serves
+// (docs/metrics.md lists it; a test checks the two agree).
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
 // DBFile is the name of the store file inside Config.Data.
 const DBFile = "blocks.db"
@@ -142,6 +147,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 
 func (n *Node) listen() error {
 	reg := prometheus.NewRegistry()
+	n.reg = reg
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(newStoreCollector(n.st), buildinfo.Get().Collector())
 	m := newRPCMetrics(reg)

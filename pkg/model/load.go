@@ -24,7 +24,11 @@ const CLAKey = "kvcache.cla"
 // BF16, Q8_0, Q4_0, Q4_K, Q6_K), so the model's memory is about the file's
 // size and is shared with the page cache. Where mapping is not possible the
 // file is read into memory instead. Cancelling ctx aborts between tensors.
-func Load(ctx context.Context, path string) (*Model, error) {
+func Load(ctx context.Context, path string, opts ...LoadOptions) (*Model, error) {
+	var o LoadOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	f, err := gguf.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("model: load: %w", err)
@@ -34,7 +38,7 @@ func Load(ctx context.Context, path string) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model: load: %w", err)
 	}
-	m, err := fromGGUF(ctx, f, mappedSource(f, data))
+	m, err := fromGGUF(ctx, f, mappedSource(f, data), o)
 	if err != nil {
 		unmap()
 		return nil, fmt.Errorf("model: load %s: %w", path, err)
@@ -51,7 +55,7 @@ func Load(ctx context.Context, path string) (*Model, error) {
 // to float32 and checking every tensor's shape against the metadata (Load
 // keeps them in their file encoding instead).
 func FromGGUF(f *gguf.File) (*Model, error) {
-	m, err := fromGGUF(context.Background(), f, heapSource(f))
+	m, err := fromGGUF(context.Background(), f, heapSource(f), LoadOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
@@ -187,7 +191,14 @@ func matrixShape(dims []uint64) (rows, cols int) {
 	return int(dims[1]), int(dims[0])
 }
 
-func fromGGUF(ctx context.Context, f *gguf.File, src tensorSource) (*Model, error) {
+// LoadOptions tune Load.
+type LoadOptions struct {
+	// Tokenizer tunes how the GGUF's tokenizer is built, e.g.
+	// AcceptUnknownPre (worker flag --allow-unknown-pretokenizer).
+	Tokenizer tokenizer.Options
+}
+
+func fromGGUF(ctx context.Context, f *gguf.File, src tensorSource, o LoadOptions) (*Model, error) {
 	cfg, err := ConfigFromGGUF(f)
 	if err != nil {
 		return nil, err
@@ -238,11 +249,11 @@ func fromGGUF(ctx context.Context, f *gguf.File, src tensorSource) (*Model, erro
 	if m.tied {
 		m.output = m.embed
 	}
-	m.tok, err = tokenizer.FromGGUF(f)
+	m.tok, err = tokenizer.FromGGUFOptions(f, o.Tokenizer)
 	if err != nil {
 		return nil, err
 	}
-	m.template = tokenizer.TemplateFromGGUF(f, m.tok, nil)
+	m.template = tokenizer.TemplateFromGGUF(f, m.tok, o.Tokenizer.Warn)
 	if m.tok.VocabSize() > cfg.Vocab {
 		return nil, fmt.Errorf("%w: tokenizer has %d tokens, model vocab %d", ErrBadWeights, m.tok.VocabSize(), cfg.Vocab)
 	}

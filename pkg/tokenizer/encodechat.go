@@ -3,7 +3,6 @@ package tokenizer
 import (
 	"sort"
 	"strings"
-	"unicode/utf8"
 )
 
 // EncodeChat renders msgs with tmpl and tokenizes the prompt so that only
@@ -132,37 +131,35 @@ func markerRunes(msgs []Message) (open, close rune, ok bool) {
 }
 
 // unmark removes the markers from s and returns the ranges they enclosed;
-// ok is false when they do not pair up.
+// ok is false when they do not pair up. It works on bytes, so invalid
+// UTF-8 in content survives; no message contains a marker, so every marker
+// byte sequence in s was written by the wrapping.
 func unmark(s string, open, close rune) (string, [][2]int, bool) {
+	om, cm := string(open), string(close)
 	var b strings.Builder
 	var spans [][2]int
-	start := -1
-	for _, r := range s {
-		switch r {
-		case open:
-			if start >= 0 {
-				return "", nil, false
-			}
-			start = b.Len()
-		case close:
-			if start < 0 {
-				return "", nil, false
-			}
-			if b.Len() > start {
-				spans = append(spans, [2]int{start, b.Len()})
-			}
-			start = -1
-		default:
-			if r == utf8.RuneError {
-				return "", nil, false // invalid UTF-8 would not survive the rebuild
-			}
-			b.WriteRune(r)
+	for {
+		i := strings.Index(s, om)
+		if j := strings.Index(s, cm); j >= 0 && (i < 0 || j < i) {
+			return "", nil, false // a close before any open
 		}
+		if i < 0 {
+			b.WriteString(s)
+			return b.String(), spans, true
+		}
+		b.WriteString(s[:i])
+		s = s[i+len(om):]
+		j := strings.Index(s, cm)
+		if j < 0 || strings.Contains(s[:j], om) {
+			return "", nil, false
+		}
+		if j > 0 {
+			start := b.Len()
+			b.WriteString(s[:j])
+			spans = append(spans, [2]int{start, b.Len()})
+		}
+		s = s[j+len(cm):]
 	}
-	if start >= 0 {
-		return "", nil, false
-	}
-	return b.String(), spans, true
 }
 
 // searchSpans finds each non-empty message content (or its trimmed form)

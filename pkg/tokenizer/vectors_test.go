@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -165,4 +166,66 @@ func hfBPE(t *testing.T, dir, pre string) *BPE {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// An unknown tokenizer.ggml.pre fails at load naming it, unless
+// AcceptUnknownPre accepts the default rules with a warning.
+func TestUnknownPreTokenizer(t *testing.T) {
+	bv := bpeVocab()
+	kv := map[string]any{
+		"tokenizer.ggml.model":  "gpt2",
+		"tokenizer.ggml.tokens": bv.Tokens,
+		"tokenizer.ggml.merges": bv.Merges,
+		"tokenizer.ggml.pre":    "llama-9",
+	}
+	_, err := FromGGUF(writeTokGGUF(t, kv))
+	if !errors.Is(err, ErrUnknownPreTokenizer) || !strings.Contains(err.Error(), `"llama-9"`) {
+		t.Fatalf("err = %v, want ErrUnknownPreTokenizer naming llama-9", err)
+	}
+	var warned []string
+	tok, err := FromGGUFOptions(writeTokGGUF(t, kv), Options{AcceptUnknownPre: true, Warn: func(m string) { warned = append(warned, m) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := tok.(*BPE); b.PreTokenizer() != "default" || len(warned) != 1 || !strings.Contains(warned[0], "llama-9") {
+		t.Fatalf("pre %q, warnings %q", b.PreTokenizer(), warned)
+	}
+	kv["tokenizer.ggml.pre"] = "qwen2"
+	if tok, err = FromGGUF(writeTokGGUF(t, kv)); err != nil || tok.(*BPE).PreTokenizer() != "qwen2" {
+		t.Fatalf("qwen2: %v", err)
+	}
+}
+
+// FuzzBPERoundTrip: any bytes survive a byte-level BPE vocabulary
+// (gpt-2's, from llama.cpp) unchanged, whatever the split rules.
+func FuzzBPERoundTrip(f *testing.F) {
+	for _, s := range []string{"Hello world", " 12345 x's\n\n\t", "\xff\xfe\x00", "<|endoftext|> ü", "   \r\n  "} {
+		f.Add(s)
+	}
+	gf, err := gguf.Open("testdata/llama-vocab/ggml-vocab-gpt-2.gguf")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer gf.Close()
+	base, err := FromGGUF(gf)
+	if err != nil {
+		f.Fatal(err)
+	}
+	toks := []*BPE{base.(*BPE)}
+	for _, pre := range []string{"llama3", "qwen2", "deepseek-coder", "falcon", "bloom", "tekken", "chameleon", "deepseek-llm", "deepseek-v3"} {
+		b := *base.(*BPE)
+		p, err := newPreTokenizer(pre)
+		if err != nil {
+			f.Fatal(err)
+		}
+		b.pre = p
+		toks = append(toks, &b)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, tok := range toks {
+			if got := tok.Decode(tok.Encode(s)); got != s {
+				t.Fatalf("%s: Decode(Encode(%q)) = %q", tok.PreTokenizer(), s, got)
+			}
+		}
+	})
 }
