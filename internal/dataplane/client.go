@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/kvcache/kvcache/pkg/prefix"
@@ -378,7 +379,7 @@ func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Ke
 	if err := checkPresence(p); err != nil {
 		return nil, err
 	}
-	present = dst[:0]
+	present = slices.Grow(dst[:0], len(p))
 	for _, b := range p {
 		present = append(present, b != 0)
 	}

@@ -57,4 +57,25 @@ func fuzzOne(t *testing.T, b []byte, kv *KV) {
 			t.Fatalf("capacity %d/%d beyond the limit", cap(kv.K), cap(kv.V))
 		}
 	}
+	// The streaming path (Checksum fed in pieces, VerifySum, then
+	// DecodeVerified) accepts exactly what Decode accepts, with the same
+	// values.
+	var c Checksum
+	c.Write(b[:len(b)/3])
+	c.Write(b[len(b)/3:])
+	var want KV
+	_, derr := Decode(b, &want)
+	h, verr := VerifySum(b, c.Sum32())
+	if (derr == nil) != (verr == nil) {
+		t.Fatalf("Decode: %v; VerifySum: %v", derr, verr)
+	}
+	if verr == nil {
+		var got KV
+		if err := DecodeVerified(&h, b, &got); err != nil {
+			t.Fatalf("DecodeVerified after VerifySum: %v", err)
+		}
+		if !sameBits(got.K, want.K) || !sameBits(got.V, want.V) {
+			t.Fatal("DecodeVerified differs from Decode")
+		}
+	}
 }
