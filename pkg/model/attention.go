@@ -54,10 +54,9 @@ func (ks *kernels) attention(out, q, kc, vc []float32, p0, n, heads, kvHeads, he
 				row[j] *= scale
 				m = max(m, row[j])
 			}
+			ks.expAffine(row, row, 1, -m)
 			var sum float64
-			for j, v := range row {
-				e := exp32(v - m)
-				row[j] = e
+			for _, e := range row {
 				sum += float64(e)
 			}
 			inv[r] = float32(1 / sum)

@@ -103,3 +103,26 @@ func TestAttentionKernelsAgree(t *testing.T) {
 		})
 	}
 }
+
+// TestExpKernels checks the SIMD exp against exp32, bit for bit, on
+// ordinary and extreme inputs, for both affine forms the engine uses.
+func TestExpKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	src := make([]float32, 4099)
+	for i := range src {
+		src[i] = float32(r.Float64()*200 - 100)
+	}
+	copy(src, []float32{0, float32(math.Copysign(0, -1)), 88.72283, 88.72284, 88.5, -87.33654, -87.33655, 88.3, float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 1e30, -1e30, 0.5, -0.5, 1e-30})
+	for _, ks := range kernelSets() {
+		for _, ab := range [][2]float32{{1, -3.5}, {-1, 0}, {1, 0}} {
+			got := make([]float32, len(src))
+			ks.expAffine(got, src, ab[0], ab[1])
+			for i, x := range src {
+				want := exp32(x*ab[0] + ab[1])
+				if math.Float32bits(got[i]) != math.Float32bits(want) {
+					t.Fatalf("%s a=%v b=%v: exp(%g) = %g, want %g", ks.name, ab[0], ab[1], x, got[i], want)
+				}
+			}
+		}
+	}
+}

@@ -32,6 +32,9 @@ func q8x1x4VNNI(x *int8, xd *float32, w *byte, ws int, np int, out *float32)
 func f16x1x4AVX512(x *float32, w *uint16, ws int, n16 int, out *float32)
 
 //go:noescape
+func exp32AVX512(dst *float32, src *float32, n16 int, a float32, b float32)
+
+//go:noescape
 func pv4AVX512(p *float32, ps int, nk int, v *float32, vs int, out *float32, os int, hd64 int)
 
 //go:noescape
@@ -44,7 +47,7 @@ func kernelSets() []*kernels {
 	x := cpu.X86
 	if x.HasAVX512F && x.HasAVX512DQ && x.HasAVX512BW && x.HasAVX512VL && x.HasFMA && x.HasF16C {
 		k := &kernels{name: "avx512", f32x4x4: f32x4x4AVX512, f32x1x4: f32x1x4AVX512, f16: f16x16AVX512,
-			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512}
+			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512, exp: exp16AVX512}
 		if x.HasAVX512VNNI {
 			k.name = "avx512vnni"
 			k.q8x4x2, k.q8x1x4 = q8x4x2VNNI, q8x1x4VNNI
@@ -69,6 +72,15 @@ func f16x8F16C(dst []float32, src []uint16) int {
 	n := len(src) &^ 7
 	if n > 0 {
 		f16ToF32F16C(&dst[0], &src[0], n/8)
+	}
+	return n
+}
+
+func exp16AVX512(dst, src []float32, a, b float32) int {
+	n := len(src) &^ 15
+	if n > 0 {
+		_ = dst[n-1]
+		exp32AVX512(&dst[0], &src[0], n/16, a, b)
 	}
 	return n
 }

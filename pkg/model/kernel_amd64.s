@@ -569,3 +569,83 @@ h14reduce:
 	REDUCE16(Z3, Y3, X3, 12(DX))
 	VZEROUPPER
 	RET
+
+// func exp32AVX512(dst *float32, src *float32, n16 int, a float32, b float32)
+// dst[i] = exp32(src[i]*a + b) for 16*n16 elements, with exactly the
+// operations and rounding of the Go exp32 (no fused multiply-adds), so the
+// bits are the same.
+#define BCAST(bits, Z) MOVL $bits, AX; VPBROADCASTD AX, Z
+
+TEXT ·exp32AVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n16+16(FP), CX
+	VBROADCASTSS a+24(FP), Z16
+	VBROADCASTSS b+28(FP), Z17
+	BCAST(0x3fb8aa3b, Z18)  // log2(e)
+	BCAST(0x80000000, Z19)  // sign bit
+	BCAST(0x3f000000, Z20)  // 0.5
+	BCAST(0x3f318000, Z21)  // ln2 high
+	BCAST(0xb95e8083, Z22)  // ln2 low term
+	BCAST(0x39506967, Z23)  // p0
+	BCAST(0x3ab743ce, Z24)  // p1
+	BCAST(0x3c088908, Z25)  // p2
+	BCAST(0x3d2aa9c1, Z26)  // p3
+	BCAST(0x3e2aaaaa, Z27)  // p4
+	BCAST(0x3f800000, Z28)  // 1
+	BCAST(127, Z29)
+	BCAST(0x42b17217, Z30)  // overflow threshold
+	BCAST(0xc2aeac4f, Z31)  // underflow threshold
+	TESTQ CX, CX
+	JZ    expdone
+
+exploop:
+	VMOVUPS     (SI), Z0
+	VMULPS      Z16, Z0, Z0
+	VADDPS      Z17, Z0, Z0          // x
+	VMULPS      Z18, Z0, Z1          // kf = x*log2e
+	VPANDD      Z19, Z1, Z2
+	VPORD       Z20, Z2, Z2          // +-0.5 with kf's sign
+	VADDPS      Z2, Z1, Z1
+	VCVTTPS2DQ  Z1, Z3               // k
+	VCVTDQ2PS   Z3, Z4               // fk
+	VMULPS      Z21, Z4, Z5
+	VSUBPS      Z5, Z0, Z6           // r = x - fk*c1
+	VMULPS      Z22, Z4, Z7
+	VSUBPS      Z7, Z6, Z6           // r -= fk*c2
+	VMULPS      Z6, Z23, Z8          // p0*r
+	VADDPS      Z24, Z8, Z8
+	VMULPS      Z6, Z8, Z8
+	VADDPS      Z25, Z8, Z8
+	VMULPS      Z6, Z8, Z8
+	VADDPS      Z26, Z8, Z8
+	VMULPS      Z6, Z8, Z8
+	VADDPS      Z27, Z8, Z8
+	VMULPS      Z6, Z8, Z8
+	VADDPS      Z20, Z8, Z8          // p5 = 0.5
+	VMULPS      Z6, Z6, Z9           // r*r
+	VMULPS      Z9, Z8, Z8
+	VADDPS      Z6, Z8, Z8
+	VADDPS      Z28, Z8, Z8          // y
+	VPCMPGTD    Z29, Z3, K1          // k > 127: y*2, then 2^127
+	VADDPS      Z8, Z8, K1, Z8
+	VPMINSD     Z29, Z3, Z10
+	VPADDD      Z29, Z10, Z10
+	VPSLLD      $23, Z10, Z10
+	VMULPS      Z10, Z8, Z8
+	VCMPPS      $0x1e, Z30, Z0, K2   // x > hi: +Inf
+	MOVL        $0x7f800000, AX
+	VPBROADCASTD AX, K2, Z8
+	VCMPPS      $0x11, Z31, Z0, K3   // x < lo: 0
+	VPXORD      Z8, Z8, K3, Z8
+	VCMPPS      $0x03, Z0, Z0, K4    // NaN: x
+	VMOVAPS     Z0, K4, Z8
+	VMOVUPS     Z8, (DI)
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	DECQ        CX
+	JNZ         exploop
+
+expdone:
+	VZEROUPPER
+	RET

@@ -47,6 +47,21 @@ type kernels struct {
 	// row over hd64*64 dimensions (see pvRef).
 	pv4 func(p *float32, ps int, nk int, v *float32, vs int, out *float32, os int, hd64 int)
 	pv1 func(p *float32, nk int, v *float32, vs int, out *float32, hd64 int)
+	// exp computes dst[i] = exp32(src[i]*a + b) for a prefix of src and
+	// returns its length.
+	exp func(dst, src []float32, a, b float32) int
+}
+
+// expAffine sets dst[i] = exp32(src[i]*a + b) (a = 1 or -1, so the
+// product is exact and the result is exp32(src[i]+b) or exp32(b-src[i])).
+func (ks *kernels) expAffine(dst, src []float32, a, b float32) {
+	i := 0
+	if ks.exp != nil {
+		i = ks.exp(dst, src, a, b)
+	}
+	for ; i < len(src); i++ {
+		dst[i] = exp32(src[i]*a + b)
+	}
 }
 
 // portable is the pure-Go kernel set.

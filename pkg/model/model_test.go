@@ -120,7 +120,7 @@ func TestSplitInvariance(t *testing.T) {
 
 // TestLongPrefillChunks crosses the internal maxChunk boundary.
 func TestLongPrefillChunks(t *testing.T) {
-	m := tinyModel(t, nil)
+	m := tinyModel(t, func(c *Config) { c.ContextLen = 2 * maxChunk })
 	toks := prompt(maxChunk + 40)
 	want := prefill(t, m.NewSequence(64), toks)
 	s := m.NewSequence(64)

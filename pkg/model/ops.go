@@ -79,10 +79,18 @@ func softmax(x []float32) {
 }
 
 // swiglu writes g[i] = silu(g[i]) * u[i].
-func swiglu(g, u []float32) {
+func swiglu(g, u []float32) { active.swiglu(g, u) }
+
+func (ks *kernels) swiglu(g, u []float32) {
 	u = u[:len(g)]
-	for i, v := range g {
-		g[i] = v / (1 + exp32(-v)) * u[i]
+	var e [256]float32
+	for i0 := 0; i0 < len(g); i0 += len(e) {
+		gs := g[i0:min(len(g), i0+len(e))]
+		es := e[:len(gs)]
+		ks.expAffine(es, gs, -1, 0) // exp32(-v)
+		for i, v := range gs {
+			gs[i] = v / (1 + es[i]) * u[i0+i]
+		}
 	}
 }
 
