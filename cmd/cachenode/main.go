@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kvcache/kvcache/internal/buildinfo"
 	"github.com/kvcache/kvcache/internal/cachenode"
@@ -31,6 +32,9 @@ func run() error {
 		capacity string
 		maxBlock string
 		level    slog.Level
+		memLimit string
+		budget   string
+		streams  uint
 	)
 	flag.StringVar(&cfg.Listen, "listen", ":7070", "gRPC listen address")
 	flag.StringVar(&cfg.DataListen, "data-listen", ":7071", "TCP address of the bulk data plane, advertised to clients by port (empty to disable; default: port 7071 on the host of --listen)")
@@ -49,6 +53,13 @@ func run() error {
 	flag.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 0, "time in-flight calls get on SIGTERM (default 10s)")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	gcPercent := flag.Int("gc-percent", 400, "Go GC target percentage when GOGC is not set (Go's default is 100)")
+	flag.StringVar(&memLimit, "memory-limit", "0", "Go memory limit, e.g. 4GiB (0 = half the machine's or cgroup's memory unless GOMEMLIMIT is set; -1 = none)")
+	flag.StringVar(&budget, "assembly-budget", "0", "bytes of blocks being received over all Put streams; over it a block is rejected with ResourceExhausted (0 = a quarter of the memory limit, at least 2x --max-block)")
+	flag.UintVar(&streams, "max-streams", 128, "concurrent gRPC streams per client connection (grpc.MaxConcurrentStreams)")
+	flag.DurationVar(&cfg.PutIdleTimeout, "put-idle-timeout", 30*time.Second, "a Put stream that sends no message for this long is closed")
+	flag.IntVar(&cfg.MaxReads, "max-reads", 0, "concurrent Lookup calls, and separately Get calls; more get ResourceExhausted (0 = 4 per core, at least 16)")
+	flag.IntVar(&cfg.DataConnsPerAddr, "data-conns-per-addr", 64, "data-plane connections per client IP address")
+	flag.DurationVar(&cfg.DataIdleTimeout, "data-idle-timeout", 2*time.Minute, "a data-plane connection idle this long is closed (a full data plane also closes its longest-idle one for a new client)")
 	version := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()
 	if *version {
@@ -76,6 +87,15 @@ func run() error {
 		return err
 	}
 	cfg.MaxBlockBytes = int(mb)
+	if memLimit == "-1" {
+		cfg.MemoryLimit = -1
+	} else if cfg.MemoryLimit, err = units.ParseBytes(memLimit); err != nil {
+		return fmt.Errorf("--memory-limit: %w", err)
+	}
+	if cfg.AssemblyBudget, err = units.ParseBytes(budget); err != nil {
+		return fmt.Errorf("--assembly-budget: %w", err)
+	}
+	cfg.MaxStreams = uint32(min(streams, 1<<31))
 	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger.Info("cachenode starting", buildinfo.Get().LogAttr())
 

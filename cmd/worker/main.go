@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -59,6 +58,11 @@ func run() error {
 	flag.DurationVar(&cfg.FetchPerBlock, "fetch-per-block", 2*time.Millisecond, "fetch deadline added per block")
 	flag.DurationVar(&callTimeout, "call-timeout", 2*time.Second, "deadline of each cache RPC attempt (background appends)")
 	flag.IntVar(&cfg.MaxConcurrent, "max-concurrent", 1, "forward passes run at once (each already uses every core)")
+	flag.IntVar(&cfg.MaxRunning, "max-running", 0, "generation requests run at once, interleaved on the forward-pass slots (default 4 x --max-concurrent)")
+	flag.IntVar(&cfg.MaxQueue, "max-queue", 0, "requests waiting for a running place; beyond it answer 429 with Retry-After (default 8 x --max-concurrent; -1: no queue)")
+	flag.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", 5*time.Second, "time a client has to send the request headers")
+	flag.DurationVar(&cfg.ReadTimeout, "read-timeout", 30*time.Second, "time a client has to send the whole request, body included (408 after it)")
+	flag.DurationVar(&cfg.IdleTimeout, "idle-timeout", 120*time.Second, "an idle keep-alive connection is closed after this long")
 	flag.BoolVar(&cfg.PromptOnly, "prompt-only", false, "append only prompt blocks, not blocks completed while generating")
 	flag.DurationVar(&putGrace, "shutdown-grace", 10*time.Second, "time in-flight requests and queued appends get on SIGTERM")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
@@ -120,7 +124,8 @@ func run() error {
 		return err
 	}
 	lis = sec.listener(lis)
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := w.NewServer() // the read and idle timeouts
+	srv.Handler = handler
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	log.Info("worker serving", "http", lis.Addr().String(), "cache_nodes", nodes, "codec", cfg.Codec.String(), "block_tokens", w.BlockTokens())

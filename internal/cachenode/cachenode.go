@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -66,6 +67,73 @@ type Config struct {
 	// ReloadInterval is how often the TLS and tokens files are checked
 	// for changes. Default 2s.
 	ReloadInterval time.Duration
+
+	// MemoryLimit is the Go memory limit of the process
+	// (debug.SetMemoryLimit), so the heap of a flood is collected and
+	// returned rather than kept for GOGC's next target. 0 means half of
+	// the machine's (or cgroup's) memory unless GOMEMLIMIT is set; negative
+	// leaves the runtime's setting alone.
+	MemoryLimit int64
+	// AssemblyBudget bounds the bytes of blocks being received over all
+	// Put streams (server.Options.AssemblyBudget). 0 means a quarter of the
+	// memory limit (256 MiB when neither is known), and never less than
+	// twice MaxBlockBytes.
+	AssemblyBudget int64
+	// MaxStreams is grpc.MaxConcurrentStreams: streams per client
+	// connection. 0 means 128.
+	MaxStreams uint32
+	// PutIdleTimeout closes a Put stream that sends no message for this
+	// long. 0 means 30s.
+	PutIdleTimeout time.Duration
+	// MaxReads bounds the Lookup calls and, separately, the Get calls in
+	// progress; more are refused with ResourceExhausted before their
+	// request is read. 0 means 4 per core, at least 16.
+	MaxReads int
+	// DataConnsPerAddr bounds data-plane connections per client IP. 0
+	// means 64.
+	DataConnsPerAddr int
+	// DataIdleTimeout closes data-plane connections idle this long (a full
+	// data plane also closes its longest-idle connection for a new one).
+	// 0 means 2m.
+	DataIdleTimeout time.Duration
+}
+
+// applyLimits fills in the defaults of the resource limits and sets the
+// process's memory limit; it returns the limit in force (0 = none).
+func (cfg *Config) applyLimits() int64 {
+	if cfg.MaxBlockBytes <= 0 {
+		cfg.MaxBlockBytes = 64 << 20
+	}
+	limit := cfg.MemoryLimit
+	switch {
+	case limit == 0 && os.Getenv("GOMEMLIMIT") == "":
+		limit = physicalMemory() / 2
+	case limit < 0:
+		limit = 0
+	}
+	if limit > 0 && cfg.MemoryLimit >= 0 {
+		debug.SetMemoryLimit(limit)
+	}
+	if cur := debug.SetMemoryLimit(-1); cur < math.MaxInt64 {
+		limit = cur
+	}
+	if cfg.AssemblyBudget <= 0 {
+		cfg.AssemblyBudget = 256 << 20
+		if limit > 0 {
+			cfg.AssemblyBudget = limit / 4
+		}
+	}
+	cfg.AssemblyBudget = max(cfg.AssemblyBudget, 2*int64(cfg.MaxBlockBytes))
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = 128
+	}
+	if cfg.PutIdleTimeout <= 0 {
+		cfg.PutIdleTimeout = 30 * time.Second
+	}
+	if cfg.MaxReads <= 0 {
+		cfg.MaxReads = defaultReads()
+	}
+	return limit
 }
 
 // Node is a running cache node.
@@ -107,6 +175,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.GCPercent > 0 {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
+	memLimit := cfg.applyLimits()
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
@@ -136,6 +205,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cachenode: open store: %w", err)
 	}
+	log.Info("cache node limits", "memory_limit", memLimit, "assembly_budget", cfg.AssemblyBudget,
+		"max_streams", cfg.MaxStreams, "put_idle_timeout", cfg.PutIdleTimeout, "max_reads", cfg.MaxReads)
 	n := &Node{cfg: cfg, log: log, st: st, sec: sec, quotas: quotas, usage: server.NewUsage(), done: make(chan error, 1)}
 	if err := n.listen(); err != nil {
 		st.Close()
@@ -151,6 +222,8 @@ func (n *Node) listen() error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(newStoreCollector(n.st), buildinfo.Get().Collector())
 	m := newRPCMetrics(reg)
+	n.checkDisk(m)
+	reads := newReadLimiter(n.cfg.MaxReads, m.readRefused)
 
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
@@ -174,6 +247,8 @@ func (n *Node) listen() error {
 	authUnary, authStream := n.sec.interceptors()
 	n.grpc = grpc.NewServer(append(append(server.GRPCOptions(), n.sec.grpcOptions()...),
 		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
+		grpc.MaxConcurrentStreams(n.cfg.MaxStreams),
+		grpc.InTapHandle(reads.tap),
 		grpc.ChainUnaryInterceptor(m.unary, logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(panics), authUnary),
 		grpc.ChainStreamInterceptor(m.stream, logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(panics), authStream),
 	)...)
@@ -188,13 +263,18 @@ func (n *Node) listen() error {
 		dataAddr = ":" + port // host-relative: the node may not know its external address
 		n.data = dataplane.NewServer(n.st, &dataplane.ServerOptions{
 			Logger: n.log, OnRequest: m.dataRequest, Verifier: n.sec.v, OnServed: n.usage.Served,
-			StoreClosed: func(err error) bool { return errors.Is(err, store.ErrClosed) },
+			StoreClosed:     func(err error) bool { return errors.Is(err, store.ErrClosed) },
+			MaxConnsPerAddr: n.cfg.DataConnsPerAddr, IdleTimeout: n.cfg.DataIdleTimeout, OnConn: m.dataConn,
 		})
+		m.watchData(reg, n.data)
 	}
-	kvcachev1.RegisterKVCacheServiceServer(n.grpc, server.New(n.st, &server.Options{
+	srv := server.New(n.st, &server.Options{
 		MaxBlockBytes: n.cfg.MaxBlockBytes, NodeID: n.cfg.NodeID, DataAddr: dataAddr, Logger: n.log,
 		Usage: n.usage, TenantQuota: n.quotaOf, TenantBytes: n.tenantBytes,
-	}))
+		AssemblyBudget: n.cfg.AssemblyBudget, PutIdleTimeout: n.cfg.PutIdleTimeout, OnBlock: m.putBlock,
+	})
+	m.watchServer(reg, srv)
+	kvcachev1.RegisterKVCacheServiceServer(n.grpc, srv)
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.grpc, n.health)
 	reflection.Register(n.grpc)

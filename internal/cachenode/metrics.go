@@ -2,12 +2,18 @@ package cachenode
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
+
+	"github.com/kvcache/kvcache/internal/dataplane"
+	"github.com/kvcache/kvcache/pkg/server"
 	"github.com/kvcache/kvcache/pkg/store"
 )
 
@@ -18,6 +24,12 @@ type rpcMetrics struct {
 	duration *prometheus.HistogramVec
 	dataReqs *prometheus.CounterVec
 	dataByte prometheus.Counter
+
+	streams     *prometheus.GaugeVec   // streams open, by method
+	putBlocks   *prometheus.CounterVec // Put block results, by outcome and code
+	readsRefuse *prometheus.CounterVec // Lookup/Get refused by --max-reads
+	dataConns   *prometheus.CounterVec // data-plane connections refused or reclaimed
+	diskShort   prometheus.Gauge       // bytes by which --capacity exceeds free disk at start
 }
 
 func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
@@ -36,8 +48,47 @@ func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
 	m.dataByte = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "kvcache_data_sent_bytes_total", Help: "Block bytes sent over the data plane.",
 	})
-	reg.MustRegister(m.calls, m.duration, m.dataReqs, m.dataByte)
+	m.streams = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kvcache_grpc_streams_open", Help: "gRPC streaming calls in progress, by method.",
+	}, []string{"method"})
+	m.putBlocks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kvcache_put_blocks_total", Help: "Blocks received by Put, by outcome (stored, already_present, rejected) and gRPC code of the rejection (OK otherwise).",
+	}, []string{"outcome", "code"})
+	m.readsRefuse = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kvcache_reads_refused_total", Help: "Lookup and Get calls refused with ResourceExhausted because --max-reads were in progress, by method.",
+	}, []string{"method"})
+	m.dataConns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kvcache_data_conns_refused_total", Help: "Data-plane connections refused (busy, per_addr) or idle ones closed to free a slot (reclaimed).",
+	}, []string{"reason"})
+	m.diskShort = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kvcache_store_capacity_over_disk_bytes", Help: "At start, how many bytes --capacity exceeds the free space of --data's file system plus the store file (0 = it fits).",
+	})
+	reg.MustRegister(m.calls, m.duration, m.dataReqs, m.dataByte, m.streams, m.putBlocks, m.readsRefuse, m.dataConns, m.diskShort)
 	return m
+}
+
+// putBlock is the server's OnBlock hook.
+func (m *rpcMetrics) putBlock(r *kvcachev1.PutResult) {
+	outcome := strings.ToLower(strings.TrimPrefix(r.GetOutcome().String(), "OUTCOME_"))
+	m.putBlocks.WithLabelValues(outcome, codes.Code(r.GetCode()).String()).Inc()
+}
+
+func (m *rpcMetrics) readRefused(method string) { m.readsRefuse.WithLabelValues(method).Inc() }
+
+func (m *rpcMetrics) dataConn(event string) { m.dataConns.WithLabelValues(event).Inc() }
+
+// watchServer exports the Put server's gauges.
+func (m *rpcMetrics) watchServer(reg prometheus.Registerer, srv *server.Server) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "kvcache_put_assembly_bytes", Help: "Bytes held by blocks being received (bounded by --assembly-budget).",
+	}, func() float64 { return float64(srv.AssemblyBytes()) }))
+}
+
+// watchData exports the data plane's connection gauge.
+func (m *rpcMetrics) watchData(reg prometheus.Registerer, d *dataplane.Server) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "kvcache_data_conns_open", Help: "Data-plane connections open.",
+	}, func() float64 { return float64(d.Conns()) }))
 }
 
 // dataRequest is the data plane's OnRequest hook.
@@ -63,6 +114,9 @@ func (m *rpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerI
 }
 
 func (m *rpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	open := m.streams.WithLabelValues(info.FullMethod)
+	open.Inc()
+	defer open.Dec()
 	start := time.Now()
 	err := h(srv, ss)
 	m.observe(info.FullMethod, start, err)
@@ -114,4 +168,21 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	n("evictions", s.Evictions)
 	n("puts", s.Puts)
 	n("putbytes", s.PutBytes)
+}
+
+// checkDisk warns (log and metric) when the store's capacity exceeds what
+// the file system can still give it: free space plus the file's own size.
+// The node still starts; writes then fail with ResourceExhausted once the
+// disk is full, and resume when space frees.
+func (n *Node) checkDisk(m *rpcMetrics) {
+	free, ok := fsFree(n.cfg.Data)
+	if !ok || n.cfg.Capacity <= 0 {
+		return
+	}
+	room := free + n.st.Stats().FileBytes
+	if short := n.cfg.Capacity - room; short > 0 {
+		m.diskShort.Set(float64(short))
+		n.log.Warn("--capacity exceeds the free space of the data directory's file system; writes will fail with ResourceExhausted when it fills",
+			"capacity", n.cfg.Capacity, "free", free, "file", room-free, "data", n.cfg.Data)
+	}
 }

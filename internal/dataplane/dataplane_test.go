@@ -199,32 +199,6 @@ func TestMalformedRequestsGetAnErrorFrame(t *testing.T) {
 	}
 }
 
-func TestTooManyConnectionsAreRefused(t *testing.T) {
-	addr, _ := serve(t, memStore(t), dataplane.ServerOptions{MaxConns: 1})
-	ctx := ctxT(t)
-	first, err := dataplane.Dial(ctx, addr, dataplane.DialOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
-	// Make sure the first connection is being served.
-	var c collect
-	ns := storetest.Namespace("busy")
-	if err := first.Get(ctx, 0, ns, []prefix.Key{storetest.Key("x")}, c.sink()); err != nil {
-		t.Fatal(err)
-	}
-	second, err := dataplane.Dial(ctx, addr, dataplane.DialOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Close()
-	err = second.Get(ctx, 0, ns, []prefix.Key{storetest.Key("x")}, c.sink())
-	var re *dataplane.RemoteError
-	if !errors.As(err, &re) || re.Code != dataplane.CodeBusy {
-		t.Fatalf("second connection: %v, want a busy error frame", err)
-	}
-}
-
 // A client that stops reading loses its connection after WriteTimeout, so
 // it cannot hold a read transaction open.
 func TestStuckReaderIsCut(t *testing.T) {

@@ -29,9 +29,20 @@ type Blocks interface {
 
 // ServerOptions tune a Server. Zero values mean defaults.
 type ServerOptions struct {
-	// MaxConns bounds concurrent connections; one over the limit gets a
-	// CodeBusy error frame and is closed. Default 256.
+	// MaxConns bounds concurrent connections. A connection over the limit
+	// takes the slot of the connection idle (waiting for a request) the
+	// longest, which is closed; when none is idle it gets a CodeBusy error
+	// frame and is closed. So idle connections never lock active clients
+	// out. Default 256.
 	MaxConns int
+	// MaxConnsPerAddr bounds the connections from one client IP address;
+	// one over it gets CodeBusy and is closed. Default 64.
+	MaxConnsPerAddr int
+	// OnConn, if set, is called when a connection is refused ("busy": all
+	// slots serving requests; "per_addr": its address is at
+	// MaxConnsPerAddr) or an idle one is closed to free its slot
+	// ("reclaimed").
+	OnConn func(event string)
 	// MaxKeys bounds the keys of one request. Default (and at most) 65536.
 	MaxKeys int
 	// WriteTimeout bounds the write of one block: a client that stops
@@ -40,7 +51,7 @@ type ServerOptions struct {
 	// for longer. Default 10s.
 	WriteTimeout time.Duration
 	// IdleTimeout closes a connection that sends no request for this long.
-	// Default 5m.
+	// Default 2m.
 	IdleTimeout time.Duration
 	// ReadTimeout bounds the rest of a request once its first byte came.
 	// Default 10s.
@@ -76,11 +87,19 @@ type Server struct {
 	ctx  context.Context // ends on Close
 	stop context.CancelFunc
 
-	mu     sync.Mutex
-	lis    map[net.Listener]struct{}
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	lis     map[net.Listener]struct{}
+	conns   map[net.Conn]*connSlot
+	perAddr map[string]int
+	closed  bool
+	wg      sync.WaitGroup
+}
+
+// connSlot is the bookkeeping of one accepted connection, under Server.mu.
+type connSlot struct {
+	addr      string    // client IP
+	idleSince time.Time // zero while a request is served
+	gone      bool      // its slot was freed (reclaimed or closed)
 }
 
 // NewServer returns a server over st; it does not own st.
@@ -92,6 +111,9 @@ func NewServer(st Blocks, o *ServerOptions) *Server {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 256
 	}
+	if opts.MaxConnsPerAddr <= 0 {
+		opts.MaxConnsPerAddr = 64
+	}
 	if opts.MaxKeys <= 0 || opts.MaxKeys > MaxKeysLimit {
 		opts.MaxKeys = MaxKeysLimit
 	}
@@ -99,7 +121,7 @@ func NewServer(st Blocks, o *ServerOptions) *Server {
 		opts.WriteTimeout = 10 * time.Second
 	}
 	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = 5 * time.Minute
+		opts.IdleTimeout = 2 * time.Minute
 	}
 	if opts.ReadTimeout <= 0 {
 		opts.ReadTimeout = 10 * time.Second
@@ -110,7 +132,7 @@ func NewServer(st Blocks, o *ServerOptions) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{st: st, opts: opts, log: log, ctx: ctx, stop: cancel,
-		lis: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}}
+		lis: map[net.Listener]struct{}{}, conns: map[net.Conn]*connSlot{}, perAddr: map[string]int{}}
 }
 
 // ErrServerClosed is returned by Serve after Close.
@@ -146,22 +168,97 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		backoff = 0
-		s.mu.Lock()
-		switch {
-		case s.closed:
-			s.mu.Unlock()
-			nc.Close()
-			return ErrServerClosed
-		case len(s.conns) >= s.opts.MaxConns:
-			s.mu.Unlock()
-			s.refuse(nc, CodeBusy, "too many data-plane connections")
+		slot, refused := s.admit(nc)
+		if refused != "" {
+			if refused == errServerClosed {
+				nc.Close()
+				return ErrServerClosed
+			}
+			s.event(refused)
+			s.refuse(nc, CodeBusy, "data plane: "+map[string]string{
+				"busy":     "every connection slot is serving a request",
+				"per_addr": "too many connections from this address",
+			}[refused])
 			continue
 		}
-		s.conns[nc] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serveConn(nc)
+		go s.serveConn(nc, slot)
 	}
+}
+
+const errServerClosed = "closed"
+
+// admit takes a slot for nc, closing the longest-idle connection when all
+// are taken, or names why nc is refused.
+func (s *Server) admit(nc net.Conn) (*connSlot, string) {
+	addr := nc.RemoteAddr().String()
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		addr = h
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return nil, errServerClosed
+	case s.perAddr[addr] >= s.opts.MaxConnsPerAddr:
+		return nil, "per_addr"
+	case len(s.conns) >= s.opts.MaxConns:
+		var victim net.Conn
+		var oldest *connSlot
+		for c, sl := range s.conns {
+			if !sl.idleSince.IsZero() && (oldest == nil || sl.idleSince.Before(oldest.idleSince)) {
+				victim, oldest = c, sl
+			}
+		}
+		if victim == nil {
+			return nil, "busy"
+		}
+		s.freeLocked(victim, oldest)
+		victim.Close() // its goroutine sees the error and exits
+		if s.opts.OnConn != nil {
+			defer s.opts.OnConn("reclaimed")
+		}
+	}
+	slot := &connSlot{addr: addr}
+	s.conns[nc] = slot
+	s.perAddr[addr]++
+	s.wg.Add(1)
+	return slot, ""
+}
+
+// freeLocked gives up nc's slot once.
+func (s *Server) freeLocked(nc net.Conn, sl *connSlot) {
+	if sl.gone {
+		return
+	}
+	sl.gone = true
+	delete(s.conns, nc)
+	if s.perAddr[sl.addr]--; s.perAddr[sl.addr] <= 0 {
+		delete(s.perAddr, sl.addr)
+	}
+}
+
+// setIdle marks nc as waiting for a request (idle) or serving one.
+func (s *Server) setIdle(sl *connSlot, idle bool) {
+	s.mu.Lock()
+	if idle {
+		sl.idleSince = time.Now()
+	} else {
+		sl.idleSince = time.Time{}
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) event(e string) {
+	if s.opts.OnConn != nil {
+		s.opts.OnConn(e)
+	}
+}
+
+// Conns is how many connections hold a slot now.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 func isTemporary(err error) bool {
@@ -211,11 +308,11 @@ type conn struct {
 	tenant   string // of the current request
 }
 
-func (s *Server) serveConn(nc net.Conn) {
+func (s *Server) serveConn(nc net.Conn, slot *connSlot) {
 	defer s.wg.Done()
 	defer func() {
 		s.mu.Lock()
-		delete(s.conns, nc)
+		s.freeLocked(nc, slot)
 		s.mu.Unlock()
 		nc.Close()
 	}()
@@ -244,9 +341,11 @@ func (s *Server) serveConn(nc net.Conn) {
 		// Wait for the next request for up to IdleTimeout, then give the
 		// rest of it ReadTimeout.
 		_ = nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
+		s.setIdle(slot, c.br.Buffered() == 0)
 		if _, err := c.br.Peek(1); err != nil {
-			return // closed, idle or gone
+			return // closed, idle, reclaimed or gone
 		}
+		s.setIdle(slot, false)
 		_ = nc.SetReadDeadline(time.Now().Add(s.opts.ReadTimeout))
 		var pe *ProtocolError
 		if first {

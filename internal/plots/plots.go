@@ -5,6 +5,7 @@
 package plots
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"image/color"
@@ -162,15 +163,9 @@ func (c Chart) plot() (*plot.Plot, error) {
 			thumbs = append(thumbs, ln)
 		}
 		if s.Labels != nil {
-			lb, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: s.Labels})
-			if err != nil {
+			if err := addLabels(p, xys, s.Labels); err != nil {
 				return nil, fmt.Errorf("plots: %s: %w", c.File, err)
 			}
-			for k := range lb.TextStyle {
-				lb.TextStyle[k].Color = color.Gray{Y: 40}
-			}
-			lb.Offset = vg.Point{X: vg.Points(5), Y: vg.Points(3)}
-			p.Add(lb)
 		}
 		p.Legend.Add(s.Name, thumbs...)
 	}
@@ -199,4 +194,37 @@ func (c Chart) dataTicks() plot.ConstantTicks {
 		ticks = append(ticks, plot.Tick{Value: x, Label: label(x)})
 	}
 	return ticks
+}
+
+// addLabels writes each label beside its point, alternately above and
+// below in order of x, so that neighbours (f16 and bf16 share a point,
+// fp8 and int8 nearly do) stay readable.
+func addLabels(p *plot.Plot, xys plotter.XYs, labels []string) error {
+	order := make([]int, len(xys))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(xys[a].X, xys[b].X) })
+	for side, dy := range []vg.Length{vg.Points(3), vg.Points(-11)} {
+		var sub plotter.XYLabels
+		for k, i := range order {
+			if k%2 == side {
+				sub.XYs = append(sub.XYs, xys[i])
+				sub.Labels = append(sub.Labels, labels[i])
+			}
+		}
+		if len(sub.XYs) == 0 {
+			continue
+		}
+		lb, err := plotter.NewLabels(sub)
+		if err != nil {
+			return err
+		}
+		for k := range lb.TextStyle {
+			lb.TextStyle[k].Color = color.Gray{Y: 40}
+		}
+		lb.Offset = vg.Point{X: vg.Points(5), Y: dy}
+		p.Add(lb)
+	}
+	return nil
 }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
@@ -21,27 +23,69 @@ import (
 // a time, so they share group commits. A block is stored whole or not at
 // all: a stream that breaks mid-block drops that block, and the results of
 // blocks already whole are not reported because the stream has failed.
+//
+// A stream that sends no message for Options.PutIdleTimeout fails with
+// DeadlineExceeded and frees what it held. The handler cannot interrupt
+// its own RecvMsg, so the messages are received by a second goroutine
+// while the handler keeps the clock; that goroutine ends as soon as the
+// handler returns (grpc then cancels the stream).
 func (s *Server) Put(stream kvcachev1.KVCacheService_PutServer) error {
+	s.putStreams.Add(1)
+	defer s.putStreams.Add(-1)
 	p := s.newPutStream(stream.Context())
+	type outcome struct {
+		resp *kvcachev1.PutResponse
+		err  error
+	}
+	done := make(chan outcome, 1)
+	got := make(chan struct{}, 1) // a token per message received
+	eof := make(chan struct{})    // the client has sent everything
+	go func() {
+		resp, err := p.run(stream, got, eof)
+		done <- outcome{resp, err}
+	}()
+	idle := time.NewTimer(s.opts.PutIdleTimeout)
+	defer idle.Stop()
+	for {
+		select {
+		case o := <-done:
+			if o.err != nil {
+				return toStatus(o.err)
+			}
+			return stream.SendAndClose(o.resp)
+		case <-got:
+			idle.Reset(s.opts.PutIdleTimeout)
+		case <-eof:
+			idle.Stop()
+			eof = nil
+		case <-idle.C:
+			return status.Errorf(codes.DeadlineExceeded, "put stream sent no message for %v; the node closed it", s.opts.PutIdleTimeout)
+		}
+	}
+}
+
+// run receives and handles the stream's messages, signalling each on got
+// and the end of the stream by closing eof, then waits for the commits.
+func (p *putStream) run(stream kvcachev1.KVCacheService_PutServer, got chan<- struct{}, eof chan<- struct{}) (*kvcachev1.PutResponse, error) {
 	defer p.release()
 	for {
 		err := stream.RecvMsg(&p.req)
 		if err == io.EOF {
-			break
+			close(eof)
+			return p.finish(stream.Context())
 		}
 		if err == nil {
+			select {
+			case got <- struct{}{}:
+			default:
+			}
 			err = p.message()
 		}
 		if err != nil {
 			_ = p.g.Wait()
-			return toStatus(err)
+			return nil, err
 		}
 	}
-	resp, err := p.finish(stream.Context())
-	if err != nil {
-		return toStatus(err)
-	}
-	return stream.SendAndClose(resp)
 }
 
 // putStream is the state of one Put call: the namespace in force, the
@@ -80,16 +124,18 @@ func (s *Server) newPutStream(ctx context.Context) *putStream {
 // first chunk's buffer that no block took.
 func (p *putStream) release() {
 	p.dropPre()
-	if p.cur != nil {
-		p.s.pool.Put(p.cur.buf)
-		p.cur = nil
-	}
+	p.dropCur()
 }
 
 func (p *putStream) dropPre() {
-	if p.req.pre != nil {
-		p.s.pool.Put(p.req.pre)
-		p.req.pre = nil
+	p.s.putBlockBuf(p.req.pre, true)
+	p.req.pre = nil
+}
+
+func (p *putStream) dropCur() {
+	if p.cur != nil {
+		p.s.putBlockBuf(p.cur.buf, true)
+		p.cur = nil
 	}
 }
 
@@ -97,10 +143,15 @@ func (p *putStream) dropPre() {
 // block being assembled, a block's first chunk in a fresh block buffer
 // (req.pre), the next ones after it. nil means scratch: message then
 // reports the framing error or rejects the block.
+//
+// Buffers come from the assembly budget and hold what has arrived (see
+// bufs.go); when the budget has no room place returns nil too, and
+// begin or chunk rejects the block.
 func (p *putStream) place(m *putChunk, n int) []byte {
 	if m.offset != 0 {
 		cur := p.cur
-		if p.skip || cur == nil || int(m.offset) != cur.got || cur.got+n > cur.size {
+		if p.skip || cur == nil || int(m.offset) != cur.got || cur.got+n > cur.size ||
+			!p.s.growBlockBuf(cur.buf, cur.got+n, cur.size) {
 			return nil
 		}
 		*cur.buf = (*cur.buf)[:cur.got+n]
@@ -109,7 +160,9 @@ func (p *putStream) place(m *putChunk, n int) []byte {
 	if p.cur != nil || m.blockSize == 0 || int(m.blockSize) > p.s.opts.MaxBlockBytes || n > int(m.blockSize) {
 		return nil
 	}
-	m.pre = p.s.getBuf(int(m.blockSize))
+	if m.pre = p.s.getBlockBuf(n, int(m.blockSize)); m.pre == nil {
+		return nil
+	}
 	*m.pre = (*m.pre)[:n]
 	return *m.pre
 }
@@ -117,6 +170,13 @@ func (p *putStream) place(m *putChunk, n int) []byte {
 // message handles the message just received. An error fails the stream.
 func (p *putStream) message() error {
 	defer p.dropPre() // a first chunk whose block was rejected
+	defer func() {
+		// Data that was not placed (a rejected block's) is not kept
+		// for the next message: an idle stream holds no megabytes.
+		if cap(p.req.scratch) > 64<<10 {
+			p.req.scratch = nil
+		}
+	}()
 	if p.req.GetOffset() != 0 {
 		return p.chunk()
 	}
@@ -155,8 +215,15 @@ func (p *putStream) begin() error {
 		p.reject(req.GetKey(), fmt.Errorf("block of %d bytes, node maximum %d: %w", req.GetBlockSize(), p.s.opts.MaxBlockBytes, store.ErrTooLarge))
 		return nil
 	}
-	p.cur = p.s.newPending(p.ns, key, int(req.GetBlockSize()), req.pre)
+	buf := req.pre
 	req.pre = nil
+	if buf == nil { // not placed by the codec, or no budget then
+		if buf = p.s.getBlockBuf(len(req.GetData()), int(req.GetBlockSize())); buf == nil {
+			p.reject(req.GetKey(), p.s.budget.err(len(req.GetData())))
+			return nil
+		}
+	}
+	p.cur = &pending{ns: p.ns, key: key, size: int(req.GetBlockSize()), buf: buf}
 	return p.add()
 }
 
@@ -165,8 +232,14 @@ func (p *putStream) chunk() error {
 	if p.skip {
 		return nil
 	}
-	if p.cur == nil || int(p.req.GetOffset()) != p.cur.got {
-		return fmt.Errorf("%w: chunk at offset %d, expected a new block or offset %d", errInvalid, p.req.GetOffset(), p.cur.gotOr0())
+	cur := p.cur
+	if cur == nil || int(p.req.GetOffset()) != cur.got {
+		return fmt.Errorf("%w: chunk at offset %d, expected a new block or offset %d", errInvalid, p.req.GetOffset(), cur.gotOr0())
+	}
+	if n := len(p.req.GetData()); !p.req.placed && cur.got+n <= cur.size && !p.s.growBlockBuf(cur.buf, cur.got+n, cur.size) {
+		p.reject(cur.key[:], p.s.budget.err(n))
+		p.dropCur()
+		return nil
 	}
 	return p.add()
 }
@@ -205,8 +278,10 @@ func (p *putStream) reject(key []byte, err error) {
 	p.skip = true
 	p.mu.Lock()
 	// req's buffers are reused by the next message: copy the key.
-	p.results = append(p.results, &kvcachev1.PutResult{Key: bytes.Clone(key), Outcome: kvcachev1.PutResult_OUTCOME_REJECTED, Code: int32(codeOf(err)), Reason: err.Error()})
+	r := &kvcachev1.PutResult{Key: bytes.Clone(key), Outcome: kvcachev1.PutResult_OUTCOME_REJECTED, Code: int32(codeOf(err)), Reason: err.Error()}
+	p.results = append(p.results, r)
 	p.mu.Unlock()
+	p.s.observe(r)
 }
 
 // commit hands a whole block to the store in a commit goroutine; its
@@ -217,12 +292,13 @@ func (p *putStream) commit(b *pending) {
 	p.results = append(p.results, &kvcachev1.PutResult{Key: b.key[:]})
 	p.mu.Unlock()
 	p.g.Go(func() error {
-		defer p.s.pool.Put(b.buf)
+		defer p.s.putBlockBuf(b.buf, true)
 		// The tenant label is what the store's quotas count against.
 		stored, err := p.s.st.Put(store.WithTenant(p.gctx, p.tenant), b.ns, b.key, *b.buf)
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		r := p.results[idx]
+		defer func() { p.s.observe(r) }()
 		switch {
 		case err != nil:
 			r.Outcome, r.Code, r.Reason = kvcachev1.PutResult_OUTCOME_REJECTED, int32(codeOf(err)), err.Error()
@@ -266,26 +342,4 @@ func (p *pending) add(data []byte, placed bool) error {
 	}
 	p.got += len(data)
 	return nil
-}
-
-// newPending starts assembling a block in buf (a buffer from getBuf whose
-// contents become the block's first chunk), or in a new buffer if nil.
-func (s *Server) newPending(ns prefix.Namespace, key prefix.Key, size int, buf *[]byte) *pending {
-	if buf == nil {
-		buf = s.getBuf(size)
-	}
-	return &pending{ns: ns, key: key, size: size, buf: buf}
-}
-
-// getBuf returns an empty block buffer with capacity for size bytes.
-func (s *Server) getBuf(size int) *[]byte {
-	bp, _ := s.pool.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
-	if cap(*bp) < size {
-		*bp = make([]byte, 0, size)
-	}
-	*bp = (*bp)[:0]
-	return bp
 }

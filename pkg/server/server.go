@@ -11,7 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
+	"sync/atomic"
+	"time"
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
@@ -40,6 +41,21 @@ type Options struct {
 	// DataAddr is the node's bulk data-plane address advertised in Stats
 	// (":port" means the host the client dialled); "" = none.
 	DataAddr string
+	// AssemblyBudget bounds the bytes of blocks being received, summed
+	// over every Put stream. A block reserves the buffer it holds, which
+	// grows with what has arrived (at most twice the bytes received, never
+	// its announced size up front); a block that would take the total over
+	// the budget is rejected with ResourceExhausted and a message saying to
+	// retry, and its stream goes on. It should be at least twice
+	// MaxBlockBytes. Default 256 MiB.
+	AssemblyBudget int64
+	// PutIdleTimeout is how long a Put stream may go without sending a
+	// message; then it fails with DeadlineExceeded and frees its buffers.
+	// Default 30s.
+	PutIdleTimeout time.Duration
+	// OnBlock, if set, is called with the result of every block of every
+	// Put stream (stored, already present, or rejected with its code).
+	OnBlock func(*kvcachev1.PutResult)
 	// Logger receives rejected-block reports. Default slog.Default().
 	Logger *slog.Logger
 	// Usage receives per-tenant counters for Stats; nil means a Usage of
@@ -59,6 +75,8 @@ const (
 	maxChunkBytes        = 4 << 20
 	defaultMaxKeys       = 1 << 16
 	defaultPutParallel   = 8
+	defaultBudget        = 256 << 20
+	defaultPutIdle       = 30 * time.Second
 )
 
 // Server implements kvcachev1.KVCacheServiceServer over a store.
@@ -67,7 +85,22 @@ type Server struct {
 	st   store.Store
 	opts Options
 	log  *slog.Logger
-	pool sync.Pool // *[]byte block assembly buffers
+
+	budget     budget   // bytes of blocks being received
+	pools      bufPools // block assembly buffers by size class
+	putStreams atomic.Int64
+}
+
+// AssemblyBytes is how many bytes blocks being received hold now.
+func (s *Server) AssemblyBytes() int64 { return s.budget.used.Load() }
+
+// PutStreams is how many Put streams are open now.
+func (s *Server) PutStreams() int64 { return s.putStreams.Load() }
+
+func (s *Server) observe(r *kvcachev1.PutResult) {
+	if s.opts.OnBlock != nil {
+		s.opts.OnBlock(r)
+	}
 }
 
 // New returns a Server over st. It does not take ownership of st.
@@ -89,6 +122,12 @@ func New(st store.Store, opts *Options) *Server {
 	if o.PutParallel <= 0 {
 		o.PutParallel = defaultPutParallel
 	}
+	if o.AssemblyBudget <= 0 {
+		o.AssemblyBudget = defaultBudget
+	}
+	if o.PutIdleTimeout <= 0 {
+		o.PutIdleTimeout = defaultPutIdle
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
@@ -96,7 +135,9 @@ func New(st store.Store, opts *Options) *Server {
 	if o.Usage == nil {
 		o.Usage = NewUsage()
 	}
-	return &Server{st: st, opts: o, log: log}
+	srv := &Server{st: st, opts: o, log: log}
+	srv.budget.limit = o.AssemblyBudget
+	return srv
 }
 
 // MaxMessageBytes is the largest gRPC message a client of this server needs

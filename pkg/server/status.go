@@ -16,6 +16,10 @@ import (
 // reach the store (missing keys, bad chunk framing).
 var errInvalid = errors.New("invalid request")
 
+// errBusy is the adapter's sentinel for a node limit that a retry may pass
+// once other calls finish (the Put assembly budget): ResourceExhausted.
+var errBusy = errors.New("node busy")
+
 // codeOf maps an error from the store, the codecs or the adapter to its gRPC
 // code. It is the only place that does so: handlers return wrapped errors and
 // toStatus turns them into statuses at the boundary, so a client sees
@@ -37,7 +41,7 @@ func codeOf(err error) codes.Code {
 		errors.Is(err, store.ErrInvalidKey),
 		errors.Is(err, store.ErrInvalidParent):
 		return codes.InvalidArgument
-	case errors.Is(err, store.ErrTooLarge), errors.Is(err, store.ErrFull),
+	case errors.Is(err, errBusy), errors.Is(err, store.ErrTooLarge), errors.Is(err, store.ErrFull),
 		errors.Is(err, store.ErrQuota), errors.Is(err, store.ErrNoSpace):
 		return codes.ResourceExhausted
 	case errors.Is(err, store.ErrNotFound):

@@ -172,6 +172,17 @@ func (x *index) closesCycle(e *entry) bool {
 	}
 }
 
+// fits reports whether a block of size bytes of tenant fits without
+// evicting anything.
+func (x *index) fits(size int64, tenant string, capacity int64) bool {
+	if capacity > 0 && x.used+size > capacity {
+		return false
+	}
+	t := x.tenants[tenant]
+	q := x.quotas[tenant]
+	return q == 0 || t == nil && size <= q || t != nil && t.used+size <= q
+}
+
 // place adds e, pending, and evicts to make room for it: first the least
 // recently used leaves of e's own tenant while the tenant is over its
 // quota, then anyone's least recently used leaves while the store is over

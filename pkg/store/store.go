@@ -123,7 +123,9 @@ type Options struct {
 	// MaxBatchBytes caps the block bytes of one group commit (DB only). A
 	// commit starts as soon as the previous one ends and takes every Put
 	// waiting, up to this many bytes and MaxBatchOps operations; there is no
-	// timer. Zero means 256 MiB.
+	// timer. Zero means 1/32 of Capacity, between 1 MiB and 256 MiB (256 MiB
+	// when Capacity is 0), which bounds the file's size on disk to about
+	// Capacity + 3%: a commit cannot reuse the pages its own evictions free.
 	MaxBatchBytes int
 
 	// MaxBatchOps caps the number of Puts and Deletes in one group commit
@@ -214,7 +216,14 @@ func newConfig(o *Options) config {
 		c.verify = verifyKVBlock
 	}
 	if c.maxBatchBytes <= 0 {
+		// Pages a commit frees by eviction are reusable only by later
+		// commits, so the file holds up to one batch beyond the capacity:
+		// a batch of at most 1/32 of it keeps the file within a few
+		// percent of Capacity.
 		c.maxBatchBytes = 256 << 20
+		if c.capacity > 0 {
+			c.maxBatchBytes = int(min(256<<20, max(c.capacity/32, 1<<20)))
+		}
 	}
 	if c.maxBatchOps <= 0 {
 		c.maxBatchOps = 1024

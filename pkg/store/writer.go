@@ -43,6 +43,7 @@ type op struct {
 	block     []byte
 	state     atomic.Int32
 	entry     *entry // set by the writer once planned
+	deferred  int64  // when the writer first put it off to wait for its parent (unix ns)
 
 	// Delete
 	ids []blockID
@@ -168,19 +169,41 @@ func (db *DB) run() {
 		defer t.Stop()
 		tick = t.C
 	}
-	var batch []*op
+	var batch, deferred []*op
 	for {
-		select {
-		case o := <-db.ops:
-			batch = append(batch[:0], o)
-		case <-tick:
-			db.flushAccess()
-			continue
-		case <-db.closing:
-			db.flushAccess()
-			return
+		if len(deferred) > 0 {
+			// Children whose parent was still on its way: the parent's
+			// Put is blocked sending to ops, so it comes at once.
+			batch = append(batch[:0], deferred...)
+			deferred = deferred[:0]
+			wait := time.NewTimer(deferWait)
+			select {
+			case o := <-db.ops:
+				batch = append(batch, o)
+			case <-wait.C:
+			case <-db.closing:
+				wait.Stop()
+				db.failQueued(batch, ErrClosed)
+				db.flushAccess()
+				return
+			}
+			wait.Stop()
+		} else {
+			select {
+			case o := <-db.ops:
+				batch = append(batch[:0], o)
+			case <-tick:
+				db.flushAccess()
+				continue
+			case <-db.closing:
+				db.flushAccess()
+				return
+			}
 		}
-		bytes := len(batch[0].block)
+		bytes := 0
+		for _, o := range batch {
+			bytes += len(o.block)
+		}
 	drain:
 		for len(batch) < db.cfg.maxBatchOps && bytes < db.cfg.maxBatchBytes {
 			select {
@@ -194,8 +217,25 @@ func (db *DB) run() {
 		db.commits.Add(1)
 		db.batchedOps.Add(int64(len(batch)))
 		batch = parentsFirst(batch)
-		db.commit(batch)
+		deferred = db.commit(batch, deferred)
 		clear(batch)
+	}
+}
+
+// deferWait is how long the writer waits for the parent of a deferred
+// child before committing the child anyway (as an orphan).
+const deferWait = 2 * time.Millisecond
+
+// failQueued acknowledges the Puts of ops still queued with err.
+func (db *DB) failQueued(ops []*op, err error) {
+	for _, o := range ops {
+		if o.ids == nil && o.state.CompareAndSwap(queued, taken) {
+			o.err = err
+			db.mu.Lock()
+			delete(db.inflight, o.id)
+			db.mu.Unlock()
+			close(o.done)
+		}
 	}
 }
 
@@ -254,9 +294,31 @@ type action struct {
 	meta  []byte
 }
 
+// deferOrphan reports whether the writer should put o off to a later
+// commit: its parent is absent, so it would be an orphan, which evicts
+// nothing, and the store has no free room for it. Concurrent Puts of one
+// chain (a Put stream commits several blocks at once) can reach the writer
+// child first, even in different commits; waiting up to orphanWait for
+// the parent lets the child be planned as part of its chain. True orphans
+// pay that wait only when the store is full.
+func (db *DB) deferOrphan(o *op) bool {
+	if !o.hasParent || db.idx.entries[o.parent] != nil || db.idx.fits(int64(len(o.block)), o.tenant, db.cfg.capacity) {
+		return false
+	}
+	now := time.Now().UnixNano() // not cfg.now: tests stop that clock
+	if o.deferred == 0 {
+		o.deferred = now
+	}
+	return now-o.deferred < int64(orphanWait)
+}
+
+// orphanWait bounds how long the writer holds a child for its parent.
+const orphanWait = 20 * time.Millisecond
+
 // commit plans the batch against the index, writes it in one transaction
-// and acknowledges every operation.
-func (db *DB) commit(batch []*op) {
+// and acknowledges every operation, except Puts held back for their
+// parent (deferOrphan): those are appended to deferred and returned.
+func (db *DB) commit(batch []*op, deferred []*op) []*op {
 	now := db.cfg.now().UnixNano()
 	var acts []action
 	var evicted int
@@ -270,6 +332,10 @@ func (db *DB) commit(batch []*op) {
 					o.n++
 				}
 			}
+			continue
+		}
+		if db.deferOrphan(o) {
+			deferred = append(deferred, o)
 			continue
 		}
 		if !o.state.CompareAndSwap(queued, taken) {
@@ -344,6 +410,7 @@ func (db *DB) commit(batch []*op) {
 		close(o.done)
 	}
 	db.mu.Unlock()
+	return deferred
 }
 
 func writeActions(tx *bbolt.Tx, acts []action) error {

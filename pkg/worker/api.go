@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/kvcache/kvcache/pkg/tokenizer"
@@ -23,34 +26,108 @@ const (
 	defaultChatTokens       = 256 // OpenAI uses "the rest of the context"; capped so a CPU engine answers in seconds
 )
 
+// Request bodies are decoded strictly: a field this API does not know is
+// a 400 naming it ("unrecognized request argument", as OpenAI answers),
+// never ignored. Fields the spec has but this worker cannot honour are
+// accepted only at their neutral value (absent, null, or the value that
+// changes nothing, such as frequency_penalty 0 or tools []) and otherwise
+// rejected naming the field. To support a new field, add it to the struct
+// of its endpoint (or samplingFields for both) and check it in check.
+
 // samplingFields are shared by both endpoints. Pointers tell absent from 0.
 type samplingFields struct {
-	Model       string   `json:"model"`
-	MaxTokens   *int     `json:"max_tokens"`
-	Temperature *float64 `json:"temperature"`
-	TopP        *float64 `json:"top_p"`
-	Seed        *int64   `json:"seed"`
-	N           *int     `json:"n"`
-	Stream      bool     `json:"stream"`
+	Model         string         `json:"model"`
+	MaxTokens     *int           `json:"max_tokens"`
+	Temperature   *float64       `json:"temperature"`
+	TopP          *float64       `json:"top_p"`
+	Seed          *int64         `json:"seed"`
+	N             *int           `json:"n"`
+	Stream        bool           `json:"stream"`
+	StreamOptions *streamOptions `json:"stream_options"`
+	Stop          stopField      `json:"stop"`
+	// User identifies the end user; it is logged with the request.
+	User string `json:"user"`
+	// Accepted at their neutral value only.
+	FrequencyPenalty *float64          `json:"frequency_penalty"`
+	PresencePenalty  *float64          `json:"presence_penalty"`
+	LogitBias        map[string]any    `json:"logit_bias"`
+	Metadata         map[string]string `json:"metadata"`
+	Store            *bool             `json:"store"`
 	// CacheSalt (vLLM's field) isolates the request's cache namespace
 	// (isolation.go).
 	CacheSalt *string `json:"cache_salt"`
 }
 
+type streamOptions struct {
+	IncludeUsage       bool  `json:"include_usage"`
+	IncludeObfuscation *bool `json:"include_obfuscation"`
+}
+
+// stopField is OpenAI's stop: null, a string, or an array of strings.
+type stopField []string
+
+func (s *stopField) UnmarshalJSON(b []byte) error {
+	if isNull(b) {
+		*s = nil
+		return nil
+	}
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*s = stopField{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return &json.UnmarshalTypeError{Value: jsonKind(b), Type: reflect.TypeFor[[]string]()}
+	}
+	*s = many
+	return nil
+}
+
+func jsonKind(b []byte) string {
+	switch t := strings.TrimSpace(string(b)); {
+	case strings.HasPrefix(t, "{"):
+		return "object"
+	case strings.HasPrefix(t, "["):
+		return "array with a non-string"
+	case t == "true" || t == "false":
+		return "bool"
+	}
+	return "number"
+}
+
 type completionRequest struct {
 	samplingFields
-	Prompt json.RawMessage `json:"prompt"`
+	Prompt   json.RawMessage `json:"prompt"`
+	Echo     bool            `json:"echo"`
+	Logprobs *int            `json:"logprobs"`
+	BestOf   *int            `json:"best_of"`
+	Suffix   *string         `json:"suffix"`
 }
 
 type chatRequest struct {
 	samplingFields
 	Messages            []chatMessage `json:"messages"`
 	MaxCompletionTokens *int          `json:"max_completion_tokens"`
+	Logprobs            bool          `json:"logprobs"`
+	TopLogprobs         *int          `json:"top_logprobs"`
+	// Accepted at their neutral value only.
+	ResponseFormat    json.RawMessage `json:"response_format"`
+	Tools             json.RawMessage `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+	Functions         json.RawMessage `json:"functions"`
+	FunctionCall      json.RawMessage `json:"function_call"`
 }
 
 type chatMessage struct {
 	Role    string          `json:"role"`
 	Content json.RawMessage `json:"content"`
+	// Accepted when absent or null only.
+	Name       *string         `json:"name"`
+	ToolCalls  json.RawMessage `json:"tool_calls"`
+	ToolCallID *string         `json:"tool_call_id"`
+	Refusal    json.RawMessage `json:"refusal"`
 }
 
 // apiError is an OpenAI-style error: {"error": {...}} with an HTTP status.
@@ -79,6 +156,7 @@ func badRequest(param, code, format string, a ...any) *apiError {
 // wrong into a 400 (or 413 for an oversized body).
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil && dec.More() {
 		err = errors.New("trailing data after the JSON object")
@@ -91,10 +169,16 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
 	var (
 		typeErr *json.UnmarshalTypeError
 		tooBig  *http.MaxBytesError
+		netErr  net.Error
 	)
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return &apiError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Message: "the request body was not received in time"}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
+		return badRequest(field, "unknown_parameter", "unrecognized request argument supplied: %s (this worker rejects fields it does not implement rather than ignore them)", field)
 	case errors.As(err, &tooBig):
 		e := badRequest("", "request_too_large", "request body exceeds %d bytes", tooBig.Limit)
 		e.Status = http.StatusRequestEntityTooLarge
@@ -109,18 +193,25 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
 	}
 }
 
-// params holds validated sampling settings.
+// params holds validated request settings.
 type params struct {
 	maxTokens         int // 0: endpoint default
 	temperature, topP float64
 	seed              uint64
+	n                 int
+	stop              []string
 	stream            bool
+	includeUsage      bool
+	logprobs          bool
+	topLogprobs       int
+	echo              bool
+	user              string
 	cacheSalt         string
 }
 
 // check validates the shared fields against the served model.
 func (s *samplingFields) check(modelID string) (params, *apiError) {
-	p := params{temperature: 1, topP: 1, stream: s.Stream}
+	p := params{temperature: 1, topP: 1, stream: s.Stream, n: 1, user: s.User}
 	if s.Model != "" && s.Model != modelID {
 		return p, badRequest("model", "model_not_found", "the model '%s' does not exist; this worker serves '%s'", s.Model, modelID)
 	}
@@ -130,8 +221,49 @@ func (s *samplingFields) check(modelID string) (params, *apiError) {
 		}
 		p.cacheSalt = *s.CacheSalt
 	}
-	if s.N != nil && *s.N != 1 {
-		return p, badRequest("n", "invalid_value", "n must be 1, got %d", *s.N)
+	if s.N != nil {
+		if *s.N < 1 || *s.N > MaxN {
+			return p, badRequest("n", "invalid_value", "n must be between 1 and %d, got %d", MaxN, *s.N)
+		}
+		p.n = *s.N
+	}
+	if s.StreamOptions != nil {
+		if !s.Stream {
+			return p, badRequest("stream_options", "invalid_value", "stream_options is only allowed when stream is true")
+		}
+		if o := s.StreamOptions.IncludeObfuscation; o != nil && *o {
+			return p, badRequest("stream_options.include_obfuscation", "unsupported_value", "stream obfuscation is not supported")
+		}
+		p.includeUsage = s.StreamOptions.IncludeUsage
+	}
+	if len(s.Stop) > MaxStop {
+		return p, badRequest("stop", "invalid_value", "stop takes at most %d strings, got %d", MaxStop, len(s.Stop))
+	}
+	for _, st := range s.Stop {
+		if st == "" {
+			return p, badRequest("stop", "invalid_value", "stop strings must not be empty")
+		}
+		if len(st) > maxStopBytes {
+			return p, badRequest("stop", "invalid_value", "a stop string is limited to %d bytes", maxStopBytes)
+		}
+	}
+	p.stop = s.Stop
+	for _, f := range []struct {
+		name string
+		v    *float64
+	}{{"frequency_penalty", s.FrequencyPenalty}, {"presence_penalty", s.PresencePenalty}} {
+		if f.v != nil && *f.v != 0 {
+			return p, badRequest(f.name, "unsupported_parameter", "%s is not supported (only 0, its neutral value, is accepted)", f.name)
+		}
+	}
+	if len(s.LogitBias) > 0 {
+		return p, badRequest("logit_bias", "unsupported_parameter", "logit_bias is not supported (only an empty map is accepted)")
+	}
+	if s.Store != nil && *s.Store {
+		return p, badRequest("store", "unsupported_parameter", "store is not supported: this worker keeps no completions")
+	}
+	if len(s.Metadata) > 0 {
+		return p, badRequest("metadata", "unsupported_parameter", "metadata is only used with store, which is not supported")
 	}
 	if s.Temperature != nil {
 		if *s.Temperature < 0 || *s.Temperature > 2 {
@@ -157,6 +289,89 @@ func (s *samplingFields) check(modelID string) (params, *apiError) {
 		p.seed = rand.Uint64() // OpenAI: no seed means not reproducible
 	}
 	return p, nil
+}
+
+// maxStopBytes bounds one stop string: stop matching holds back up to
+// this many bytes of a stream.
+const maxStopBytes = 256
+
+// check validates the completions-only fields.
+func (c *completionRequest) check(modelID string) (params, *apiError) {
+	p, e := c.samplingFields.check(modelID)
+	if e != nil {
+		return p, e
+	}
+	if c.Logprobs != nil {
+		if *c.Logprobs < 0 || *c.Logprobs > MaxTopLogprobs {
+			return p, badRequest("logprobs", "invalid_value", "logprobs must be between 0 and %d, got %d", MaxTopLogprobs, *c.Logprobs)
+		}
+		if c.Echo {
+			return p, badRequest("logprobs", "unsupported_parameter", "logprobs together with echo (log probabilities of the prompt) is not supported")
+		}
+		p.logprobs, p.topLogprobs = true, *c.Logprobs
+	}
+	if c.BestOf != nil && *c.BestOf != p.n {
+		return p, badRequest("best_of", "unsupported_parameter", "best_of must equal n (%d): ranking candidates is not supported", p.n)
+	}
+	if c.Suffix != nil && *c.Suffix != "" {
+		return p, badRequest("suffix", "unsupported_parameter", "suffix (insertion) is not supported")
+	}
+	p.echo = c.Echo
+	return p, nil
+}
+
+// check validates the chat-only fields.
+func (c *chatRequest) check(modelID string) (params, *apiError) {
+	if c.MaxTokens == nil {
+		c.MaxTokens = c.MaxCompletionTokens
+	}
+	p, e := c.samplingFields.check(modelID)
+	if e != nil {
+		return p, e
+	}
+	if c.TopLogprobs != nil {
+		if !c.Logprobs {
+			return p, badRequest("top_logprobs", "invalid_value", "top_logprobs requires logprobs to be true")
+		}
+		if *c.TopLogprobs < 0 || *c.TopLogprobs > MaxTopLogprobs {
+			return p, badRequest("top_logprobs", "invalid_value", "top_logprobs must be between 0 and %d, got %d", MaxTopLogprobs, *c.TopLogprobs)
+		}
+		p.topLogprobs = *c.TopLogprobs
+	}
+	p.logprobs = c.Logprobs
+	if !isNull(c.ResponseFormat) {
+		var rf struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(c.ResponseFormat, &rf) != nil || rf.Type != "text" {
+			return p, badRequest("response_format", "unsupported_parameter", "response_format %s is not supported: only {\"type\": \"text\"}; structured output (json_object, json_schema) is not implemented", c.ResponseFormat)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"tools", c.Tools}, {"functions", c.Functions}} {
+		if !isNull(f.raw) && strings.TrimSpace(string(f.raw)) != "[]" {
+			return p, badRequest(f.name, "unsupported_parameter", "%s (function calling) is not supported", f.name)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"tool_choice", c.ToolChoice}, {"function_call", c.FunctionCall}} {
+		if !isNull(f.raw) && strings.TrimSpace(string(f.raw)) != `"none"` {
+			return p, badRequest(f.name, "unsupported_parameter", "%s is not supported (function calling is not implemented); only \"none\" is accepted", f.name)
+		}
+	}
+	if c.ParallelToolCalls != nil {
+		return p, badRequest("parallel_tool_calls", "unsupported_parameter", "parallel_tool_calls is not supported (function calling is not implemented)")
+	}
+	return p, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	t := strings.TrimSpace(string(raw))
+	return t == "" || t == "null"
 }
 
 // promptTokens parses the completions prompt: a string (tokenized, BOS
@@ -217,6 +432,14 @@ func chatMessages(in []chatMessage) ([]tokenizer.Message, *apiError) {
 		if m.Role == "" {
 			return nil, badRequest(param+".role", "missing_required_parameter", "message %d has no role", i)
 		}
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"name", m.Name != nil}, {"tool_calls", !isNull(m.ToolCalls)}, {"tool_call_id", m.ToolCallID != nil}, {"refusal", !isNull(m.Refusal)}} {
+			if f.set {
+				return nil, badRequest(param+"."+f.name, "unsupported_parameter", "message field %s is not supported", f.name)
+			}
+		}
 		var text string
 		if err := json.Unmarshal(m.Content, &text); err != nil {
 			var parts []struct {
@@ -238,52 +461,4 @@ func chatMessages(in []chatMessage) ([]tokenizer.Message, *apiError) {
 		out[i] = tokenizer.Message{Role: m.Role, Content: text}
 	}
 	return out, nil
-}
-
-// usage is the OpenAI usage object.
-type usage struct {
-	PromptTokens        int `json:"prompt_tokens"`
-	CompletionTokens    int `json:"completion_tokens"`
-	TotalTokens         int `json:"total_tokens"`
-	PromptTokensDetails struct {
-		CachedTokens int `json:"cached_tokens"`
-	} `json:"prompt_tokens_details"`
-}
-
-func usageOf(r *Result) *usage {
-	u := &usage{PromptTokens: r.PromptTokens, CompletionTokens: len(r.Tokens), TotalTokens: r.PromptTokens + len(r.Tokens)}
-	u.PromptTokensDetails.CachedTokens = r.CachedTokens
-	return u
-}
-
-type completionChoice struct {
-	Text         string  `json:"text"`
-	Index        int     `json:"index"`
-	Logprobs     any     `json:"logprobs"`
-	FinishReason *string `json:"finish_reason"`
-}
-
-type chatChoice struct {
-	Index        int          `json:"index"`
-	Message      *chatContent `json:"message,omitempty"`
-	Delta        *chatContent `json:"delta,omitempty"`
-	Logprobs     any          `json:"logprobs"`
-	FinishReason *string      `json:"finish_reason"`
-}
-
-type chatContent struct {
-	Role    string `json:"role,omitempty"`
-	Content string `json:"content,omitempty"`
-}
-
-// response is the body of a completion, a chat completion or one of their
-// stream chunks; Choices holds completionChoice or chatChoice values.
-type response struct {
-	ID      string   `json:"id"`
-	Object  string   `json:"object"`
-	Created int64    `json:"created"`
-	Model   string   `json:"model"`
-	Choices any      `json:"choices"`
-	Usage   *usage   `json:"usage,omitempty"`
-	Timings *Timings `json:"timings,omitempty"`
 }

@@ -67,6 +67,21 @@ type Config struct {
 	PromptOnly bool
 	// MaxConcurrent bounds concurrent forward passes. Default 1.
 	MaxConcurrent int
+	// MaxRunning bounds the generation requests run at once; they
+	// interleave on the MaxConcurrent forward-pass slots. Default
+	// 4*MaxConcurrent.
+	MaxRunning int
+	// MaxQueue bounds the requests waiting for one of the MaxRunning
+	// places; beyond it a request is answered 429 at once. Default
+	// 8*MaxConcurrent. Negative means no queue (0 is the default).
+	MaxQueue int
+	// ReadHeaderTimeout, ReadTimeout and IdleTimeout configure the
+	// http.Server of NewServer: the time to send the request headers, the
+	// whole request (headers and body), and an idle keep-alive connection.
+	// Defaults 5s, 30s, 120s. ReadTimeout does not limit the response: a
+	// generation streams for as long as it takes (there is no write
+	// timeout).
+	ReadHeaderTimeout, ReadTimeout, IdleTimeout time.Duration
 	// PrefillChunk is how many tokens one prefill step computes while
 	// holding the forward-pass semaphore. Default 256. Chunking never
 	// changes results (see pkg/model's determinism guarantee).
@@ -100,6 +115,24 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = 1
+	}
+	if c.MaxRunning <= 0 {
+		c.MaxRunning = 4 * c.MaxConcurrent
+	}
+	switch {
+	case c.MaxQueue == 0:
+		c.MaxQueue = 8 * c.MaxConcurrent
+	case c.MaxQueue < 0:
+		c.MaxQueue = 0
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = 5 * time.Second
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 120 * time.Second
 	}
 	if c.PrefillChunk <= 0 {
 		c.PrefillChunk = 256

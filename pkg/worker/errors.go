@@ -17,3 +17,8 @@ var (
 	// ErrBadToken: a prompt token id is outside the vocabulary.
 	ErrBadToken = errors.New("worker: token id out of range")
 )
+
+// ErrBadOption: a generation option (n, stop, top_logprobs) is out of
+// range. The HTTP layer validates each field itself and names it; this
+// guards direct callers of Generate.
+var ErrBadOption = errors.New("worker: option out of range")

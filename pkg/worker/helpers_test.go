@@ -210,3 +210,13 @@ func metricValue(t testing.TB, w *Worker, name, label string) float64 {
 	t.Fatalf("no metric %s{%s}", name, label)
 	return 0
 }
+
+func readAll(t testing.TB, resp *http.Response) string {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

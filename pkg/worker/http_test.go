@@ -78,7 +78,8 @@ func TestBadInputIs400(t *testing.T) {
 		{"unknown model", "/v1/completions", `{"model":"gpt-4","prompt":"hi"}`, "model", "model_not_found"},
 		{"temperature range", "/v1/completions", `{"prompt":"hi","temperature":3}`, "temperature", "invalid_value"},
 		{"top_p range", "/v1/completions", `{"prompt":"hi","top_p":0}`, "top_p", "invalid_value"},
-		{"n two", "/v1/completions", `{"prompt":"hi","n":2}`, "n", "invalid_value"},
+		{"n zero", "/v1/completions", `{"prompt":"hi","n":0}`, "n", "invalid_value"},
+		{"n too many", "/v1/completions", `{"prompt":"hi","n":17}`, "n", "invalid_value"},
 		{"chat no messages", "/v1/chat/completions", `{"messages":[]}`, "messages", "missing_required_parameter"},
 		{"chat messages string", "/v1/chat/completions", `{"messages":"hi"}`, "messages", "invalid_type"},
 		{"chat content number", "/v1/chat/completions", `{"messages":[{"role":"user","content":3}]}`, "messages.[0].content", "invalid_type"},
@@ -198,8 +199,13 @@ func TestStreaming(t *testing.T) {
 		t.Errorf("streamed text %q, want %q", text.String(), wantText)
 	}
 	final := chunks[len(chunks)-1]
-	if final["usage"] == nil || final["timings"] == nil {
-		t.Errorf("final chunk lacks usage/timings: %v", final)
+	if final["timings"] == nil {
+		t.Errorf("final chunk lacks timings: %v", final)
+	}
+	for i, c := range chunks {
+		if _, ok := c["usage"]; ok {
+			t.Errorf("chunk %d has usage without stream_options.include_usage: %v", i, c)
+		}
 	}
 
 	chat := sse(t, url+"/v1/chat/completions", jsonString(map[string]any{
@@ -265,7 +271,13 @@ func TestModelsHealthMetrics(t *testing.T) {
 		t.Errorf("/healthz: %d", code)
 	}
 	code, body := get("/metrics")
-	for _, s := range []string{`kvcache_worker_requests_total{code="200",endpoint="completions"} 1`, "kvcache_worker_ttft_seconds_count 1", "kvcache_worker_prompt_tokens_total 3", `kvcache_worker_cache_errors_total{op="fetch"} 0`} {
+	for _, s := range []string{`kvcache_worker_requests_total{code="200",endpoint="completions"} 1`, "kvcache_worker_ttft_seconds_count 1", "kvcache_worker_prompt_tokens_total 3", `kvcache_worker_cache_errors_total{op="fetch"} 0`,
+		"\ngo_goroutines ", "\nprocess_cpu_seconds_total ", "\nprocess_resident_memory_bytes ",
+		"kvcache_worker_requests_running 0", "kvcache_worker_requests_waiting 0", "kvcache_worker_queue_capacity 8", "kvcache_worker_running_capacity 4",
+		`kvcache_worker_e2e_request_latency_seconds_count{endpoint="completions"} 1`, `kvcache_worker_e2e_request_latency_seconds_count{endpoint="chat"} 0`,
+		"kvcache_worker_inter_token_latency_seconds_count 1", "kvcache_worker_prefill_tokens_per_second_count 1", "kvcache_worker_decode_tokens_per_second_count 1",
+		"kvcache_worker_prefills_total 1", "kvcache_worker_prefill_tokens_total 3", "kvcache_worker_completion_tokens_total 2",
+		`kvcache_worker_rejected_requests_total{reason="queue_full"} 0`, `kvcache_worker_rejected_requests_total{reason="client_gone"} 0`} {
 		if code != 200 || !strings.Contains(body, s) {
 			t.Errorf("/metrics lacks %q", s)
 		}
@@ -275,35 +287,11 @@ func TestModelsHealthMetrics(t *testing.T) {
 	}
 }
 
-func TestUTF8Buffer(t *testing.T) {
-	var u utf8Buffer
-	euro := []byte("€") // 3 bytes
-	tests := []struct {
-		in   []byte
-		want string
-	}{
-		{[]byte("a"), "a"},
-		{euro[:1], ""},
-		{euro[1:2], ""},
-		{euro[2:], "€"},
-		{[]byte{0xff}, "\xff"}, // invalid bytes pass through
-	}
-	for i, tt := range tests {
-		if got := u.push(tt.in); got != tt.want {
-			t.Errorf("push %d: %q, want %q", i, got, tt.want)
-		}
-	}
-	u.push(euro[:2])
-	if got := u.flush(); got != string(euro[:2]) {
-		t.Errorf("flush: %q", got)
-	}
-}
-
 // Concurrent requests share the forward-pass semaphore and the appender;
 // each greedy answer equals the one it gets alone.
 func TestConcurrentRequests(t *testing.T) {
 	_, c := startNode(t)
-	w := newWorker(t, Config{Cache: c})
+	w := newWorker(t, Config{Cache: c, MaxQueue: 16})
 	url := server(t, w)
 	prompts := []string{strings.Repeat("shared prefix ", 20) + "one", strings.Repeat("shared prefix ", 20) + "two", "short", strings.Repeat("other ", 30)}
 	body := func(p string) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // errBadBlock marks a fetched block that decoded but cannot be imported.
@@ -27,6 +28,18 @@ type metrics struct {
 	cacheErrors   *prometheus.CounterVec // by operation
 	appended      prometheus.Counter
 	appendDropped prometheus.Counter
+
+	prefills     prometheus.Counter // sequences prefilled: one per request, whatever n
+	prefillToks  prometheus.Counter
+	prefillRate  prometheus.Histogram // prompt tokens computed per second of prefill
+	decodeRate   prometheus.Histogram // decode tokens per second of decode, per request
+	itl          prometheus.Histogram // between consecutive tokens of a choice
+	e2e          *prometheus.HistogramVec
+	rejected     *prometheus.CounterVec // 429s and abandoned waits, by reason
+	running      prometheus.Gauge
+	waiting      prometheus.Gauge
+	queueLimit   prometheus.Gauge
+	runningLimit prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -50,9 +63,44 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"op"}),
 		appended:      c("kvcache_worker_appended_blocks_total", "Blocks stored in the cache."),
 		appendDropped: c("kvcache_worker_append_dropped_blocks_total", "Blocks not appended because the append queue was full."),
+
+		prefills:    c("kvcache_worker_prefills_total", "Prompts prefilled (once per request: the n choices of a request share one prefill)."),
+		prefillToks: c("kvcache_worker_prefill_tokens_total", "Prompt tokens computed by prefill (not restored from the cache)."),
+		prefillRate: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kvcache_worker_prefill_tokens_per_second", Help: "Prefill throughput of each request: prompt tokens computed per second of prefill.",
+			Buckets: prometheus.ExponentialBuckets(16, 2, 14),
+		}),
+		decodeRate: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kvcache_worker_decode_tokens_per_second", Help: "Decode throughput of each request: forward passes after the first token per second.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		itl: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kvcache_worker_inter_token_latency_seconds", Help: "Time between two consecutive tokens of one choice.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		e2e: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kvcache_worker_e2e_request_latency_seconds", Help: "Generation requests from arrival to the last byte of the answer, queue wait included, by endpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}, []string{"endpoint"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvcache_worker_rejected_requests_total", Help: "Generation requests not run: queue_full (answered 429) or client_gone (left while queued).",
+		}, []string{"reason"}),
+		running:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "kvcache_worker_requests_running", Help: "Generation requests admitted and running."}),
+		waiting:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "kvcache_worker_requests_waiting", Help: "Generation requests in the wait queue (the queue depth)."}),
+		queueLimit:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "kvcache_worker_queue_capacity", Help: "The wait queue bound (--max-queue)."}),
+		runningLimit: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kvcache_worker_running_capacity", Help: "Generation requests run at once (--max-concurrent)."}),
 	}
 	reg.MustRegister(m.requests, m.promptTokens, m.cachedTokens, m.genTokens,
-		m.fetchedBytes, m.ttft, m.cacheErrors, m.appended, m.appendDropped)
+		m.fetchedBytes, m.ttft, m.cacheErrors, m.appended, m.appendDropped,
+		m.prefills, m.prefillToks, m.prefillRate, m.decodeRate, m.itl, m.e2e, m.rejected,
+		m.running, m.waiting, m.queueLimit, m.runningLimit,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range []string{"queue_full", "client_gone"} {
+		m.rejected.WithLabelValues(r)
+	}
+	for _, e := range []string{"completions", "chat"} {
+		m.e2e.WithLabelValues(e)
+	}
 	for _, op := range []string{"lookup", "fetch", "decode", "append"} {
 		m.cacheErrors.WithLabelValues(op) // export zeros so dashboards see the series
 	}
@@ -62,8 +110,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 func (m *metrics) observe(r *Result) {
 	m.promptTokens.Add(float64(r.PromptTokens))
 	m.cachedTokens.Add(float64(r.CachedTokens))
-	m.genTokens.Add(float64(len(r.Tokens)))
 	m.fetchedBytes.Add(float64(r.Timings.FetchedBytes))
+}
+
+// prefilled records one prefill of tokens computed in ms milliseconds.
+func (m *metrics) prefilled(tokens int, ms float64) {
+	m.prefills.Inc()
+	m.prefillToks.Add(float64(tokens))
+	if tokens > 0 && ms > 0 {
+		m.prefillRate.Observe(float64(tokens) / (ms / 1e3))
+	}
 }
 
 // cacheError counts and logs a cache failure. A call cut short because

@@ -27,6 +27,8 @@ type Worker struct {
 
 	sem      chan struct{} // forward-pass slots
 	appender *appender
+	admit    *admission
+	maxTokB  int // the most bytes of text one token can stand for
 	reg      *prometheus.Registry
 	met      *metrics
 }
@@ -62,6 +64,8 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.met = newMetrics(w.reg)
 	w.reg.MustRegister(buildinfo.Get().Collector())
+	w.admit = newAdmission(cfg.MaxRunning, cfg.MaxQueue, w.met)
+	w.maxTokB = maxTokenBytes(cfg.Model.Tokenizer())
 	if cfg.Cache != nil {
 		w.appender = newAppender(w)
 		w.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
