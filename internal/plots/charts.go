@@ -26,7 +26,7 @@ const (
 func TTFT(misses, hits []Point) Chart {
 	return Chart{
 		File: FileTTFT, Title: "TTFT, cache hit vs miss", LogX: true, LegendLeft: true,
-		XLabel: "shared prefix (tokens, log scale)", YLabel: "time to first token (ms)",
+		XLabel: "prompt tokens (shared prefix + question; log scale)", YLabel: "time to first token (ms)",
 		Series: []Series{
 			{Name: SeriesMiss, Points: misses, Line: true},
 			{Name: SeriesHit, Points: hits, Line: true},
