@@ -100,7 +100,11 @@ func run() error {
 		cfg.Model = model.Default(&model.DefaultOptions{CLA: cla})
 	}
 	if addrs := splitList(nodes); len(addrs) > 0 {
-		c, err := client.New(client.Config{Nodes: addrs, Replicas: replicas, CallTimeout: callTimeout, Logger: log})
+		ccfg := client.Config{Nodes: addrs, Replicas: replicas, CallTimeout: callTimeout, Logger: log}
+		if err := sec.cacheClient(&ccfg); err != nil {
+			return err
+		}
+		c, err := client.New(ccfg)
 		if err != nil {
 			return fmt.Errorf("cache client: %w", err)
 		}

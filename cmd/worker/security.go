@@ -3,16 +3,20 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/kvcache/kvcache/pkg/auth"
+	"github.com/kvcache/kvcache/pkg/client"
 	"github.com/kvcache/kvcache/pkg/worker"
 )
 
@@ -22,6 +26,9 @@ type security struct {
 	tlsCert, tlsKey, tlsClientCA string
 	apiKeys                      string
 	tls                          *auth.TLSFiles
+
+	cacheToken, cacheTokenFile            string
+	cacheTLSCA, cacheTLSCert, cacheTLSKey string
 }
 
 func (s *security) flags(fs *flag.FlagSet) {
@@ -29,6 +36,35 @@ func (s *security) flags(fs *flag.FlagSet) {
 	fs.StringVar(&s.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&s.tlsClientCA, "tls-client-ca", "", "PEM CA bundle: require and verify client certificates on the HTTP API")
 	fs.StringVar(&s.apiKeys, "api-keys", "", "API keys file, lines of KEY TENANT; callers send Authorization: Bearer KEY (reloaded on change and SIGHUP)")
+	fs.StringVar(&s.cacheToken, "cache-token", "", "token sent to the cache nodes (default $KVCACHE_TOKEN)")
+	fs.StringVar(&s.cacheTokenFile, "cache-token-file", "", "file holding the token sent to the cache nodes (a compose or Kubernetes secret)")
+	fs.StringVar(&s.cacheTLSCA, "cache-tls-ca", "", "PEM CA bundle that signed the cache nodes' certificates: TLS to the cache")
+	fs.StringVar(&s.cacheTLSCert, "cache-tls-cert", "", "PEM client certificate for the cache nodes (mTLS)")
+	fs.StringVar(&s.cacheTLSKey, "cache-tls-key", "", "PEM private key of --cache-tls-cert")
+}
+
+// cacheClient sets the client's TLS and token from the flags.
+func (s *security) cacheClient(cfg *client.Config) error {
+	tok := s.cacheToken
+	switch {
+	case tok != "" && s.cacheTokenFile != "":
+		return errors.New("--cache-token and --cache-token-file are exclusive")
+	case s.cacheTokenFile != "":
+		b, err := os.ReadFile(s.cacheTokenFile)
+		if err != nil {
+			return fmt.Errorf("--cache-token-file: %w", err)
+		}
+		tok = strings.TrimSpace(string(b))
+	case tok == "":
+		tok = os.Getenv("KVCACHE_TOKEN")
+	}
+	cfg.Token = tok
+	tc, err := auth.ClientTLS(s.cacheTLSCA, s.cacheTLSCert, s.cacheTLSKey)
+	if err != nil {
+		return fmt.Errorf("cache TLS: %w", err)
+	}
+	cfg.TLS = tc
+	return nil
 }
 
 // keysReloader adapts worker.APIKeys to auth.Reloader.

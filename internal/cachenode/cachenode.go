@@ -266,7 +266,7 @@ func (n *Node) listen() error {
 			StoreClosed:     func(err error) bool { return errors.Is(err, store.ErrClosed) },
 			MaxConnsPerAddr: n.cfg.DataConnsPerAddr, IdleTimeout: n.cfg.DataIdleTimeout, OnConn: m.dataConn,
 		})
-		m.watchData(reg, n.data)
+		m.watchData(n.data)
 	}
 	srv := server.New(n.st, &server.Options{
 		MaxBlockBytes: n.cfg.MaxBlockBytes, NodeID: n.cfg.NodeID, DataAddr: dataAddr, Logger: n.log,

@@ -3,6 +3,7 @@ package cachenode
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +31,7 @@ type rpcMetrics struct {
 	readsRefuse *prometheus.CounterVec // Lookup/Get refused by --max-reads
 	dataConns   *prometheus.CounterVec // data-plane connections refused or reclaimed
 	diskShort   prometheus.Gauge       // bytes by which --capacity exceeds free disk at start
+	data        atomic.Pointer[dataplane.Server]
 }
 
 func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
@@ -63,7 +65,15 @@ func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
 	m.diskShort = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "kvcache_store_capacity_over_disk_bytes", Help: "At start, how many bytes --capacity exceeds the free space of --data's file system plus the store file (0 = it fits).",
 	})
-	reg.MustRegister(m.calls, m.duration, m.dataReqs, m.dataByte, m.streams, m.putBlocks, m.readsRefuse, m.dataConns, m.diskShort)
+	dataOpen := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "kvcache_data_conns_open", Help: "Data-plane connections open.",
+	}, func() float64 {
+		if d := m.data.Load(); d != nil {
+			return float64(d.Conns())
+		}
+		return 0
+	})
+	reg.MustRegister(m.calls, m.duration, m.dataReqs, m.dataByte, m.streams, m.putBlocks, m.readsRefuse, m.dataConns, m.diskShort, dataOpen)
 	return m
 }
 
@@ -84,12 +94,8 @@ func (m *rpcMetrics) watchServer(reg prometheus.Registerer, srv *server.Server) 
 	}, func() float64 { return float64(srv.AssemblyBytes()) }))
 }
 
-// watchData exports the data plane's connection gauge.
-func (m *rpcMetrics) watchData(reg prometheus.Registerer, d *dataplane.Server) {
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "kvcache_data_conns_open", Help: "Data-plane connections open.",
-	}, func() float64 { return float64(d.Conns()) }))
-}
+// watchData makes kvcache_data_conns_open report d.
+func (m *rpcMetrics) watchData(d *dataplane.Server) { m.data.Store(d) }
 
 // dataRequest is the data plane's OnRequest hook.
 func (m *rpcMetrics) dataRequest(keys, blocks int, bytes int64, err error) {

@@ -9,6 +9,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,7 +61,15 @@ type Config struct {
 	// hedge delay rather than the caller's deadline. Default 50ms; negative
 	// disables hedging.
 	HedgeAfter time.Duration
-	// DialOptions are added to the defaults (insecure transport, large
+	// TLS, if set, secures every connection, gRPC and data plane, with
+	// this config (RootCAs to verify nodes, Certificates for mTLS). A
+	// ServerName of "" means the host of each node's address. Nil: plain
+	// TCP (docs/security.md).
+	TLS *tls.Config
+	// Token, if set, is sent to every node: as "authorization: Bearer"
+	// on gRPC and in the data plane's hello frame.
+	Token string
+	// DialOptions are added to the defaults (transport from TLS, large
 	// messages; see dial.go). Tests pass a bufconn dialer here.
 	DialOptions []grpc.DialOption
 	// Logger receives background failures. Default slog.Default().
@@ -117,7 +126,7 @@ func New(cfg Config) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
-	c.peers = newPeers(dialOptions(&c.cfg), dataConfig{learnTimeout: cfg.CallTimeout})
+	c.peers = newPeers(dialOptions(&c.cfg), dataConfig{learnTimeout: cfg.CallTimeout, tls: cfg.TLS, token: cfg.Token})
 	static, targets := splitNodes(cfg.Nodes)
 	c.members = membership{
 		hc: cfg.Health, replicas: max(cfg.Replicas, 1), static: static, targets: targets,

@@ -9,6 +9,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"sync"
 	"time"
@@ -36,6 +37,8 @@ const (
 // (dialData takes it too).
 type dataConfig struct {
 	learnTimeout time.Duration // bounds a background Stats call
+	tls          *tls.Config   // Config.TLS
+	token        string        // Config.Token, sent in the hello frame
 }
 
 // dataNode is what the client knows of one node's data plane, and its

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
 
@@ -29,8 +30,12 @@ var recvPool = grpcmem.NewDirtyPool()
 // dialOptions are the options of every gRPC connection: the defaults, then
 // cfg.DialOptions (which may override them).
 func dialOptions(cfg *Config) []grpc.DialOption {
-	return append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)),
 		// Reconnect quickly after a node returns: the default backoff
 		// grows to 2 minutes, which would keep a restarted node ejected.
@@ -39,8 +44,23 @@ func dialOptions(cfg *Config) []grpc.DialOption {
 			MinConnectTimeout: 2 * time.Second,
 		}),
 		experimental.WithBufferPool(recvPool),
-	}, cfg.DialOptions...)
+	}
+	if cfg.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: cfg.Token}))
+	}
+	return append(opts, cfg.DialOptions...)
 }
+
+// bearer sends the client's token with every call.
+type bearer struct{ token string }
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+// RequireTransportSecurity is false so a token also works without TLS
+// (loopback, a private network); docs/security.md says what that exposes.
+func (b bearer) RequireTransportSecurity() bool { return false }
 
 // dialGRPC makes a new gRPC connection to addr. It does not wait for the
 // connection: grpc connects lazily and reconnects by itself.
@@ -54,6 +74,6 @@ func dialGRPC(addr string, opts []grpc.DialOption) (*grpc.ClientConn, error) {
 
 // dialData opens a data-plane connection to a node's data address, with
 // the client's data-plane settings (where transport security goes).
-func dialData(ctx context.Context, addr string, _ dataConfig) (*dataplane.Conn, error) {
-	return dataplane.Dial(ctx, addr, dataplane.DialOptions{})
+func dialData(ctx context.Context, addr string, cfg dataConfig) (*dataplane.Conn, error) {
+	return dataplane.Dial(ctx, addr, dataplane.DialOptions{TLS: cfg.tls, Token: cfg.token})
 }

@@ -2,14 +2,25 @@ package worker
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kvcache/kvcache/internal/cachenode"
+	"github.com/kvcache/kvcache/internal/testnode"
+	"github.com/kvcache/kvcache/pkg/auth/authtest"
+	"github.com/kvcache/kvcache/pkg/client"
+	"github.com/kvcache/kvcache/pkg/kvblock"
+	"github.com/kvcache/kvcache/pkg/prefix"
 )
 
 const (
@@ -119,5 +130,106 @@ func TestAPIKeysFileErrors(t *testing.T) {
 		if _, err := LoadAPIKeys(p); err == nil {
 			t.Errorf("%q accepted", content)
 		}
+	}
+}
+
+// TestForgedBlocksNeverReachAnotherTenant runs issue 9's poisoning attack
+// end to end over TLS: an attacker puts valid-looking blocks of garbage KV
+// under the keys of a prompt the victim is about to send. Attacker in the
+// victim's tenant (the "before" state: everyone shares): the victim's
+// worker restores the forged prefix. Attacker in its own tenant: the
+// victim's worker computes everything and answers exactly what a worker
+// without a cache answers.
+func TestForgedBlocksNeverReachAnotherTenant(t *testing.T) {
+	const (
+		tokVictim   = "victim-token-0123456789abcdef"
+		tokAttacker = "attacker-token-0123456789abcd"
+		tokInsider  = "insider-token-0123456789abcde"
+	)
+	ca := authtest.NewCA(t, "worker test CA")
+	srv := ca.Server(t)
+	tf := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tf, []byte(tokVictim+" victim write\n"+tokAttacker+" attacker write\n"+tokInsider+" victim write\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	node := testnode.Start(t, cachenode.Config{NoSync: true, DataListen: "127.0.0.1:0",
+		Security: cachenode.Security{TLSCert: srv.CertFile, TLSKey: srv.KeyFile, AuthTokens: tf}})
+	tlsCfg := &tls.Config{RootCAs: ca.Pool()}
+	secureClient := func(token string) *client.Client {
+		c, err := client.New(client.Config{Nodes: []string{node.Addr()}, TLS: tlsCfg, Token: token, Logger: quietLogger(), CallTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	plain := newWorker(t, Config{})
+	forge := func(c *client.Client, w *Worker, prompt []int) int {
+		t.Helper()
+		info := w.Info()
+		b := w.BlockTokens()
+		keys := prefix.BlockKeys(w.ns, toU32(prompt[:(len(prompt)-1)/b*b]), b)
+		var blocks []client.Block
+		rng := uint32(12345)
+		for i, k := range keys {
+			n := b * info.KVLayers * info.KVHeads * info.HeadDim
+			kv := &kvblock.KV{Shape: kvblock.Shape{Tokens: b, Layers: info.KVLayers, KVHeads: info.KVHeads, HeadDim: info.HeadDim},
+				K: make([]float32, n), V: make([]float32, n)}
+			for j := range kv.K {
+				rng = rng*1664525 + 1013904223
+				kv.K[j] = float32(int32(rng>>8)%2000) / 100
+				kv.V[j] = -kv.K[j]
+			}
+			m := kvblock.Meta{Codec: kvblock.F16, RoPE: info.KeysPostRoPE, StartPos: uint32(i * b), Sinks: -1}
+			if i > 0 {
+				m.Parent, m.HasParent = keys[i-1], true
+			}
+			enc, err := kvblock.Encode(nil, kv, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			blocks = append(blocks, client.Block{Key: k, Data: enc})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.Put(ctx, w.ns, blocks); err != nil {
+			t.Fatalf("forged put: %v", err)
+		}
+		return len(blocks)
+	}
+	for i, tc := range []struct {
+		name     string
+		attacker string
+		poisoned bool
+	}{
+		{"attacker in its own tenant", tokAttacker, false},
+		{"attacker inside the victim's tenant", tokInsider, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prompt := textPrompt(7+i, 6*DefaultBlockTokens+5)
+			want, _ := run(t, plain, Request{Prompt: prompt, MaxTokens: 8})
+			attackerW := newWorker(t, Config{})
+			forged := forge(secureClient(tc.attacker), attackerW, prompt)
+			victim := newWorker(t, Config{Cache: secureClient(tokVictim)})
+			got, _ := run(t, victim, Request{Prompt: prompt, MaxTokens: 8})
+			same := slices.Equal(got.Tokens, want.Tokens)
+			t.Logf("%d forged blocks; victim cached_tokens %d of %d, completion equals the uncached one: %v",
+				forged, got.CachedTokens, len(prompt), same)
+			if tc.poisoned {
+				if got.CachedTokens == 0 || same {
+					t.Fatalf("the insider's forged blocks were not restored (cached %d, same completion %v): the attack did not run", got.CachedTokens, same)
+				}
+				return
+			}
+			if got.CachedTokens != 0 || !same {
+				t.Fatalf("forged blocks reached the victim: cached %d, tokens %v, want 0 and %v", got.CachedTokens, got.Tokens, want.Tokens)
+			}
+			flush(t, victim)
+			// The victim's own blocks are stored and then hit.
+			again, _ := run(t, victim, Request{Prompt: prompt, MaxTokens: 8})
+			if again.CachedTokens == 0 || !slices.Equal(again.Tokens, want.Tokens) {
+				t.Fatalf("victim's own cache over TLS+token: cached %d, tokens %v", again.CachedTokens, again.Tokens)
+			}
+		})
 	}
 }

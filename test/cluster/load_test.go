@@ -69,15 +69,21 @@ func fullyCached(c completion) bool {
 
 // warm computes every prompt once and waits until every worker gets a
 // full hit on every prompt (appends are asynchronous).
-func (c *cluster) warm(ps []string) {
+// It returns the slowest of those cold requests (a full prefill on this
+// machine, now): the baseline that timing bounds are derived from.
+func (c *cluster) warm(ps []string) time.Duration {
 	c.t.Helper()
 	ctx := context.Background()
+	var slowest time.Duration
 	for _, p := range ps {
+		start := time.Now()
 		if _, err := complete(ctx, c.workers[0].url(), p); err != nil {
 			c.t.Fatalf("warm-up request: %v", err)
 		}
+		slowest = max(slowest, time.Since(start))
 	}
 	c.waitAllHit(ps, 30*time.Second, "warm-up: every prompt cached")
+	return slowest
 }
 
 // waitAllHit polls until every worker reports a full hit for every prompt.

@@ -79,11 +79,14 @@ func TestKillNodeUnderLoad(t *testing.T) {
 func TestPartitionedNodeUnderLoad(t *testing.T) {
 	c := newCluster(t, 3, 2)
 	ps := prompts(6)
-	c.warm(ps)
+	cold := c.warm(ps)
 	cl := hostClient(t, c)
 
 	ld := startLoad(c, ps)
 	waitFor(t, 30*time.Second, "load to run", func() bool { return ld.ok.Load() >= 4 })
+	// The slowest request so far (all hits, same load): with cold, the
+	// baseline of this machine at this moment.
+	base := time.Duration(ld.maxLat.Swap(0))
 	victim := c.nodes[2]
 	mustDocker(t, "network", "disconnect", "-f", c.name, victim.name)
 	waitFor(t, 15*time.Second, "ejection of the partitioned node", func() bool { return stateOf(cl, victim.addr()) == client.Ejected })
@@ -93,8 +96,18 @@ func TestPartitionedNodeUnderLoad(t *testing.T) {
 	c.waitNode(victim)
 	waitFor(t, 15*time.Second, "re-admission after the partition heals", func() bool { return stateOf(cl, victim.addr()) != client.Ejected })
 	ld.stop(t)
-	if max := time.Duration(ld.maxLat.Load()); max > 5*time.Second {
-		t.Errorf("slowest request took %v during the partition", max)
+	// A request during the partition may wait out the worker's cache
+	// deadlines (lookup 200ms, fetch 200ms + 2ms/block; hedging cuts them
+	// to 50ms once noticed) and then recompute (at most a cold request),
+	// on top of what a request costs under this load. 3x covers the load
+	// changing while the test runs; a request stuck on the vanished node
+	// would take its whole 10s deadline and fail.
+	limit := 3 * (cold + base + 500*time.Millisecond)
+	if max := time.Duration(ld.maxLat.Load()); max > limit {
+		t.Errorf("slowest request took %v during the partition; limit %v = 3 x (slowest cold request %v + slowest hit before the partition %v + 500ms of cache deadlines)",
+			max, limit, cold, base)
+	} else {
+		t.Logf("slowest request during the partition %v (limit %v; cold %v, hit baseline %v)", max, limit, cold, base)
 	}
 }
 

@@ -23,6 +23,7 @@ type rendered struct {
 	deployments  []appsv1.Deployment
 	pdbs         []policyv1.PodDisruptionBudget
 	monitors     []serviceMonitor
+	secrets      []corev1.Secret
 }
 
 // serviceMonitor is the part of monitoring.coreos.com/v1 ServiceMonitor
@@ -39,9 +40,13 @@ type serviceMonitor struct {
 			MatchLabels map[string]string `json:"matchLabels"`
 		} `json:"selector"`
 		Endpoints []struct {
-			Port     string `json:"port"`
-			Path     string `json:"path"`
-			Interval string `json:"interval"`
+			Port              string `json:"port"`
+			Path              string `json:"path"`
+			Interval          string `json:"interval"`
+			BearerTokenSecret *struct {
+				Name string `json:"name"`
+				Key  string `json:"key"`
+			} `json:"bearerTokenSecret"`
 		} `json:"endpoints"`
 	} `json:"spec"`
 }
@@ -86,6 +91,10 @@ func build(t *testing.T, dir string) rendered {
 			var v policyv1.PodDisruptionBudget
 			strict(&v)
 			r.pdbs = append(r.pdbs, v)
+		case "Secret":
+			var v corev1.Secret
+			strict(&v)
+			r.secrets = append(r.secrets, v)
 		case "ServiceMonitor":
 			var v serviceMonitor
 			strict(&v)

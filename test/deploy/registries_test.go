@@ -24,7 +24,8 @@ import (
 // and the node's per-call ones have series, and returns both registries.
 func registries(t *testing.T) map[string]*prometheus.Registry {
 	t.Helper()
-	n := testnode.Start(t, cachenode.Config{})
+	// With a data plane, so its gauges are registered too.
+	n := testnode.Start(t, cachenode.Config{DataListen: "127.0.0.1:0"})
 	c, err := client.New(client.Config{Nodes: []string{n.Addr()}, Replicas: 1})
 	if err != nil {
 		t.Fatal(err)
