@@ -69,9 +69,9 @@ var errNotServing = errors.New("not serving")
 
 // healthCheck returns the check membership runs: it asks a node's gRPC
 // health service for service, over the node's first connection.
-func healthCheck(ns *peers, service string) func(ctx context.Context, addr string) error {
+func healthCheck(ps *peers, service string) func(ctx context.Context, addr string) error {
 	return func(ctx context.Context, addr string) error {
-		n, err := ns.get(addr)
+		n, err := ps.get(addr)
 		if err != nil {
 			return err
 		}
