@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/kvcache/kvcache/internal/units"
@@ -160,7 +159,11 @@ func runProbe(ctx context.Context, cmd *cobra.Command, g *globals, grpcAddr, ser
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrUsage, err)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		tc, err := g.sec.tls()
+		if err != nil {
+			return err
+		}
+		resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: tc}}).Do(req)
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrUnhealthy, err)
 		}
@@ -170,7 +173,11 @@ func runProbe(ctx context.Context, cmd *cobra.Command, g *globals, grpcAddr, ser
 		}
 		return ok()
 	}
-	cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := g.sec.grpcCreds()
+	if err != nil {
+		return err
+	}
+	cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}

@@ -24,9 +24,13 @@ import (
 // checks or repairs, and no log lines (a failure is this command's result,
 // reported once).
 func (g *globals) client() (*client.Client, error) {
+	tc, err := g.sec.tls()
+	if err != nil {
+		return nil, err
+	}
 	c, err := client.New(client.Config{Nodes: g.nodeList(), CallTimeout: g.timeout, Replicas: 1,
 		Health: client.HealthConfig{Interval: -1, Timeout: g.timeout, EjectAfter: 1, WarmUp: -1}, RepairQueue: -1,
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler), TLS: tc, Token: g.sec.token})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}

@@ -60,6 +60,7 @@ type globals struct {
 	timeout time.Duration
 	output  string
 	json    bool
+	sec     securityFlags // security.go
 }
 
 // Main runs the CLI with args (without the program name). A usage error
@@ -162,6 +163,7 @@ line wins over the environment).`,
 	pf.DurationVar(&g.timeout, "timeout", 5*time.Second, "deadline of each call")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	pf.BoolVar(&g.json, "json", false, "same as -o json")
+	g.sec.register(pf)
 	pf.VisitAll(func(f *pflag.Flag) { f.Usage += " (env " + EnvName(f.Name) + ")" })
 
 	root.AddCommand(statsCmd(g), lookupCmd(g), getCmd(g), putCmd(g), sizeCmd(g), clusterCmd(g), probeCmd(g), versionCmd(g))

@@ -117,7 +117,7 @@ func BenchmarkCodecQuality(b *testing.B) {
 	for i := range 4 {
 		prompts = append(prompts, textPrompt(200+i, 200+100*i))
 	}
-	for _, codec := range []kvblock.Codec{kvblock.Int8, kvblock.FP8E4M3, kvblock.Int4, kvblock.Int2} {
+	for _, codec := range []kvblock.Codec{kvblock.BF16, kvblock.FP8E4M3, kvblock.Int8, kvblock.Int4, kvblock.Int2} {
 		b.Run(codec.String(), func(b *testing.B) {
 			var q quality
 			for b.Loop() {
