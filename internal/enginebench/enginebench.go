@@ -204,7 +204,75 @@ func ensureModel(dir string, q gguf.TensorType, log io.Writer) (string, error) {
 	if err := tmp.Close(); err != nil {
 		return "", err
 	}
-	return path, os.Rename(tmp.Name(), path)
+	// llama.cpp does not know the byte-level tokenizer: give the file a
+	// llama (SentencePiece) vocabulary of Vocab tokens instead.
+	final := path + ".tmp"
+	defer os.Remove(final)
+	if err := withLlamaVocab(tmp.Name(), final, BenchConfig().Vocab); err != nil {
+		return "", err
+	}
+	return path, os.Rename(final, path)
+}
+
+// withLlamaVocab copies the GGUF at src to dst with its tokenizer metadata
+// replaced by a SentencePiece vocabulary: <unk>, <s>, </s>, the 256 byte
+// tokens, then placeholder pieces up to n tokens. Tensors are copied as
+// they are.
+func withLlamaVocab(src, dst string, n int) error {
+	f, err := gguf.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w := gguf.NewWriter()
+	for _, k := range f.Keys() {
+		if strings.HasPrefix(k, "tokenizer.") {
+			continue
+		}
+		v, _ := f.Value(k)
+		if err := w.SetKV(k, v); err != nil {
+			return err
+		}
+	}
+	tokens := make([]string, n)
+	scores := make([]float32, n)
+	types := make([]int32, n)
+	tokens[0], tokens[1], tokens[2] = "<unk>", "<s>", "</s>"
+	types[0], types[1], types[2] = 2, 3, 3 // unknown, control
+	for i := 3; i < n; i++ {
+		if b := i - 3; b < 256 {
+			tokens[i], types[i] = fmt.Sprintf("<0x%02X>", b), 6 // byte
+			continue
+		}
+		tokens[i], types[i], scores[i] = fmt.Sprintf("▁t%d", i), 1, -float32(i)
+	}
+	for _, kv := range []struct {
+		k string
+		v any
+	}{
+		{"tokenizer.ggml.model", "llama"},
+		{"tokenizer.ggml.tokens", tokens},
+		{"tokenizer.ggml.scores", scores},
+		{"tokenizer.ggml.token_type", types},
+		{"tokenizer.ggml.unknown_token_id", uint32(0)},
+		{"tokenizer.ggml.bos_token_id", uint32(1)},
+		{"tokenizer.ggml.eos_token_id", uint32(2)},
+	} {
+		if err := w.SetKV(kv.k, kv.v); err != nil {
+			return err
+		}
+	}
+	raw, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	for _, ti := range f.Tensors {
+		off := f.DataOffset + int64(ti.Offset)
+		if err := w.AddRawTensor(ti.Name, ti.Type, ti.Dims, raw[off:off+ti.Size]); err != nil {
+			return err
+		}
+	}
+	return w.WriteFile(dst)
 }
 
 // tokens returns n deterministic token ids inside the byte vocabulary.

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kvcache/kvcache/pkg/gguf"
+	"github.com/kvcache/kvcache/pkg/model"
 )
 
 func TestParse(t *testing.T) {
@@ -62,5 +63,46 @@ echo '[{"n_prompt":128,"n_gen":0,"avg_ts":1000.0},{"n_prompt":512,"n_gen":0,"avg
 	os.WriteFile(bad, []byte("#!/bin/sh\necho 'error: failed to load model' >&2\nexit 1\n"), 0o755)
 	if err := runLlama(context.Background(), bad, "m", gguf.F16, o, result{}); err == nil || !strings.Contains(err.Error(), "failed to load model") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestWithLlamaVocab checks that the vocabulary rewrite keeps the model
+// loadable by the engine, with the new tokenizer and the same weights.
+func TestWithLlamaVocab(t *testing.T) {
+	dir := t.TempDir()
+	m, err := model.Synthetic("tiny", model.TinyConfig(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, dst := filepath.Join(dir, "a.gguf"), filepath.Join(dir, "b.gguf")
+	fh, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WriteGGUF(fh, gguf.Q8_0); err != nil {
+		t.Fatal(err)
+	}
+	fh.Close()
+	if err := withLlamaVocab(src, dst, model.TinyConfig().Vocab); err != nil {
+		t.Fatal(err)
+	}
+	a, err := model.Load(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := model.Load(context.Background(), dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Tokenizer().VocabSize() != model.TinyConfig().Vocab || a.WeightsDigest() != b.WeightsDigest() {
+		t.Fatalf("vocab %d, same weights %v", b.Tokenizer().VocabSize(), a.WeightsDigest() == b.WeightsDigest())
+	}
+	f, err := gguf.Open(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if s, _ := f.String("tokenizer.ggml.model"); s != "llama" {
+		t.Fatalf("tokenizer model %q", s)
 	}
 }
