@@ -61,6 +61,39 @@ type Config struct {
 	// CLA enables cross-layer attention: layers 2i and 2i+1 share one KV,
 	// produced by layer 2i. Requires an even Layers.
 	CLA bool
+	// Arch is the GGUF architecture: "llama" (or "") or "qwen2", which is
+	// Llama plus learned biases on the Q, K and V projections.
+	Arch string
+	// SlidingWindow, when positive, restricts each query to the last
+	// SlidingWindow positions, its own included (Mistral-style; GGUF
+	// <arch>.attention.sliding_window). 0 means full causal attention.
+	SlidingWindow int
+}
+
+// Architectures Load and Synthetic accept.
+const (
+	ArchLlama = "llama"
+	ArchQwen2 = "qwen2"
+)
+
+// arch returns the architecture name, "llama" when unset.
+func (c Config) arch() string {
+	if c.Arch == "" {
+		return ArchLlama
+	}
+	return c.Arch
+}
+
+// QKVBias reports whether the architecture has Q/K/V projection biases.
+func (c Config) QKVBias() bool { return c.arch() == ArchQwen2 }
+
+// window returns the effective attention window: 0 (none) when the window
+// covers the whole context anyway.
+func (c Config) window() int {
+	if c.SlidingWindow >= c.ContextLen {
+		return 0
+	}
+	return c.SlidingWindow
 }
 
 // KVLayers returns the number of KV-producing layers.
@@ -113,6 +146,10 @@ func (c Config) Validate() error {
 		return bad("rope theta %v", c.RopeTheta)
 	case c.RopeScale < 0 || !(c.NormEps > 0):
 		return bad("rope scale %v / norm eps %v", c.RopeScale, c.NormEps)
+	case c.arch() != ArchLlama && c.arch() != ArchQwen2:
+		return bad("architecture %q", c.Arch)
+	case c.SlidingWindow < 0:
+		return bad("sliding window %d", c.SlidingWindow)
 	}
 	return nil
 }

@@ -19,7 +19,7 @@ import (
 // model: layers 2i+1 have no attn_k/attn_v and reuse layer 2i's KV.
 const CLAKey = "kvcache.cla"
 
-// Load reads a llama-architecture GGUF file. The file is mapped read-only
+// Load reads a llama- or qwen2-architecture GGUF file. The file is mapped read-only
 // and the weights are used in place, in their file encoding (F32, F16,
 // BF16, Q8_0, Q4_0, Q4_K, Q6_K), so the model's memory is about the file's
 // size and is shared with the page cache. Where mapping is not possible the
@@ -62,16 +62,18 @@ func FromGGUF(f *gguf.File) (*Model, error) {
 	return m, nil
 }
 
-// ConfigFromGGUF reads the hyperparameters of a llama GGUF file.
+// ConfigFromGGUF reads the hyperparameters of a llama or qwen2 GGUF file
+// (metadata keys under the architecture's prefix, e.g. qwen2.block_count).
 func ConfigFromGGUF(f *gguf.File) (Config, error) {
 	var c Config
 	arch, err := f.String("general.architecture")
 	if err != nil {
 		return c, err
 	}
-	if arch != "llama" {
-		return c, fmt.Errorf("%w: architecture %q (want llama)", gguf.ErrUnsupported, arch)
+	if arch != ArchLlama && arch != ArchQwen2 {
+		return c, fmt.Errorf("%w: architecture %q (want llama or qwen2)", gguf.ErrUnsupported, arch)
 	}
+	c.Arch = arch
 	var firstErr error
 	geti := func(key string, def int) int {
 		v, err := f.Uint(key)
@@ -103,37 +105,37 @@ func ConfigFromGGUF(f *gguf.File) (Config, error) {
 		}
 		return v
 	}
-	c.Dim = geti("llama.embedding_length", -1)
-	c.Layers = geti("llama.block_count", -1)
-	c.FFNDim = geti("llama.feed_forward_length", -1)
-	c.Heads = geti("llama.attention.head_count", -1)
-	c.ContextLen = geti("llama.context_length", -1)
+	c.Dim = geti(arch+".embedding_length", -1)
+	c.Layers = geti(arch+".block_count", -1)
+	c.FFNDim = geti(arch+".feed_forward_length", -1)
+	c.Heads = geti(arch+".attention.head_count", -1)
+	c.ContextLen = geti(arch+".context_length", -1)
 	if firstErr != nil {
 		return c, firstErr
 	}
-	c.KVHeads = geti("llama.attention.head_count_kv", c.Heads)
+	c.KVHeads = geti(arch+".attention.head_count_kv", c.Heads)
 	if c.Heads > 0 {
-		c.HeadDim = geti("llama.attention.key_length", c.Dim/c.Heads)
+		c.HeadDim = geti(arch+".attention.key_length", c.Dim/c.Heads)
 	}
-	if vl := geti("llama.attention.value_length", c.HeadDim); vl != c.HeadDim && firstErr == nil {
+	if vl := geti(arch+".attention.value_length", c.HeadDim); vl != c.HeadDim && firstErr == nil {
 		firstErr = fmt.Errorf("%w: value_length %d != key_length %d", gguf.ErrUnsupported, vl, c.HeadDim)
 	}
-	if rd := geti("llama.rope.dimension_count", c.HeadDim); rd != c.HeadDim && firstErr == nil {
+	if rd := geti(arch+".rope.dimension_count", c.HeadDim); rd != c.HeadDim && firstErr == nil {
 		firstErr = fmt.Errorf("%w: partial rope (dimension_count %d, head dim %d)", gguf.ErrUnsupported, rd, c.HeadDim)
 	}
-	c.NormEps = getf("llama.attention.layer_norm_rms_epsilon", 1e-5)
-	c.RopeTheta = getf("llama.rope.freq_base", 10000)
+	c.NormEps = getf(arch+".attention.layer_norm_rms_epsilon", 1e-5)
+	c.RopeTheta = getf(arch+".rope.freq_base", 10000)
 	c.RopeScale = 1
-	st, err := f.String("llama.rope.scaling.type")
+	st, err := f.String(arch + ".rope.scaling.type")
 	switch {
 	case errors.Is(err, gguf.ErrNotFound) || st == "none" || st == "":
 		if err != nil { // no type: llama.cpp treats a bare factor as linear
-			c.RopeScale = getf("llama.rope.scaling.factor", 1)
+			c.RopeScale = getf(arch+".rope.scaling.factor", 1)
 		}
 	case err != nil:
 		return c, err
 	case st == "linear":
-		c.RopeScale = getf("llama.rope.scaling.factor", 1)
+		c.RopeScale = getf(arch+".rope.scaling.factor", 1)
 	default:
 		return c, fmt.Errorf("%w: rope scaling type %q", gguf.ErrUnsupported, st)
 	}
@@ -143,6 +145,8 @@ func ConfigFromGGUF(f *gguf.File) (Config, error) {
 	if ti, ok := f.Tensor("token_embd.weight"); ok && len(ti.Dims) == 2 && ti.Dims[1] < 1<<31 {
 		c.Vocab = int(ti.Dims[1])
 	}
+	// Mistral-style models: llama.cpp's <arch>.attention.sliding_window.
+	c.SlidingWindow = geti(arch+".attention.sliding_window", 0)
 	if cla, err := f.Bool(CLAKey); err == nil {
 		c.CLA = cla
 	}
@@ -273,6 +277,9 @@ func (m *Model) tensorTargets() (map[string]**weight, map[string]*[]float32) {
 		p := fmt.Sprintf("blk.%d.", i)
 		vecs[p+"attn_norm.weight"] = &l.attnNorm
 		mats[p+"attn_q.weight"] = &l.wq
+		vecs[p+"attn_q.bias"] = &l.bq
+		vecs[p+"attn_k.bias"] = &l.bk
+		vecs[p+"attn_v.bias"] = &l.bv
 		mats[p+"attn_k.weight"] = &l.wk
 		mats[p+"attn_v.weight"] = &l.wv
 		mats[p+"attn_output.weight"] = &l.wo
@@ -284,7 +291,7 @@ func (m *Model) tensorTargets() (map[string]**weight, map[string]*[]float32) {
 	return mats, vecs
 }
 
-// WriteGGUF writes the model as a llama GGUF file with matrices encoded as
+// WriteGGUF writes the model as a GGUF file of its architecture with matrices encoded as
 // typ (F32, F16, BF16, Q8_0 or Q4_0; 1-D norm weights are always F32).
 // Tokenizer metadata is written for the byte-level tokenizer only.
 func (m *Model) WriteGGUF(w io.Writer, typ gguf.TensorType) error {
@@ -302,34 +309,41 @@ func (m *Model) WriteGGUF(w io.Writer, typ gguf.TensorType) error {
 // tensors.
 func (m *Model) ggufWriter(typ gguf.TensorType, tensors []namedTensor) (*gguf.Writer, error) {
 	c := m.cfg
+	a := c.arch()
 	gw := gguf.NewWriter()
 	kv := []struct {
 		k string
 		v any
 	}{
-		{"general.architecture", "llama"},
+		{"general.architecture", a},
 		{"general.name", m.name},
-		{"llama.context_length", uint32(c.ContextLen)},
-		{"llama.embedding_length", uint32(c.Dim)},
-		{"llama.block_count", uint32(c.Layers)},
-		{"llama.feed_forward_length", uint32(c.FFNDim)},
-		{"llama.attention.head_count", uint32(c.Heads)},
-		{"llama.attention.head_count_kv", uint32(c.KVHeads)},
-		{"llama.attention.key_length", uint32(c.HeadDim)},
-		{"llama.attention.value_length", uint32(c.HeadDim)},
-		{"llama.rope.dimension_count", uint32(c.HeadDim)},
-		{"llama.attention.layer_norm_rms_epsilon", float32(c.NormEps)},
-		{"llama.rope.freq_base", float32(c.RopeTheta)},
-		{"llama.vocab_size", uint32(c.Vocab)},
+		{a + ".context_length", uint32(c.ContextLen)},
+		{a + ".embedding_length", uint32(c.Dim)},
+		{a + ".block_count", uint32(c.Layers)},
+		{a + ".feed_forward_length", uint32(c.FFNDim)},
+		{a + ".attention.head_count", uint32(c.Heads)},
+		{a + ".attention.head_count_kv", uint32(c.KVHeads)},
+		{a + ".attention.key_length", uint32(c.HeadDim)},
+		{a + ".attention.value_length", uint32(c.HeadDim)},
+		{a + ".rope.dimension_count", uint32(c.HeadDim)},
+		{a + ".attention.layer_norm_rms_epsilon", float32(c.NormEps)},
+		{a + ".rope.freq_base", float32(c.RopeTheta)},
+		{a + ".vocab_size", uint32(c.Vocab)},
 	}
 	if c.ropeScale() != 1 {
 		kv = append(kv, struct {
 			k string
 			v any
-		}{"llama.rope.scaling.type", "linear"}, struct {
+		}{a + ".rope.scaling.type", "linear"}, struct {
 			k string
 			v any
-		}{"llama.rope.scaling.factor", float32(c.RopeScale)})
+		}{a + ".rope.scaling.factor", float32(c.RopeScale)})
+	}
+	if c.SlidingWindow > 0 {
+		kv = append(kv, struct {
+			k string
+			v any
+		}{a + ".attention.sliding_window", uint32(c.SlidingWindow)})
 	}
 	if c.CLA {
 		kv = append(kv, struct {

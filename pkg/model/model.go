@@ -38,9 +38,12 @@ type Model struct {
 // layer holds one transformer block's weights; matrices are row-major
 // [out][in]. wk and wv are nil for CLA consumer layers.
 type layer struct {
-	attnNorm   []float32 // [Dim]
-	wq         *weight   // [Heads*HeadDim][Dim]
-	wk, wv     *weight   // [KVHeads*HeadDim][Dim]
+	attnNorm []float32 // [Dim]
+	wq       *weight   // [Heads*HeadDim][Dim]
+	wk, wv   *weight   // [KVHeads*HeadDim][Dim]
+	// bq, bk, bv are the qwen2 projection biases (nil for llama; bk, bv
+	// also nil on CLA consumer layers).
+	bq, bk, bv []float32
 	wo         *weight   // [Dim][Heads*HeadDim]
 	ffnNorm    []float32 // [Dim]
 	wGate, wUp *weight   // [FFNDim][Dim]
@@ -78,6 +81,11 @@ type Info struct {
 	KeysPostRoPE  bool    // always true: cached keys are rotated
 	CLA           bool
 	KVDType       string // "f16": KV values are f16-representable
+	Arch          string // "llama" or "qwen2"
+	// SlidingWindow is the attention window in positions, 0 for full
+	// attention. It changes what every later position computes, so it is
+	// part of the namespace.
+	SlidingWindow int
 }
 
 // Info returns the model's cache-compatibility description. The first call
@@ -103,6 +111,8 @@ func (m *Model) Info() Info {
 		KeysPostRoPE:  true,
 		CLA:           m.cfg.CLA,
 		KVDType:       "f16",
+		Arch:          m.cfg.arch(),
+		SlidingWindow: m.cfg.window(),
 	}
 }
 
@@ -155,13 +165,22 @@ func (m *Model) tensors() []namedTensor {
 	ts := []namedTensor{{"token_embd.weight", []uint64{d, uint64(c.Vocab)}, m.embed}}
 	for i, l := range m.layers {
 		p := fmt.Sprintf("blk.%d.", i)
+		bias := c.QKVBias()
 		ts = append(ts,
 			namedTensor{p + "attn_norm.weight", []uint64{d}, vec(l.attnNorm)},
 			namedTensor{p + "attn_q.weight", []uint64{d, q}, l.wq})
+		if bias {
+			ts = append(ts, namedTensor{p + "attn_q.bias", []uint64{q}, vec(l.bq)})
+		}
 		if l.wk != nil {
 			ts = append(ts,
 				namedTensor{p + "attn_k.weight", []uint64{d, kv}, l.wk},
 				namedTensor{p + "attn_v.weight", []uint64{d, kv}, l.wv})
+			if bias {
+				ts = append(ts,
+					namedTensor{p + "attn_k.bias", []uint64{kv}, vec(l.bk)},
+					namedTensor{p + "attn_v.bias", []uint64{kv}, vec(l.bv)})
+			}
 		}
 		ts = append(ts,
 			namedTensor{p + "attn_output.weight", []uint64{q, d}, l.wo},

@@ -62,8 +62,13 @@ func sameBits(a, b []float32) (int, bool) {
 // chunks, token by token, or after importing KV blocks exported by another
 // sequence.
 func TestSplitInvariance(t *testing.T) {
-	for _, cla := range []bool{false, true} {
-		m := tinyModel(t, func(c *Config) { c.CLA = cla })
+	for cla, mut := range map[string]func(*Config){
+		"plain": nil,
+		"cla":   func(c *Config) { c.CLA = true },
+		// A window that ends inside blocks and chunks, with biases.
+		"qwen2+window": func(c *Config) { c.Arch = ArchQwen2; c.SlidingWindow = 11 },
+	} {
+		m := tinyModel(t, mut)
 		toks := prompt(75)
 		ref := m.NewSequence(16)
 		want := prefill(t, ref, toks)
@@ -78,7 +83,7 @@ func TestSplitInvariance(t *testing.T) {
 				}
 			}
 			if i, ok := sameBits(got, want); !ok {
-				t.Fatalf("cla=%v: token-by-token logits differ at %d", cla, i)
+				t.Fatalf("variant %s: token-by-token logits differ at %d", cla, i)
 			}
 		})
 		t.Run("chunks", func(t *testing.T) {
@@ -88,7 +93,7 @@ func TestSplitInvariance(t *testing.T) {
 				got = prefill(t, s, toks[i:min(len(toks), i+step)])
 			}
 			if i, ok := sameBits(got, want); !ok {
-				t.Fatalf("cla=%v: chunked logits differ at %d", cla, i)
+				t.Fatalf("variant %s: chunked logits differ at %d", cla, i)
 			}
 		})
 		for _, b := range []int{4, 16, 32} {
@@ -111,7 +116,7 @@ func TestSplitInvariance(t *testing.T) {
 				}
 				got := prefill(t, s, toks[k*b:])
 				if i, ok := sameBits(got, want); !ok {
-					t.Fatalf("cla=%v B=%d k=%d: logits differ at %d: %v vs %v", cla, b, k, i, got[i], want[i])
+					t.Fatalf("variant %s B=%d k=%d: logits differ at %d: %v vs %v", cla, b, k, i, got[i], want[i])
 				}
 			}
 		}
@@ -207,23 +212,35 @@ func naiveLogits(m *Model, toks []int) []float64 {
 		}
 		for l, ly := range m.layers {
 			xn := norm(x, ly.attnNorm)
-			q := matvec(ly.wq.values(), xn, c.Heads*hd)
+			bias := func(y []float64, b []float32) []float64 {
+				for i := range b {
+					y[i] += float64(b[i])
+				}
+				return y
+			}
+			q := bias(matvec(ly.wq.values(), xn, c.Heads*hd), ly.bq)
 			rot(q, pos)
 			kl := c.kvLayer(l)
 			if ly.wk != nil {
-				k := matvec(ly.wk.values(), xn, kd)
+				k := bias(matvec(ly.wk.values(), xn, kd), ly.bk)
 				rot(k, pos)
 				K[kl] = append(K[kl], r16(k))
-				V[kl] = append(V[kl], r16(matvec(ly.wv.values(), xn, kd)))
+				V[kl] = append(V[kl], r16(bias(matvec(ly.wv.values(), xn, kd), ly.bv)))
 			}
 			att := make([]float64, c.Heads*hd)
 			for h := 0; h < c.Heads; h++ {
 				g := h / (c.Heads / c.KVHeads)
-				sc := make([]float64, pos+1)
+				// Keys visible to pos: all before it, or the last
+				// SlidingWindow positions including its own.
+				lo := 0
+				if w := c.SlidingWindow; w > 0 {
+					lo = max(0, pos-w+1)
+				}
+				sc := make([]float64, pos+1-lo)
 				mx := math.Inf(-1)
 				for j := range sc {
 					for d := 0; d < hd; d++ {
-						sc[j] += q[h*hd+d] * K[kl][j][g*hd+d]
+						sc[j] += q[h*hd+d] * K[kl][lo+j][g*hd+d]
 					}
 					sc[j] /= math.Sqrt(float64(hd))
 					mx = max(mx, sc[j])
@@ -235,7 +252,7 @@ func naiveLogits(m *Model, toks []int) []float64 {
 				}
 				for j := range sc {
 					for d := 0; d < hd; d++ {
-						att[h*hd+d] += sc[j] / sum * V[kl][j][g*hd+d]
+						att[h*hd+d] += sc[j] / sum * V[kl][lo+j][g*hd+d]
 					}
 				}
 			}
@@ -268,6 +285,11 @@ func TestAgainstNaive(t *testing.T) {
 		{"cla", func(c *Config) { c.CLA = true }},
 		{"ropescale", func(c *Config) { c.RopeScale = 4; c.RopeTheta = 500000 }},
 		{"mha", func(c *Config) { c.KVHeads = c.Heads }},
+		{"qwen2", func(c *Config) { c.Arch = ArchQwen2 }},
+		{"qwen2+cla", func(c *Config) { c.Arch = ArchQwen2; c.CLA = true }},
+		{"window", func(c *Config) { c.SlidingWindow = 5 }},
+		{"window1", func(c *Config) { c.SlidingWindow = 1 }},
+		{"qwen2+window+cla", func(c *Config) { c.Arch = ArchQwen2; c.SlidingWindow = 7; c.CLA = true }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := tinyModel(t, tc.mut)
@@ -440,7 +462,12 @@ func TestGGUFRoundTrip(t *testing.T) {
 		name string
 		mut  func(*Config)
 		tie  bool
-	}{{"plain", nil, false}, {"cla+ropescale", func(c *Config) { c.CLA = true; c.RopeScale = 2 }, false}, {"tied", nil, true}} {
+	}{
+		{"plain", nil, false},
+		{"cla+ropescale", func(c *Config) { c.CLA = true; c.RopeScale = 2 }, false},
+		{"tied", nil, true},
+		{"qwen2+window", func(c *Config) { c.Arch = ArchQwen2; c.SlidingWindow = 6 }, false},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := tinyModel(t, tc.mut)
 			if tc.tie {

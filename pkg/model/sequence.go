@@ -197,16 +197,19 @@ func (s *Sequence) forward(ctx context.Context, toks []int, wantLogits bool) ([]
 		ly := &m.layers[li]
 		rmsNorm(xn, x, ly.attnNorm, n, d, c.NormEps)
 		matmul(q, xn, ly.wq, n)
+		addBias(q, ly.bq, n)
 		rope(q, n, c.Heads, c.HeadDim, cos, sin)
 		kl := c.kvLayer(li)
 		if ly.wk != nil {
 			matmul(kb, xn, ly.wk, n)
 			matmul(vb, xn, ly.wv, n)
+			addBias(kb, ly.bk, n)
+			addBias(vb, ly.bv, n)
 			rope(kb, n, c.KVHeads, c.HeadDim, cos, sin)
 			s.k[kl] = appendRounded(s.k[kl], kb)
 			s.v[kl] = appendRounded(s.v[kl], vb)
 		}
-		attention(att, q, s.k[kl], s.v[kl], p0, n, c.Heads, c.KVHeads, c.HeadDim)
+		attentionWindow(att, q, s.k[kl], s.v[kl], p0, n, c.Heads, c.KVHeads, c.HeadDim, c.window())
 		matmul(tmp, att, ly.wo, n)
 		addInto(x, tmp)
 

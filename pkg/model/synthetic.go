@@ -37,7 +37,8 @@ func Default(opts *DefaultOptions) *Model {
 }
 
 // Synthetic builds a model with deterministic pseudo-random weights: each
-// matrix ~ N(0, 1/fan_in), embeddings ~ N(0, 1), norm weights near 1. The
+// matrix ~ N(0, 1/fan_in), embeddings ~ N(0, 1), norm weights near 1,
+// qwen2 Q/K/V biases ~ N(0, 0.25). The
 // output projection is untied; its rows for control tokens (ids >= 256) are
 // damped so greedy decoding rarely emits them. The vocabulary must be
 // tokenizer.ByteVocab (the byte-level tokenizer) or larger.
@@ -49,6 +50,7 @@ func Synthetic(name string, cfg Config, seed uint64) (*Model, error) {
 		return nil, fmt.Errorf("%w: synthetic vocab %d < %d", ErrBadConfig, cfg.Vocab, tokenizer.ByteVocab)
 	}
 	cfg.RopeScale = cfg.ropeScale()
+	cfg.Arch = cfg.arch() // as Load reports it
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	normal := func(n int, std float64) []float32 {
 		s := make([]float32, n)
@@ -75,6 +77,14 @@ func Synthetic(name string, cfg Config, seed uint64) (*Model, error) {
 		if cfg.producesKV(l) {
 			ly.wk = f32Weight(kv, d, normal(kv*d, inv(d)))
 			ly.wv = f32Weight(kv, d, normal(kv*d, inv(d)))
+		}
+		if cfg.QKVBias() {
+			// Biases of the size of the projections' outputs (~1), so a
+			// forward pass that dropped them would be visibly wrong.
+			ly.bq = normal(q, 0.5)
+			if ly.wk != nil {
+				ly.bk, ly.bv = normal(kv, 0.5), normal(kv, 0.5)
+			}
 		}
 		ly.wo = f32Weight(d, q, normal(d*q, inv(q)))
 		ly.ffnNorm = ones(d)

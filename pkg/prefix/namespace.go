@@ -27,6 +27,10 @@ type Params struct {
 	KeysPostRoPE  bool    // keys are stored with RoPE already applied
 	BlockTokens   int     // tokens per block
 	Tenant        string  // isolation salt; "" when caches are shared by all
+	// SlidingWindow is the attention window in positions (Mistral-style),
+	// 0 for full attention. It is hashed only when positive, so namespaces
+	// of full-attention models are unchanged from before it existed.
+	SlidingWindow int
 }
 
 // ErrParams reports Params that cannot name a namespace.
@@ -43,6 +47,8 @@ func (p Params) Validate() error {
 		return fmt.Errorf("%w: block of %d tokens", ErrParams, p.BlockTokens)
 	case math.IsNaN(p.RopeTheta) || math.IsInf(p.RopeTheta, 0):
 		return fmt.Errorf("%w: rope theta %v", ErrParams, p.RopeTheta)
+	case p.SlidingWindow < 0 || p.SlidingWindow > math.MaxUint32:
+		return fmt.Errorf("%w: sliding window %d", ErrParams, p.SlidingWindow)
 	}
 	return nil
 }
@@ -78,6 +84,9 @@ func NewNamespace(p Params) (Namespace, error) {
 	}
 	u32(p.BlockTokens)
 	str(p.Tenant)
+	if p.SlidingWindow > 0 {
+		u32(p.SlidingWindow) // field 12, present only for windowed models
+	}
 	h.Write(b)
 	var n Namespace
 	h.Sum(n[:0])

@@ -95,6 +95,9 @@ func TestSpecVectors(t *testing.T) {
 					RopeTheta: theta, RopeScaling: m["scaling"], KeysPostRoPE: m["postrope"] == "1",
 					BlockTokens: atoi(t, m["block"]), Tenant: m["tenant"],
 				}
+				if w, ok := m["window"]; ok {
+					p.SlidingWindow = atoi(t, w)
+				}
 				ns, err := prefix.NewNamespace(p)
 				if err != nil {
 					t.Fatal(err)

@@ -94,6 +94,7 @@ func Namespace(info model.Info, blockTokens int, tenant string) (prefix.Namespac
 		KeysPostRoPE:  info.KeysPostRoPE,
 		BlockTokens:   blockTokens,
 		Tenant:        tenant,
+		SlidingWindow: info.SlidingWindow,
 	})
 	if err != nil {
 		return prefix.Namespace{}, fmt.Errorf("worker: namespace: %w", err)
