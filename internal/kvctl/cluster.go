@@ -61,10 +61,14 @@ func runCluster(ctx context.Context, cmd *cobra.Command, g *globals) error {
 	unhealthy := 0
 	for _, m := range c.Members() {
 		r := clusterRow{Member: m}
-		if m.State != client.Healthy {
+		s, err := nodeStats(ctx, c, m.Addr)
+		// A member that did not answer Stats is not healthy either, even if
+		// its health check did not conclude within --timeout (a loaded
+		// machine may not run it in time).
+		if m.State != client.Healthy || err != nil {
 			unhealthy++
 		}
-		if s, err := nodeStats(ctx, c, m.Addr); err != nil {
+		if err != nil {
 			r.StatsErr = err.Error()
 		} else {
 			r.Stats = s

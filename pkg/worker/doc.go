@@ -12,10 +12,11 @@
 //
 // # What is reused
 //
-// Only blocks that lie entirely before the prompt's last token are fetched:
-// the engine must compute at least the last token to produce the logits of
-// the first generated token. The last, partial block of a sequence is never
-// stored.
+// Every full block of the prompt is fetched. The engine must compute the
+// prompt's last token to produce the logits of the first generated token,
+// so on a full hit (the prompt ends on a block boundary and every block is
+// cached) the last token's imported KV is dropped and that one token is
+// prefilled. The last, partial block of a sequence is never stored.
 //
 // # What is appended
 //

@@ -11,16 +11,19 @@ import (
 )
 
 // restore imports the longest usable cached prefix of prompt into seq and
-// returns how many blocks it imported. Usable blocks end before the
-// prompt's last token, which must be computed to get logits. Every failure
-// (timeout, unreachable node, bad block) only shortens the prefix: the
-// blocks not imported are simply prefilled.
+// returns how many blocks it imported. Every full block of the prompt is
+// usable: when all of them are imported (a full hit), the last token's KV
+// is dropped again so that prefill computes exactly that one token, whose
+// logits sample the first output token. Recomputing it gives the same f16
+// KV as the imported one, so a hit stays bit-identical to a miss. Every
+// failure (timeout, unreachable node, bad block) only shortens the prefix:
+// the blocks not imported are simply prefilled.
 func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Sequence, prompt []int, t *Timings) int {
 	if w.cfg.Cache == nil {
 		return 0
 	}
 	b := w.cfg.BlockTokens
-	usable := (len(prompt) - 1) / b
+	usable := len(prompt) / b
 	if usable == 0 {
 		return 0
 	}
@@ -64,6 +67,9 @@ func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Se
 		}
 		t.FetchedBlocks++
 		t.FetchedBytes += len(blk)
+	}
+	if seq.Len() == len(prompt) {
+		seq.Truncate(len(prompt) - 1)
 	}
 	return t.FetchedBlocks
 }
