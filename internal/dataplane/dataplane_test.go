@@ -31,20 +31,7 @@ func serve(t *testing.T, st store.Store, o dataplane.ServerOptions) (string, cha
 		default:
 		}
 	}
-	s := dataplane.NewServer(st, &o)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(lis) }()
-	t.Cleanup(func() {
-		s.Close()
-		if err := <-done; !errors.Is(err, dataplane.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return lis.Addr().String(), reqs
+	return serveBlocks(t, st, o), reqs
 }
 
 func memStore(t *testing.T) *store.Memory {

@@ -30,6 +30,8 @@ func (b *blockingStore) View(ctx context.Context, ns prefix.Namespace, keys []pr
 	return b.Memory.View(ctx, ns, keys, fn)
 }
 
+// serveBlocks starts a data-plane server over st on a loopback port 0,
+// closed when the test ends, and returns its address.
 func serveBlocks(t *testing.T, st dataplane.Blocks, o dataplane.ServerOptions) string {
 	t.Helper()
 	o.Logger = quiet()
