@@ -303,7 +303,10 @@ func (n *Node) listen() error {
 			}
 			fmt.Fprintln(w, "ok")
 		})
-		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		// A scrape is a bodiless GET: bound how long a client may hold a
+		// connection before, during and between requests.
+		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	}
 	return nil
 }
