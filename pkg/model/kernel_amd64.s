@@ -338,7 +338,8 @@ q42reduce:
 	RET
 
 // func q8x1x4VNNI(x *int8, xd *float32, w *byte, ws int, np int, out *float32)
-// One activation row by four weight rows; out[c].
+// One activation row by four weight rows; out[c]. As in f16x1x4AVX512,
+// each iteration prefetches the next four rows' share (R14).
 TEXT ·q8x1x4VNNI(SB), NOSPLIT, $0-48
 	MOVQ x+0(FP), SI
 	MOVQ xd+8(FP), DX
@@ -346,6 +347,7 @@ TEXT ·q8x1x4VNNI(SB), NOSPLIT, $0-48
 	MOVQ ws+24(FP), R10
 	MOVQ np+32(FP), CX
 	MOVQ out+40(FP), BX
+	LEAQ (DI)(R10*4), R14
 	MOVL $0x01010101, AX
 	VPBROADCASTD AX, Z28
 	MOVL $0x80808080, AX
@@ -359,6 +361,12 @@ TEXT ·q8x1x4VNNI(SB), NOSPLIT, $0-48
 	JZ    q14reduce
 
 q14loop:
+	PREFETCHT0 (R14)
+	PREFETCHT0 64(R14)
+	PREFETCHT0 128(R14)
+	PREFETCHT0 192(R14)
+	PREFETCHT0 256(R14)
+	ADDQ       $272, R14
 	LEAQ  (DI)(R10*1), R11
 	LEAQ  (DI)(R10*2), R12
 	LEAQ  (R11)(R10*2), R13
