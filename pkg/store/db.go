@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -179,36 +178,49 @@ func (db *DB) View(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, 
 	return err
 }
 
-// present reports, from one read transaction, which keys are stored; with
-// prefixOnly it stops at the first absent key.
+// present reports which keys are stored, from the in-memory index under
+// one lock (a consistent snapshot without a bbolt read transaction or a
+// b-tree seek per key); with prefixOnly it stops at the first absent key.
+// A block counts once its commit has finished (not while pending), and a
+// block being deleted or evicted stops counting when the writer plans its
+// removal, just before the commit that removes it from the file.
 func (db *DB) present(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, prefixOnly bool) ([]bool, int, error) {
 	if err := checkKeys(ns, keys); err != nil {
 		return nil, 0, err
 	}
-	found := make([]bool, len(keys))
-	run := 0
-	err := db.read(ctx, func(blocks *bbolt.Bucket) error {
-		// A cursor seek answers presence without opening the nested bucket.
-		c := blocks.Cursor()
-		broken := false
-		for i, k := range keys {
-			id := makeID(ns, k)
-			got, _ := c.Seek(id[:])
-			found[i] = bytes.Equal(got, id[:])
-			if !found[i] {
-				broken = true
-				if prefixOnly {
-					return nil
-				}
-			} else if !broken {
-				run++
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if db.closed.Load() {
+		return nil, 0, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
+	var found []bool
+	if !prefixOnly {
+		found = make([]bool, len(keys))
+	}
+	run := 0
+	broken := false
+	id := makeID(ns, prefix.Key{})
+	db.mu.Lock()
+	for i, k := range keys {
+		copy(id[prefix.Size:], k[:])
+		e := db.idx.entries[id]
+		ok := e != nil && !e.pending
+		if !ok {
+			if prefixOnly {
+				break
+			}
+			broken = true
+			continue
+		}
+		if found != nil {
+			found[i] = true
+		}
+		if !broken {
+			run++
+		}
+	}
+	db.mu.Unlock()
 	return found, run, nil
 }
 
