@@ -17,8 +17,9 @@ import (
 // DB is the durable Store: a pair of bbolt files per node (Files), the
 // shards of a pipelined group commit. Reads run in bbolt read transactions
 // concurrently with each other and with the writer (writer.go), which plans
-// every commit against the in-memory index and hands it to whichever shard
-// is idle, so one batch is written while the previous one is fsync'd.
+// every commit against the in-memory index and hands the commits to the
+// shards in turn, so one batch is written while the previous one is
+// fsync'd.
 //
 // The files never shrink: space freed by Delete and eviction is reused for
 // later blocks of the same file but not returned to the file system

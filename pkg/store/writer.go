@@ -17,14 +17,14 @@ import (
 // Pipelined group commit. One writer goroutine plans all writes. It takes
 // the first waiting operation, drains every other one already waiting (Put
 // callers block on an unbuffered channel while no shard is free), plans
-// them against the index (evictions included) and hands the batch to an
-// idle shard, whose commit goroutine writes it in one bbolt transaction
-// and fsyncs; the Puts of the batch are acknowledged only when that
-// transaction, fsync included, has returned. Meanwhile the writer plans the
-// next batch for the other shard: while batch N fsyncs, batch N+1 is
-// written. There is no timer: a commit starts as soon as a shard is free,
-// so a lone Put pays one fsync and 16 concurrent writers share two
-// commits in flight.
+// them against the index (evictions included) and hands the batch to the
+// next shard in turn, once that one is idle; the shard's commit goroutine
+// writes the batch in one bbolt transaction and fsyncs, and the Puts of
+// the batch are acknowledged only when that transaction, fsync included,
+// has returned. Meanwhile the writer plans the next batch for the other
+// shard: while batch N fsyncs, batch N+1 is written. There is no timer: a
+// commit starts as soon as its shard is free, so a lone Put pays one fsync
+// and 16 concurrent writers share two commits in flight.
 //
 // The writer is also the only goroutine that adds or removes index entries,
 // so it plans commits without races with other writers. A batch may evict
@@ -179,20 +179,22 @@ type job struct {
 
 // writer is the state of the writer goroutine.
 type writer struct {
-	db      *DB
-	idle    []int // shards without a commit in flight
-	busy    int
-	results chan *job
-	later   [][]blockID // per shard: evicted blocks to delete in its next commit
+	db *DB
+	// Batches go to the shards in turn, so each file receives half of the
+	// bytes written and, as eviction takes the oldest blocks, frees about
+	// half: files grow alike, and the space one frees is reused by it.
+	next     int
+	inflight []bool // per shard: a commit in flight
+	busy     int    // commits in flight
+	results  chan *job
+	later    [][]blockID // per shard: evicted blocks to delete in its next commit
 }
 
 // run is the writer goroutine.
 func (db *DB) run() {
 	defer close(db.writerDone)
-	w := &writer{db: db, results: make(chan *job, len(db.shards)), later: make([][]blockID, len(db.shards))}
-	for i := len(db.shards) - 1; i >= 0; i-- {
-		w.idle = append(w.idle, i)
-	}
+	w := &writer{db: db, results: make(chan *job, len(db.shards)), later: make([][]blockID, len(db.shards)),
+		inflight: make([]bool, len(db.shards))}
 	var tick <-chan time.Time
 	if db.cfg.flushEvery > 0 {
 		t := time.NewTicker(db.cfg.flushEvery)
@@ -209,7 +211,7 @@ func (db *DB) run() {
 		var ops <-chan *op
 		var wait <-chan time.Time
 		var timer *time.Timer
-		if len(w.idle) > 0 && !flushDue {
+		if !w.inflight[w.next] && !flushDue {
 			ops = db.ops
 			if len(deferred) > 0 {
 				// Children whose parent was still on its way: the parent's
@@ -271,10 +273,10 @@ func (db *DB) run() {
 			w.delete(dels)
 		}
 		if len(puts) > 0 {
-			s := w.idle[len(w.idle)-1]
-			w.idle = w.idle[:len(w.idle)-1]
-			j := &job{shard: s}
+			j := &job{shard: w.next}
+			w.next = (w.next + 1) % len(db.shards)
 			deferred = w.plan(j, puts, deferred)
+			w.inflight[j.shard] = true
 			w.busy++
 			go func() { w.results <- db.commitJob(j) }()
 		}
@@ -454,7 +456,7 @@ func (db *DB) commitErr(err error, n int) error {
 // again before anyone is told.
 func (w *writer) complete(j *job) {
 	w.busy--
-	w.idle = append(w.idle, j.shard)
+	w.inflight[j.shard] = false
 	if j.err == nil {
 		w.db.ack(j)
 		return
@@ -463,7 +465,7 @@ func (w *writer) complete(j *job) {
 	for w.busy > 0 {
 		k := <-w.results
 		w.busy--
-		w.idle = append(w.idle, k.shard)
+		w.inflight[k.shard] = false
 		if k.err != nil {
 			failed = append(failed, k)
 		} else {
