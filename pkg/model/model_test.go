@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -726,5 +727,47 @@ func TestConcurrentSequences(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// Reserve makes room once: the KV keeps its contents and length, and
+// importing or prefilling up to the reserved length copies nothing.
+func TestReserveKeepsKVAndStopsGrowth(t *testing.T) {
+	ctx := context.Background()
+	m := tinyModel(t, nil)
+	s := m.NewSequence(4)
+	toks := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	if _, err := s.Prefill(ctx, toks[:8]); err != nil {
+		t.Fatal(err)
+	}
+	before := make([]float32, s.BlockLen())
+	if err := s.ExportBlock(1, before, make([]float32, s.BlockLen())); err != nil {
+		t.Fatal(err)
+	}
+	s.Reserve(16)
+	if s.Len() != 8 {
+		t.Fatalf("Reserve changed Len to %d", s.Len())
+	}
+	after := make([]float32, s.BlockLen())
+	if err := s.ExportBlock(1, after, make([]float32, s.BlockLen())); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before, after) {
+		t.Fatal("Reserve changed the KV")
+	}
+	base := &s.k[0][:1][0]
+	buf := make([]float32, s.BlockLen())
+	if err := s.ImportBlock(2, buf, buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prefill(ctx, toks[:4]); err != nil {
+		t.Fatal(err)
+	}
+	if s.Len() != 16 || &s.k[0][:1][0] != base {
+		t.Fatalf("Len %d, KV moved: %v", s.Len(), &s.k[0][:1][0] != base)
+	}
+	s.Reserve(4) // never shrinks
+	if cap(s.k[0]) < 16*m.cfg.KVDim() {
+		t.Fatalf("Reserve(4) shrank the KV to %d values", cap(s.k[0]))
 	}
 }

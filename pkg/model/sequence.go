@@ -62,6 +62,28 @@ func (s *Sequence) Truncate(n int) {
 	}
 }
 
+// Reserve makes room for tokens tokens (at most ContextLen) in every
+// layer's KV at once, so that importing a long cached prefix block by
+// block, or prefilling it, does not grow (copy and re-zero) the KV again
+// and again. It never shrinks and does not change Len.
+func (s *Sequence) Reserve(tokens int) {
+	kd := s.m.cfg.KVDim()
+	want := min(tokens, s.m.cfg.ContextLen) * kd
+	for l := range s.k {
+		s.k[l] = reserve(s.k[l], want)
+		s.v[l] = reserve(s.v[l], want)
+	}
+}
+
+func reserve(x []float32, n int) []float32 {
+	if cap(x) >= n {
+		return x
+	}
+	y := make([]float32, len(x), n)
+	copy(y, x)
+	return y
+}
+
 // ExportBlock copies full block i into k and v, each of length BlockLen(),
 // laid out [kvLayer][token][kvHead][headDim].
 func (s *Sequence) ExportBlock(i int, k, v []float32) error {

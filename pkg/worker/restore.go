@@ -52,6 +52,9 @@ func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Se
 		w.cacheError("fetch", err)
 		return 0
 	}
+	t2 := time.Now()
+	defer func() { t.ImportMS = msSince(t2) }()
+	seq.Reserve(len(prompt) + 1)
 	var kv kvblock.KV
 	for i, blk := range blocks {
 		h, err := kvblock.Decode(blk, &kv)
@@ -95,14 +98,17 @@ func (w *Worker) checkBlock(h *kvblock.Header, kv *kvblock.KV, i int) error {
 	return nil
 }
 
+// inF16Range reports whether every value is finite and at most 65504 in
+// magnitude. It compares bit patterns: |v| <= 65504 exactly when the bits
+// without the sign are at most those of 65504, and NaN and Inf lie above.
 func inF16Range(x []float32) bool {
+	const maxBits = 0x477fe000 // math.Float32bits(65504)
+	var over uint32
 	for _, v := range x {
-		// The negated comparison is also true for NaN.
-		if !(math.Abs(float64(v)) <= 65504) {
-			return false
-		}
+		// Branch-free: the loop has no early exit to predict.
+		over |= (maxBits - math.Float32bits(v)&0x7fffffff) >> 31
 	}
-	return true
+	return over == 0
 }
 
 func toU32(tokens []int) []uint32 {
