@@ -771,3 +771,33 @@ func TestReserveKeepsKVAndStopsGrowth(t *testing.T) {
 		t.Fatalf("Reserve(4) shrank the KV to %d values", cap(s.k[0]))
 	}
 }
+
+// A block holding a value that is not an f16 (it would poison attention)
+// is refused whole: the sequence is left as it was.
+func TestImportRefusesValuesBeyondHalf(t *testing.T) {
+	m := tinyModel(t, nil)
+	for _, bad := range []float32{65520, -1e9, float32(math.Inf(-1)), float32(math.NaN())} {
+		s := m.NewSequence(4)
+		ok := make([]float32, s.BlockLen())
+		if err := s.ImportBlock(0, ok, ok); err != nil {
+			t.Fatal(err)
+		}
+		k := make([]float32, s.BlockLen())
+		v := make([]float32, s.BlockLen())
+		v[len(v)-1] = bad // the last layer's values: earlier layers were appended already
+		if err := s.ImportBlock(1, k, v); !errors.Is(err, ErrBadBlock) {
+			t.Fatalf("import of %v: %v, want ErrBadBlock", bad, err)
+		}
+		for l := range s.k {
+			if s.Len() != 4 || len(s.k[l]) != 4*m.cfg.KVDim() || len(s.v[l]) != 4*m.cfg.KVDim() {
+				t.Fatalf("refused import left Len %d, layer %d KV %d/%d values", s.Len(), l, len(s.k[l]), len(s.v[l]))
+			}
+		}
+		// The same block position imports fine afterwards, and the
+		// largest f16 (and what rounds to it) is accepted.
+		v[len(v)-1] = 65519
+		if err := s.ImportBlock(1, k, v); err != nil {
+			t.Fatalf("import after refusal: %v", err)
+		}
+	}
+}

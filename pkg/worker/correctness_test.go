@@ -233,25 +233,3 @@ func TestFullHitPrefillsOneToken(t *testing.T) {
 		})
 	}
 }
-
-func TestInF16Range(t *testing.T) {
-	inf := float32(math.Inf(1))
-	for _, c := range []struct {
-		x    []float32
-		want bool
-	}{
-		{nil, true},
-		{[]float32{0, -0, 1, -1, 65504, -65504, 1e-8}, true},
-		{[]float32{1, 65505}, false},
-		{[]float32{-65505, 1}, false},
-		{[]float32{inf}, false},
-		{[]float32{-inf}, false},
-		{[]float32{float32(math.NaN())}, false},
-		{[]float32{math.Float32frombits(0xffc00000)}, false}, // negative NaN
-		{[]float32{math.MaxFloat32}, false},
-	} {
-		if got := inF16Range(c.x); got != c.want {
-			t.Errorf("inF16Range(%v) = %v, want %v", c.x, got, c.want)
-		}
-	}
-}

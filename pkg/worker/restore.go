@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"math"
 	"time"
 
 	"github.com/kvcache/kvcache/pkg/kvblock"
@@ -79,8 +78,9 @@ func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Se
 
 // checkBlock rejects a decoded block that cannot be block i of this
 // prompt. It guards the engine against a block that is intact but wrong
-// (another shape, another position, values outside f16 that would poison
-// attention). Its parent is not checked here: Cache.FetchRaw checks it,
+// (another shape, another position); values outside f16, which would
+// poison attention, are refused by ImportBlock, in the pass that rounds
+// them. Its parent is not checked here: Cache.FetchRaw checks it,
 // in the one place that sees every fetched block (pkg/client receive.go).
 // Decode does check the checksum again: the worker does not trust bytes
 // handed over an interface (a test damages them after the client).
@@ -92,23 +92,8 @@ func (w *Worker) checkBlock(h *kvblock.Header, kv *kvblock.KV, i int) error {
 		return blockErrorf("block %d starts at %d, want %d", i, h.StartPos, i*w.cfg.BlockTokens)
 	case !h.RoPE:
 		return blockErrorf("block %d holds pre-RoPE keys", i)
-	case !inF16Range(kv.K) || !inF16Range(kv.V):
-		return blockErrorf("block %d has values outside the f16 range", i)
 	}
 	return nil
-}
-
-// inF16Range reports whether every value is finite and at most 65504 in
-// magnitude. It compares bit patterns: |v| <= 65504 exactly when the bits
-// without the sign are at most those of 65504, and NaN and Inf lie above.
-func inF16Range(x []float32) bool {
-	const maxBits = 0x477fe000 // math.Float32bits(65504)
-	var over uint32
-	for _, v := range x {
-		// Branch-free: the loop has no early exit to predict.
-		over |= (maxBits - math.Float32bits(v)&0x7fffffff) >> 31
-	}
-	return over == 0
 }
 
 func toU32(tokens []int) []uint32 {
