@@ -59,6 +59,7 @@ func run() error {
 	flag.DurationVar(&cfg.PutIdleTimeout, "put-idle-timeout", 30*time.Second, "a Put stream that sends no message for this long is closed")
 	flag.IntVar(&cfg.MaxReads, "max-reads", 0, "concurrent Lookup calls, and separately Get calls; more get ResourceExhausted (0 = 4 per core, at least 16)")
 	flag.IntVar(&cfg.DataConnsPerAddr, "data-conns-per-addr", 64, "data-plane connections per client IP address")
+	flag.IntVar(&cfg.MetricsConnsPerAddr, "metrics-conns-per-addr", 8, "connections to --metrics-listen per client IP address; more are closed at once")
 	flag.DurationVar(&cfg.DataIdleTimeout, "data-idle-timeout", 2*time.Minute, "a data-plane connection idle this long is closed (a full data plane also closes its longest-idle one for a new client)")
 	version := buildinfo.Flag(flag.CommandLine)
 	flag.Parse()

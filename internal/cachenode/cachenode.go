@@ -92,6 +92,9 @@ type Config struct {
 	// DataConnsPerAddr bounds data-plane connections per client IP. 0
 	// means 64.
 	DataConnsPerAddr int
+	// MetricsConnsPerAddr bounds the connections to MetricsListen from one
+	// client IP; more are closed as soon as they are accepted. 0 means 8.
+	MetricsConnsPerAddr int
 	// DataIdleTimeout closes data-plane connections idle this long (a full
 	// data plane also closes its longest-idle connection for a new one).
 	// 0 means 2m.
@@ -292,7 +295,11 @@ func (n *Node) listen() error {
 			n.closeData()
 			return fmt.Errorf("cachenode: metrics listen %s: %w", n.cfg.MetricsListen, err)
 		}
-		n.httpLis = n.sec.wrapListener(hl, "h2", "http/1.1")
+		perAddr := n.cfg.MetricsConnsPerAddr
+		if perAddr <= 0 {
+			perAddr = defaultMetricsConnsPerAddr
+		}
+		n.httpLis = n.sec.wrapListener(newPerAddrListener(hl, perAddr, m.httpRefused.Inc), "h2", "http/1.1")
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", n.sec.metricsHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {

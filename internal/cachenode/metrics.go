@@ -30,6 +30,7 @@ type rpcMetrics struct {
 	putBlocks   *prometheus.CounterVec // Put block results, by outcome and code
 	readsRefuse *prometheus.CounterVec // Lookup/Get refused by --max-reads
 	dataConns   *prometheus.CounterVec // data-plane connections refused or reclaimed
+	httpRefused prometheus.Counter     // metrics-listener connections over --metrics-conns-per-addr
 	diskShort   prometheus.Gauge       // bytes by which --capacity exceeds free disk at start
 	data        atomic.Pointer[dataplane.Server]
 }
@@ -62,6 +63,9 @@ func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
 	m.dataConns = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kvcache_data_conns_refused_total", Help: "Data-plane connections refused (busy, per_addr) or idle ones closed to free a slot (reclaimed).",
 	}, []string{"reason"})
+	m.httpRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kvcache_metrics_conns_refused_total", Help: "Connections to the metrics listener closed at once because their IP address already had --metrics-conns-per-addr open.",
+	})
 	m.diskShort = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "kvcache_store_capacity_over_disk_bytes", Help: "At start, how many bytes --capacity exceeds the free space of --data's file system plus the store file (0 = it fits).",
 	})
@@ -73,7 +77,7 @@ func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.calls, m.duration, m.dataReqs, m.dataByte, m.streams, m.putBlocks, m.readsRefuse, m.dataConns, m.diskShort, dataOpen)
+	reg.MustRegister(m.calls, m.duration, m.dataReqs, m.dataByte, m.streams, m.putBlocks, m.readsRefuse, m.dataConns, m.httpRefused, m.diskShort, dataOpen)
 	return m
 }
 

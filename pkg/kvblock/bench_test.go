@@ -39,7 +39,18 @@ func BenchmarkEncode(b *testing.B) {
 	}
 }
 
-func BenchmarkDecode(b *testing.B) {
+func BenchmarkDecode(b *testing.B) { benchDecode(b) }
+
+// BenchmarkDecodePortable is BenchmarkDecode with the vector decoders off,
+// the baseline they are measured against (run both in one go test).
+func BenchmarkDecodePortable(b *testing.B) {
+	defer func(v *decoder) { vdec = v }(vdec)
+	vdec = nil
+	benchDecode(b)
+}
+
+func benchDecode(b *testing.B) {
+	b.Logf("decoder %s", DecoderName())
 	kv := randomKV(llama3Shape, 1)
 	for _, c := range Codecs() {
 		b.Run(c.String(), func(b *testing.B) {
@@ -53,11 +64,17 @@ func BenchmarkDecode(b *testing.B) {
 			}
 			b.SetBytes(int64(4 * llama3Shape.Elements()))
 			b.ResetTimer()
+			c0 := processCPU()
 			for b.Loop() {
 				if _, err := Decode(blk, &out); err != nil {
 					b.Fatal(err)
 				}
 			}
+			cpu := processCPU() - c0
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+			// The encoded block's bytes per CPU second: what kvbench's
+			// decode rows compare with the fetch rate.
+			b.ReportMetric(float64(len(blk))*float64(b.N)/cpu.Seconds()/1e9, "blockGB/cpu-s")
 		})
 	}
 }

@@ -107,6 +107,9 @@ func decodeInt8(L *layout, params, codes []byte, y []float32) {
 	params = params[:2*rows]
 	codes = codes[:rows*D]
 	y = y[:rows*D]
+	if vdec.rows8(y, codes, params, D) {
+		return
+	}
 	tab := &int8Floats
 	for r := 0; r < rows; r++ {
 		s := half.ToFloat32(binary.LittleEndian.Uint16(params[2*r:]))

@@ -473,9 +473,15 @@ func decodeKIVIKeys(L *layout, params, codes []byte, y []float32) {
 				t0 := g * kg
 				t1 := min(T, t0+kg)
 				p := params[(l*G+g)*W*4:][:W*4]
-				for d := 0; d < W; d++ {
-					sf[d] = half.ToFloat32(binary.LittleEndian.Uint16(p[4*d:]))
-					zf[d] = half.ToFloat32(binary.LittleEndian.Uint16(p[4*d+2:]))
+				if !vdec.pairs(sf[:W], zf[:W], p) {
+					for d := 0; d < W; d++ {
+						sf[d] = half.ToFloat32(binary.LittleEndian.Uint16(p[4*d:]))
+						zf[d] = half.ToFloat32(binary.LittleEndian.Uint16(p[4*d+2:]))
+					}
+				}
+				o := l*T + t0
+				if bits == 4 && vdec.channels4(y[o*W:][:(t1-t0)*W], codes[o*H*RB:][:(t1-t0)*H*RB], sf[:W], zf[:W], t1-t0) {
+					continue
 				}
 				if simd {
 					simdDequantKeys(y, codes, sf[:W], zf[:W], l*T+t0, 1, t1-t0, H*RB, bits)
@@ -505,6 +511,9 @@ func decodeKIVIKeys(L *layout, params, codes []byte, y []float32) {
 					o := (l*T+t)*H + h
 					out := y[o*D:][:D]
 					cr := codes[o*RB:][:RB]
+					if bits == 4 && RB*2 == D && vdec.channels4(out, cr, sf[:D], zf[:D], 1) {
+						continue
+					}
 					dequantChannels(out, cr, sf[:D], zf[:D], u[:], bits)
 				}
 			}
@@ -524,14 +533,14 @@ func dequantChannels(out []float32, cr []byte, sf, zf []float32, u []uint8, bits
 			o := out[j : j+8 : j+8]
 			s := sf[j : j+8 : j+8]
 			z := zf[j : j+8 : j+8]
-			o[0] = cf[w&15]*s[0] + z[0]
-			o[1] = cf[w>>4&15]*s[1] + z[1]
-			o[2] = cf[w>>8&15]*s[2] + z[2]
-			o[3] = cf[w>>12&15]*s[3] + z[3]
-			o[4] = cf[w>>16&15]*s[4] + z[4]
-			o[5] = cf[w>>20&15]*s[5] + z[5]
-			o[6] = cf[w>>24&15]*s[6] + z[6]
-			o[7] = cf[w>>28]*s[7] + z[7]
+			o[0] = float32(cf[w&15]*s[0]) + z[0]
+			o[1] = float32(cf[w>>4&15]*s[1]) + z[1]
+			o[2] = float32(cf[w>>8&15]*s[2]) + z[2]
+			o[3] = float32(cf[w>>12&15]*s[3]) + z[3]
+			o[4] = float32(cf[w>>16&15]*s[4]) + z[4]
+			o[5] = float32(cf[w>>20&15]*s[5]) + z[5]
+			o[6] = float32(cf[w>>24&15]*s[6]) + z[6]
+			o[7] = float32(cf[w>>28]*s[7]) + z[7]
 		}
 		return
 	}
@@ -547,10 +556,10 @@ func dequantChannels(out []float32, cr []byte, sf, zf []float32, u []uint8, bits
 				oq := o[q : q+4 : q+4]
 				sq := s[q : q+4 : q+4]
 				zq := z[q : q+4 : q+4]
-				oq[0] = cf[v&3]*sq[0] + zq[0]
-				oq[1] = cf[v>>2&3]*sq[1] + zq[1]
-				oq[2] = cf[v>>4&3]*sq[2] + zq[2]
-				oq[3] = cf[v>>6&3]*sq[3] + zq[3]
+				oq[0] = float32(cf[v&3]*sq[0]) + zq[0]
+				oq[1] = float32(cf[v>>2&3]*sq[1]) + zq[1]
+				oq[2] = float32(cf[v>>4&3]*sq[2]) + zq[2]
+				oq[3] = float32(cf[v>>6&3]*sq[3]) + zq[3]
 			}
 		}
 		return
@@ -561,15 +570,15 @@ func dequantChannels(out []float32, cr []byte, sf, zf []float32, u []uint8, bits
 			o := out[2*j : 2*j+2 : 2*j+2]
 			s := sf[2*j : 2*j+2 : 2*j+2]
 			z := zf[2*j : 2*j+2 : 2*j+2]
-			o[0] = cf[b&15]*s[0] + z[0]
-			o[1] = cf[b>>4]*s[1] + z[1]
+			o[0] = float32(cf[b&15]*s[0]) + z[0]
+			o[1] = float32(cf[b>>4]*s[1]) + z[1]
 		}
 		return
 	}
 	unpack(u, cr, bits)
 	u = u[:D]
 	for d := range out {
-		out[d] = cf[u[d]&15]*sf[d] + zf[d]
+		out[d] = float32(cf[u[d]&15]*sf[d]) + zf[d]
 	}
 }
 
@@ -581,6 +590,9 @@ func decodeKIVIValues(L *layout, params, codes []byte, y []float32) {
 	NG := ceilDiv(D, vg)
 	rows := L.s.Layers * T * H
 	fast := D%vg == 0 && (bits == 4 && vg%8 == 0 || bits == 2 && vg%16 == 0)
+	if bits == 4 && fast && RB*2 == D && vdec.groups4(y[:rows*D], codes[:rows*RB], params[:rows*NG*4], vg) {
+		return
+	}
 	if fast && useSIMD && vg%16 == 0 {
 		simdDequantValues(y[:rows*D], params, codes, D, vg, RB, bits)
 		return
@@ -596,7 +608,7 @@ func decodeKIVIValues(L *layout, params, codes []byte, y []float32) {
 				s := half.ToFloat32(binary.LittleEndian.Uint16(p[4*j:]))
 				z := half.ToFloat32(binary.LittleEndian.Uint16(p[4*j+2:]))
 				for c := 0; c <= qmax; c++ {
-					lut[c] = codeFloats[c]*s + z
+					lut[c] = float32(codeFloats[c]*s) + z
 				}
 				seg := out[j*vg : (j+1)*vg]
 				if bits == 4 {
@@ -635,7 +647,7 @@ func decodeKIVIValues(L *layout, params, codes []byte, y []float32) {
 			s := half.ToFloat32(binary.LittleEndian.Uint16(p[4*j:]))
 			z := half.ToFloat32(binary.LittleEndian.Uint16(p[4*j+2:]))
 			for c := 0; c <= qmax; c++ {
-				lut[c] = codeFloats[c]*s + z
+				lut[c] = float32(codeFloats[c]*s) + z
 			}
 			d0 := j * vg
 			seg := out[d0:min(D, d0+vg)]

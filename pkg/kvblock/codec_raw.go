@@ -37,7 +37,10 @@ func encodeF16(dst []byte, src []float32) {
 	}
 }
 
-func decodeF16(dst []float32, src []byte) { half.DecodeLE(dst, src) }
+func decodeF16(dst []float32, src []byte) {
+	n := vdec.f16s(dst, src)
+	half.DecodeLE(dst[n:], src[2*n:])
+}
 
 func encodeBF16(dst []byte, src []float32) {
 	u := float32Bits(src)

@@ -26,7 +26,16 @@
 // twice the scalar encode throughput. They produce the same bytes as the
 // scalar code, which remains the default build and the fallback at run
 // time on CPUs without AVX-512 (F+CD+BW+DQ+VL) or on other architectures.
-// Decoding is scalar in both builds.
+//
+// # Vector decode
+//
+// Decode of int4 (KIVI keys and values), int8 and f16 payloads runs Go
+// assembly loops on amd64 in every build, AVX-512 or AVX2+F16C chosen at
+// run time (DecoderName says which), with the portable loops as the
+// fallback on other CPUs, other architectures and with the purego build
+// tag. They give the same bits as the portable code (decode.go has the
+// contract; as everywhere in this package, NaN payloads are not pinned). int2 and the odd shapes (head dims that
+// are not a multiple of the vector width, padded rows) decode portably.
 package kvblock
 
 import (
