@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"math"
 	"time"
 
 	"github.com/kvcache/kvcache/pkg/kvblock"
@@ -11,15 +10,17 @@ import (
 )
 
 // restore imports the longest usable cached prefix of prompt into seq and
-// returns how many blocks it imported. Every full block of the prompt is
-// usable: when all of them are imported (a full hit), the last token's KV
-// is dropped again so that prefill computes exactly that one token, whose
-// logits sample the first output token. Recomputing it gives the same f16
-// KV as the imported one, so a hit stays bit-identical to a miss. Every
-// failure (timeout, unreachable node, bad block) only shortens the prefix:
-// the blocks not imported are simply prefilled.
+// returns how many blocks it imported: first the blocks the hot tier
+// holds (hot.go), then the rest of the prefix from the cluster, which is
+// asked only for the keys after the tier's. Every full block of the prompt
+// is usable: when all of them are imported (a full hit), the last token's
+// KV is dropped again so that prefill computes exactly that one token,
+// whose logits sample the first output token. Recomputing it gives the
+// same f16 KV as the imported one, so a hit stays bit-identical to a miss.
+// Every failure (timeout, unreachable node, bad block) only shortens the
+// prefix: the blocks not imported are simply prefilled.
 func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Sequence, prompt []int, t *Timings) int {
-	if w.cfg.Cache == nil {
+	if w.cfg.Cache == nil && w.hot == nil {
 		return 0
 	}
 	b := w.cfg.BlockTokens
@@ -28,17 +29,33 @@ func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Se
 		return 0
 	}
 	keys := prefix.BlockKeys(ns, toU32(prompt[:usable*b]), b)
+	seq.Reserve(len(prompt) + 1) // one allocation for every block imported
+	n := w.hot.restore(ns, seq, keys, t)
+	if n < len(keys) && w.cfg.Cache != nil {
+		n += w.restoreRemote(ctx, ns, seq, keys, n, t)
+	}
+	if seq.Len() == len(prompt) {
+		seq.Truncate(len(prompt) - 1)
+	}
+	t.HotTokens = min(t.HotBlocks*b, seq.Len())
+	return n
+}
 
+// restoreRemote imports blocks from keys[from:] on out of the cluster into
+// seq, which holds blocks [0, from), and returns how many it imported.
+// Each one also goes into the hot tier.
+func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *model.Sequence, keys []prefix.Key, from int, t *Timings) int {
+	rest := keys[from:]
 	t0 := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, w.cfg.LookupTimeout)
-	n, err := w.cfg.Cache.Lookup(lctx, ns, keys)
+	n, err := w.cfg.Cache.Lookup(lctx, ns, rest)
 	cancel()
 	t.LookupMS = msSince(t0)
 	if err != nil {
 		w.cacheError("lookup", err)
 		return 0
 	}
-	n = min(n, len(keys))
+	n = min(n, len(rest))
 	if n == 0 {
 		return 0
 	}
@@ -46,14 +63,25 @@ func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Se
 	t1 := time.Now()
 	defer func() { t.FetchMS = msSince(t1) }()
 	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchTimeout+time.Duration(n)*w.cfg.FetchPerBlock)
-	blocks, err := w.cfg.Cache.FetchRaw(fctx, ns, keys[:n], nil)
+	var blocks [][]byte
+	if from == 0 {
+		blocks, err = w.cfg.Cache.FetchRaw(fctx, ns, rest[:n], nil)
+	} else {
+		blocks, err = w.cfg.Cache.FetchRawAfter(fctx, ns, keys[from-1], rest[:n], nil)
+	}
 	cancel()
 	if err != nil {
 		w.cacheError("fetch", err)
 		return 0
 	}
+	t2 := time.Now()
+	defer func() { t.ImportMS = msSince(t2) }()
 	var kv kvblock.KV
-	for i, blk := range blocks {
+	for j, blk := range blocks {
+		i := from + j
+		if w.hot != nil {
+			kv = kvblock.KV{} // the tier keeps this block's buffers
+		}
 		h, err := kvblock.Decode(blk, &kv)
 		if err == nil {
 			err = w.checkBlock(&h, &kv, i)
@@ -65,19 +93,18 @@ func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Se
 			w.cacheError("decode", err)
 			break
 		}
+		w.hot.put(ns, keys[i], kv.K, kv.V)
 		t.FetchedBlocks++
 		t.FetchedBytes += len(blk)
-	}
-	if seq.Len() == len(prompt) {
-		seq.Truncate(len(prompt) - 1)
 	}
 	return t.FetchedBlocks
 }
 
 // checkBlock rejects a decoded block that cannot be block i of this
 // prompt. It guards the engine against a block that is intact but wrong
-// (another shape, another position, values outside f16 that would poison
-// attention). Its parent is not checked here: Cache.FetchRaw checks it,
+// (another shape, another position); values outside f16, which would
+// poison attention, are refused by ImportBlock, in the pass that rounds
+// them. Its parent is not checked here: Cache.FetchRaw checks it,
 // in the one place that sees every fetched block (pkg/client receive.go).
 // Decode does check the checksum again: the worker does not trust bytes
 // handed over an interface (a test damages them after the client).
@@ -89,20 +116,8 @@ func (w *Worker) checkBlock(h *kvblock.Header, kv *kvblock.KV, i int) error {
 		return blockErrorf("block %d starts at %d, want %d", i, h.StartPos, i*w.cfg.BlockTokens)
 	case !h.RoPE:
 		return blockErrorf("block %d holds pre-RoPE keys", i)
-	case !inF16Range(kv.K) || !inF16Range(kv.V):
-		return blockErrorf("block %d has values outside the f16 range", i)
 	}
 	return nil
-}
-
-func inF16Range(x []float32) bool {
-	for _, v := range x {
-		// The negated comparison is also true for NaN.
-		if !(math.Abs(float64(v)) <= 65504) {
-			return false
-		}
-	}
-	return true
 }
 
 func toU32(tokens []int) []uint32 {
