@@ -59,6 +59,8 @@ type index struct {
 	quotas   map[string]int64
 	used     int64
 	seq      uint64
+	// shardUsed is used by shard (DB's files; Memory has one).
+	shardUsed [commitShards]int64
 }
 
 func newIndex(quotas map[string]int64) *index {
@@ -98,6 +100,7 @@ func (x *index) add(e *entry) {
 	e.pos = [2]int{-1, -1}
 	x.entries[e.id] = e
 	x.used += e.size
+	x.shardUsed[e.shard] += e.size
 	e.tenant.used += e.size
 	e.tenant.blocks++
 	if e.hasParent {
@@ -127,6 +130,7 @@ func (x *index) remove(id blockID) *entry {
 	}
 	delete(x.entries, id)
 	x.used -= e.size
+	x.shardUsed[e.shard] -= e.size
 	e.tenant.used -= e.size
 	e.tenant.blocks--
 	x.dropLeaf(e)

@@ -274,8 +274,8 @@ func (db *DB) run() {
 		}
 		if len(puts) > 0 {
 			j := &job{shard: w.next}
-			w.next = (w.next + 1) % len(db.shards)
 			deferred = w.plan(j, puts, deferred)
+			w.next = db.nextShard(j.shard)
 			w.inflight[j.shard] = true
 			w.busy++
 			go func() { w.results <- db.commitJob(j) }()
@@ -284,6 +284,37 @@ func (db *DB) run() {
 		batch = batch[:0]
 	}
 }
+
+// nextShard picks the shard of the next commit: the other one, so one
+// commit is written while the previous one fsyncs, unless the files'
+// blocks have drifted apart by more than shardDrift of Capacity; then the
+// lighter one, even if that means waiting for its commit. Evictions take
+// the least recently used leaves of either file, so without this each
+// file's usage wanders, and each file keeps its own peak (files never
+// shrink): two files at half the capacity each would together grow well
+// past it.
+func (db *DB) nextShard(last int) int {
+	next := (last + 1) % len(db.shards)
+	if db.cfg.capacity <= 0 {
+		return next
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	light := 0
+	for i, u := range db.idx.shardUsed[:len(db.shards)] {
+		if u < db.idx.shardUsed[light] {
+			light = i
+		}
+	}
+	if db.idx.shardUsed[next]-db.idx.shardUsed[light] > db.cfg.capacity/shardDrift {
+		return light
+	}
+	return next
+}
+
+// shardDrift: files may differ in block bytes by Capacity/shardDrift
+// before the writer gives up overlapping commits to even them out.
+const shardDrift = 64
 
 // deferWait is how long the writer waits for the parent of a deferred
 // child before committing the child anyway (as an orphan).
