@@ -666,3 +666,85 @@ exploop:
 expdone:
 	VZEROUPPER
 	RET
+// QROUND sets T to the int32 round-half-away-from-zero of the float32s in
+// X (|X| < 2^23), using F, S and mask K as temporaries.
+#define QROUND(X, T, F, S, K) \
+	VRNDSCALEPS $0x0b, X, T \
+	VSUBPS      T, X, F \
+	VANDPS      Z31, F, F \
+	VCMPPS      $0x1d, Z27, F, K \
+	VPANDD      Z26, X, S \
+	VPORD       Z25, S, S \
+	VADDPS      S, T, K, T \
+	VCVTPS2DQ   T, T
+
+// func quantQ8AVX512(q *int8, d *float32, x *float32, nb int) (finite bool)
+// Quantizes nb blocks of 32 activations to Q8_0 exactly as quantizeQ8
+// does: d = max|x|/127, id = 1/d (0 when d is 0), q = round(x*id), halves
+// away from zero (truncate, then step away from zero when the dropped part
+// is at least 0.5: x - trunc(x) is exact). Returns false, with q and d
+// unspecified, if any input is NaN or infinite; the caller then uses the
+// Go code, whose NaN handling the SIMD max does not reproduce.
+TEXT ·quantQ8AVX512(SB), NOSPLIT, $0-33
+	MOVQ q+0(FP), DI
+	MOVQ d+8(FP), DX
+	MOVQ x+16(FP), SI
+	MOVQ nb+24(FP), CX
+	BCAST(0x7fffffff, Z31)  // abs mask
+	BCAST(0x7f800000, Z30)  // +Inf
+	BCAST(0x80000000, Z26)  // sign bit
+	BCAST(0x3f800000, Z25)  // 1
+	BCAST(0x3f000000, Z27)  // 0.5
+	MOVL $0x42fe0000, AX    // 127
+	VMOVD AX, X29
+	MOVL $0x3f800000, AX
+	VMOVD AX, X28           // 1 (scalar)
+	KXORW K7, K7, K7
+	TESTQ CX, CX
+	JZ    qzdone
+
+qzloop:
+	VMOVUPS    (SI), Z0
+	VMOVUPS    64(SI), Z1
+	VANDPS     Z31, Z0, Z2
+	VANDPS     Z31, Z1, Z3
+	VCMPPS     $5, Z30, Z2, K1  // !(|x| < Inf): Inf or NaN
+	VCMPPS     $5, Z30, Z3, K2
+	KORW       K1, K7, K7
+	KORW       K2, K7, K7
+	VMAXPS     Z3, Z2, Z2
+	VEXTRACTF32X8 $1, Z2, Y4
+	VMAXPS     Y4, Y2, Y2
+	VEXTRACTF128 $1, Y2, X4
+	VMAXPS     X4, X2, X2
+	VMOVHLPS   X2, X2, X4
+	VMAXPS     X4, X2, X2
+	VMOVSHDUP  X2, X4
+	VMAXSS     X4, X2, X2       // amax
+	VDIVSS     X29, X2, X5      // d = amax/127
+	VMOVSS     X5, (DX)
+	VXORPS     X6, X6, X6
+	VUCOMISS   X6, X5
+	JEQ        qzscale          // d == 0: id = 0
+	VDIVSS     X5, X28, X6      // id = 1/d
+
+qzscale:
+	VBROADCASTSS X6, Z6
+	VMULPS     Z6, Z0, Z0
+	VMULPS     Z6, Z1, Z1
+	QROUND(Z0, Z7, Z8, Z9, K3)
+	QROUND(Z1, Z10, Z11, Z12, K4)
+	VPMOVDB    Z7, (DI)
+	VPMOVDB    Z10, 16(DI)
+	ADDQ       $128, SI
+	ADDQ       $32, DI
+	ADDQ       $4, DX
+	DECQ       CX
+	JNZ        qzloop
+
+qzdone:
+	KORTESTW   K7, K7
+	SETEQ      ret+32(FP)
+	VZEROUPPER
+	RET
+

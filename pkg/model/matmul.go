@@ -52,6 +52,18 @@ type kernels struct {
 	// exp computes dst[i] = exp32(src[i]*a + b) for a prefix of src and
 	// returns its length.
 	exp func(dst, src []float32, a, b float32) int
+	// quant is quantizeQ8 (the same bits) for rows of finite values; it
+	// returns false, leaving q and d unspecified, if x holds a NaN or an
+	// infinity.
+	quant func(q []int8, d []float32, x []float32) bool
+}
+
+// quantizeQ8 quantizes a row to Q8_0 (see the portable quantizeQ8).
+func (ks *kernels) quantizeQ8(q []int8, d []float32, x []float32) {
+	if ks.quant != nil && ks.quant(q, d, x) {
+		return
+	}
+	quantizeQ8(q, d, x)
 }
 
 // expAffine sets dst[i] = exp32(src[i]*a + b) (a = 1 or -1, so the

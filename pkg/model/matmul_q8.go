@@ -10,11 +10,11 @@ type q8Acts struct {
 	d16 []float32 // [n][nb/2][16]: per block pair, 8 copies of each scale (SIMD kernels)
 }
 
-func quantizeActs(x []float32, n, k int, wide bool) *q8Acts {
+func (ks *kernels) quantizeActs(x []float32, n, k int, wide bool) *q8Acts {
 	nb := k / q8Elems
 	a := &q8Acts{nb: nb, q: make([]int8, n*k), d: make([]float32, n*nb)}
 	parallel(n, func(r int) {
-		quantizeQ8(a.q[r*k:(r+1)*k], a.d[r*nb:(r+1)*nb], x[r*k:(r+1)*k])
+		ks.quantizeQ8(a.q[r*k:(r+1)*k], a.d[r*nb:(r+1)*nb], x[r*k:(r+1)*k])
 	})
 	if wide {
 		a.d16 = make([]float32, n*nb*8)
@@ -41,7 +41,7 @@ func (ks *kernels) matmulQ8(out, x []float32, w *weight, n int) {
 	k, m := w.cols, w.rows
 	nb := k / q8Elems
 	simd := ks.q8x4x2 != nil && nb%2 == 0
-	a := quantizeActs(x, n, k, simd)
+	a := ks.quantizeActs(x, n, k, simd)
 	ob := min(m, max(8, (96<<10)/w.rowBytes)&^7)
 	chunks := (m + ob - 1) / ob
 	parallel(chunks, func(c int) {
