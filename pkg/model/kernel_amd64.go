@@ -26,6 +26,9 @@ func f16ToF32F16C(dst *float32, src *uint16, n8 int)
 func q8x4x2VNNI(x *int8, xs int, xd *float32, xds int, w *byte, ws int, np int, out *float32)
 
 //go:noescape
+func q8x4x4VNNI(x *int8, xs int, xd *float32, xc *int32, xds int, w *byte, ws int, np int, out *float32)
+
+//go:noescape
 func q8x1x4VNNI(x *int8, xd *float32, w *byte, ws int, np int, out *float32)
 
 //go:noescape
@@ -53,7 +56,7 @@ func kernelSets() []*kernels {
 			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512, exp: exp16AVX512, quant: quantQ8x32AVX512}
 		if x.HasAVX512VNNI {
 			k.name = "avx512vnni"
-			k.q8x4x2, k.q8x1x4 = q8x4x2VNNI, q8x1x4VNNI
+			k.q8x4x4, k.q8x4x2, k.q8x1x4 = q8x4x4VNNI, q8x4x2VNNI, q8x1x4VNNI
 		}
 		ks = append(ks, k)
 	}

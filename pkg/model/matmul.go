@@ -43,6 +43,9 @@ type kernels struct {
 	// q8x4x2 computes 4 rows × 2 Q8_0 columns over np block pairs; xd holds
 	// per row 16 scales per block pair (see q8Acts).
 	q8x4x2 func(x *int8, xs int, xd *float32, xds int, w *byte, ws int, np int, out *float32)
+	// q8x4x4 computes 4 rows × 4 Q8_0 columns; xc holds per row the
+	// accumulator start values of q8Acts.c (stride xds, as xd).
+	q8x4x4 func(x *int8, xs int, xd *float32, xc *int32, xds int, w *byte, ws int, np int, out *float32)
 	// q8x1x4 computes 1 row × 4 Q8_0 columns.
 	q8x1x4 func(x *int8, xd *float32, w *byte, ws int, np int, out *float32)
 	// pv4 and pv1 compute attention's weighted value sums for 4 rows / 1
