@@ -59,6 +59,10 @@ type kernels struct {
 	// returns false, leaving q and d unspecified, if x holds a NaN or an
 	// infinity.
 	quant func(q []int8, d []float32, x []float32) bool
+	// round sets dst[i] to src[i] rounded to f16 (as half.Round) for a
+	// prefix of src and returns its length and whether every rounded
+	// value is finite; dst may be src.
+	round func(dst, src []float32) (int, bool)
 }
 
 // quantizeQ8 quantizes a row to Q8_0 (see the portable quantizeQ8).
