@@ -64,6 +64,7 @@ func run() error {
 	flag.DurationVar(&cfg.ReadTimeout, "read-timeout", 30*time.Second, "time a client has to send the whole request, body included (408 after it)")
 	flag.DurationVar(&cfg.IdleTimeout, "idle-timeout", 120*time.Second, "an idle keep-alive connection is closed after this long")
 	flag.BoolVar(&cfg.PromptOnly, "prompt-only", false, "append only prompt blocks, not blocks completed while generating")
+	flag.BoolVar(&cfg.WaitAppend, "wait-append", false, "complete each response only after its blocks' append is acknowledged (at most 5s), so the same prompt sent next is a hit: for tests and demos")
 	flag.DurationVar(&putGrace, "shutdown-grace", 10*time.Second, "time in-flight requests and queued appends get on SIGTERM")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	var sec security

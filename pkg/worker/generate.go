@@ -162,7 +162,7 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 		if runs[0] != nil {
 			gen = runs[0].Tokens
 		}
-		w.appendLater(ns, seq, req.Prompt, gen, fetched)
+		w.waitAppend(ctx, w.appendLater(ns, seq, req.Prompt, gen, fetched))
 	}()
 	defer func() { res.collect(runs) }()
 
