@@ -85,11 +85,11 @@ bench-engine:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/enginebench ./cmd/enginebench
 	$(BIN)/enginebench $(ENGINEFLAGS)
-	@echo; echo "| prefix tokens | miss TTFT ms | hit TTFT ms |"; echo "|---|---|---|"
+	@echo; echo "| prefix tokens | miss TTFT ms | remote hit TTFT ms | worker-tier hit TTFT ms |"; echo "|---|---|---|---|"
 	@$(GO) test -run '^$$' -bench 'TTFT' -benchtime 3x ./pkg/worker/ > $(BIN)/ttft.txt || { cat $(BIN)/ttft.txt; exit 1; }
 	@awk ' \
 		/^BenchmarkTTFT\/prefix=/ { split($$1, p, "[=/-]"); for (i = 2; i < NF; i++) if ($$(i+1) == "ttft_ms") t[p[3], p[4]] = $$i; n[p[3]] = 1 } \
-		END { for (k in n) printf "| %s | %s | %s |\n", k, t[k, "miss"], t[k, "hit"] }' $(BIN)/ttft.txt | sort -t'|' -k2n
+		END { for (k in n) printf "| %s | %s | %s | %s |\n", k, t[k, "miss"], t[k, "hit"], t[k, "tier"] }' $(BIN)/ttft.txt | sort -t'|' -k2n
 
 # Every decoder of untrusted bytes, FUZZTIME each.
 FUZZTIME ?= 30s

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kvcache/kvcache/internal/buildinfo"
+	"github.com/kvcache/kvcache/internal/units"
 	"github.com/kvcache/kvcache/pkg/client"
 	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/model"
@@ -39,7 +40,7 @@ func run() error {
 	var (
 		cfg                   worker.Config
 		listen, nodes, path   string
-		codec                 string
+		codec, hotBytes       string
 		replicas              int
 		cla, unknownPre       bool
 		callTimeout, putGrace time.Duration
@@ -63,6 +64,8 @@ func run() error {
 	flag.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", 5*time.Second, "time a client has to send the request headers")
 	flag.DurationVar(&cfg.ReadTimeout, "read-timeout", 30*time.Second, "time a client has to send the whole request, body included (408 after it)")
 	flag.DurationVar(&cfg.IdleTimeout, "idle-timeout", 120*time.Second, "an idle keep-alive connection is closed after this long")
+	flag.StringVar(&hotBytes, "hot-cache-bytes", "256MiB", "byte budget of the in-process tier of hot blocks (decoded, shared by requests, LRU), e.g. 1GiB; 0 disables it")
+	flag.DurationVar(&cfg.HotCacheTTL, "hot-cache-ttl", 0, "drop a hot-tier block this long after it was inserted (bounds how long a block deleted from the cluster is still served); 0: until evicted")
 	flag.BoolVar(&cfg.PromptOnly, "prompt-only", false, "append only prompt blocks, not blocks completed while generating")
 	flag.BoolVar(&cfg.WaitAppend, "wait-append", false, "complete each response only after its blocks' append is acknowledged (at most 5s), so the same prompt sent next is a hit: for tests and demos")
 	flag.DurationVar(&putGrace, "shutdown-grace", 10*time.Second, "time in-flight requests and queued appends get on SIGTERM")
@@ -81,6 +84,9 @@ func run() error {
 	var err error
 	if cfg.Codec, err = kvblock.ParseCodec(codec); err != nil {
 		return fmt.Errorf("--codec: %w", err)
+	}
+	if cfg.HotCacheBytes, err = units.ParseBytes(hotBytes); err != nil {
+		return fmt.Errorf("--hot-cache-bytes: %w", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -133,7 +139,7 @@ func run() error {
 	srv.Handler = handler
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	log.Info("worker serving", "http", lis.Addr().String(), "cache_nodes", nodes, "codec", cfg.Codec.String(), "block_tokens", w.BlockTokens())
+	log.Info("worker serving", "http", lis.Addr().String(), "cache_nodes", nodes, "codec", cfg.Codec.String(), "block_tokens", w.BlockTokens(), "hot_cache_bytes", cfg.HotCacheBytes)
 
 	select {
 	case err := <-served:

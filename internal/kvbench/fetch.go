@@ -12,8 +12,9 @@ import (
 
 // fetchPhase times warm fetches of d's requests at cfg.Concurrency,
 // backends interleaved round by round.
-// It returns the fetch row.
-func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string) (Row, error) {
+// It returns the fetch row. after, if not nil, runs after each round with
+// that round's kvcache fetch rate (the decode rounds, see decodeBench).
+func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string, after func(kvGBs float64)) (Row, error) {
 	bs := r.backends()
 	cols := make([]int, len(bs))
 	pids := make([]int, len(bs))
@@ -52,6 +53,9 @@ func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string) (Row,
 			r.rep.Samples[fmt.Sprintf("%s/%s", phase, b.Name())] = gbs[bi]
 			r.rep.Samples[fmt.Sprintf("%s/%s/cpu_s_per_gb", phase, b.Name())] = cpus[bi]
 		}
+		if after != nil {
+			after(gbs[0][round])
+		}
 	}
 	ph := fmt.Sprintf("%s, c=%d", phase, r.cfg.Concurrency)
 	row, tok := newRow(ph, "fetch", "GB/s"), newRow(ph, "KV tokens served", "k tokens/s")
@@ -67,6 +71,7 @@ func (r *runner) fetchPhase(ctx context.Context, d *dataset, phase string) (Row,
 	}
 	if d.name == "target" {
 		row.Target = ">= 2 GB/s and >= 1.5x best Redis"
+		r.targetFetchCPU = cpuRow.KVCache
 	}
 	r.rep.Rows = append(r.rep.Rows, row, tok, cpuRow)
 	return row, nil

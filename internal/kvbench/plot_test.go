@@ -3,8 +3,12 @@ package kvbench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kvcache/kvcache/internal/plots"
@@ -110,5 +114,67 @@ func TestChartsFetchSeriesSkipUnmeasured(t *testing.T) {
 	}
 	if got := charts[0].Series[0].Points; !slices.Equal(got, []plots.Point{{X: 64 << 10, Y: 1.2}, {X: 1 << 20, Y: 2.4}}) {
 		t.Errorf("kvcache points %v, want by block size", got)
+	}
+}
+
+// TestDecodeRoundsInterleavedWithFetch runs kvbench with the decode phase
+// on a small geometry and checks that every target fetch round is followed
+// by a decode round (one sample per round per codec), that the report
+// gives the per-round ratio to the fetch and the CPU per GB of decode, and
+// that the all-cores rate is judged against the fetch rate.
+func TestDecodeRoundsInterleavedWithFetch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	const rounds = 2
+	var out, errb bytes.Buffer
+	err := Main(context.Background(), &out, &errb, []string{
+		"-node-mode", "inproc", "-nosync", "-tmp", t.TempDir(),
+		"-layers", "2", "-kv-heads", "2", "-head-dim", "64", "-block-tokens", "16",
+		"-workload=false", "-lookup=false", "-fidelity=false", "-grpc-row=false",
+		"-target-block", "65536", "-target-bytes", "1048576",
+		"-duration", "40ms", "-rounds", fmt.Sprint(rounds), "-writers", "2", "-c", "2", "-json",
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	var rep struct {
+		Rows    []map[string]any     `json:"rows"`
+		Samples map[string][]float64 `json:"samples"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	multi := runtime.GOMAXPROCS(0) > 1
+	for _, c := range []string{"int8", "int4"} {
+		if n := len(rep.Samples["decode "+c+"/all cores"]); n != rounds {
+			t.Errorf("%s: %d all-cores decode samples, want one per fetch round (%d)", c, n, rounds)
+		}
+		ratios := rep.Samples["decode "+c+"/all cores/ratio_to_fetch"]
+		if len(ratios) != rounds {
+			t.Errorf("%s: %d ratio samples, want %d", c, len(ratios), rounds)
+		}
+		found := map[string]any{}
+		for _, r := range rep.Rows {
+			if ph, _ := r["phase"].(string); strings.HasPrefix(ph, "decode "+c+" to float32, all cores") {
+				found[r["metric"].(string)] = r
+			}
+		}
+		for _, m := range []string{"CPU per GB", "decode ÷ fetch, same rounds (median of per-round ratios)"} {
+			r, ok := found[m].(map[string]any)
+			if !ok {
+				t.Errorf("%s: no %q row in %v", c, m, found)
+				continue
+			}
+			if v, _ := r["kvcache"].(float64); !(v > 0) {
+				t.Errorf("%s %q = %v", c, m, r["kvcache"])
+			}
+		}
+		if multi {
+			r, ok := found["decode, all cores"].(map[string]any)
+			if !ok || r["met"] == nil || !strings.Contains(r["target"].(string), "fetch rate") {
+				t.Errorf("%s: all-cores row not judged against the fetch: %v", c, r)
+			}
+		}
 	}
 }

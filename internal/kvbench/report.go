@@ -94,6 +94,8 @@ func fmtVal(v float64, unit string) string {
 		prec = 0
 	case "cos":
 		return strconv.FormatFloat(v, 'f', 6, 64)
+	case "x":
+		return strconv.FormatFloat(v, 'f', 2, 64) + "x"
 	}
 	return strconv.FormatFloat(v, 'f', prec, 64) + " " + unit
 }

@@ -38,6 +38,9 @@ type runner struct {
 	rep   *Report
 	tmp   string
 	pids  []int // server process of each backend (0: none, or this process)
+	// targetFetchCPU is the target dataset's kvcache fetch CPU per GB
+	// (client and server), for the decode rows; 0 if not measured.
+	targetFetchCPU float64
 }
 
 // Run runs the benchmark.
@@ -217,19 +220,28 @@ func (r *runner) run(ctx context.Context) error {
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	if cfg.RunWorkload {
-		if _, err := r.fetchPhase(ctx, main, "fetch workload"); err != nil {
+		if _, err := r.fetchPhase(ctx, main, "fetch workload", nil); err != nil {
 			return err
 		}
 	}
+	var dec *decodeBench
+	if cfg.Decode {
+		dec = r.newDecodeBench()
+	}
 	for _, d := range uniform {
-		row, err := r.fetchPhase(ctx, d, fmt.Sprintf("fetch %s blocks", fmtBytes(float64(d.g.BlockBytes()))))
+		var after func(float64)
+		if dec != nil && d.name == "target" {
+			// Decode rounds interleaved with the target's fetch rounds.
+			after = func(gbs float64) { r.decodeRound(dec, gbs) }
+		}
+		row, err := r.fetchPhase(ctx, d, fmt.Sprintf("fetch %s blocks", fmtBytes(float64(d.g.BlockBytes()))), after)
 		if err != nil {
 			return err
 		}
 		r.rep.BlockFetch = append(r.rep.BlockFetch, BlockFetch{BlockBytes: d.g.BlockBytes(), Fetch: row})
 	}
-	if cfg.Decode {
-		r.decodePhase()
+	if dec != nil {
+		r.decodeRows(dec)
 	}
 	if cfg.Fidelity {
 		if err := r.fidelityPhase(); err != nil {

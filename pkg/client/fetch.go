@@ -28,7 +28,20 @@ func (c *Client) FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefi
 	if len(keys) == 0 {
 		return dst[:0], nil
 	}
-	got, _, err := c.fetch(ctx, ns, keys, dst)
+	got, _, err := c.fetch(ctx, ns, nil, keys, dst)
+	return got, err
+}
+
+// FetchRawAfter is FetchRaw for keys that continue a chain after parent:
+// keys[0] is the block right after parent's, so its block must name
+// parent as its own parent (where FetchRaw's first block has none). A
+// caller holding the start of a prefix (the worker's in-process tier)
+// fetches only the rest with it.
+func (c *Client) FetchRawAfter(ctx context.Context, ns prefix.Namespace, parent prefix.Key, keys []prefix.Key, dst [][]byte) ([][]byte, error) {
+	if len(keys) == 0 {
+		return dst[:0], nil
+	}
+	got, _, err := c.fetch(ctx, ns, &parent, keys, dst)
 	return got, err
 }
 
@@ -42,7 +55,7 @@ func (c *Client) Fetch(ctx context.Context, ns prefix.Namespace, keys []prefix.K
 	if len(keys) == 0 {
 		return 0, nil
 	}
-	raw, hdrs, err := c.fetch(ctx, ns, keys, nil)
+	raw, hdrs, err := c.fetch(ctx, ns, nil, keys, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -56,8 +69,9 @@ func (c *Client) Fetch(ctx context.Context, ns prefix.Namespace, keys []prefix.K
 	return len(raw), nil
 }
 
-// fetch is FetchRaw, also returning the verified header of each block.
-func (c *Client) fetch(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst [][]byte) ([][]byte, []kvblock.Header, error) {
+// fetch is FetchRaw (parent nil) or FetchRawAfter, also returning the
+// verified header of each block.
+func (c *Client) fetch(ctx context.Context, ns prefix.Namespace, parent *prefix.Key, keys []prefix.Key, dst [][]byte) ([][]byte, []kvblock.Header, error) {
 	got := make([][]byte, len(keys))
 	hdrs := make([]kvblock.Header, len(keys))
 	ok := make([]bool, len(keys))
@@ -71,6 +85,7 @@ func (c *Client) fetch(ctx context.Context, ns prefix.Namespace, keys []prefix.K
 			// Each call fills its own blockSet: a hedged key may be in two
 			// calls at once. Only the first call for a key borrows dst.
 			bs := newBlockSet(keys, idx, true, c.log, prog)
+			bs.parent = parent
 			if first {
 				for _, i := range idx {
 					if i < len(dst) {

@@ -20,10 +20,13 @@ type blockSet struct {
 	// be the child of keys[i-1] (false for a lone block, as read repair
 	// copies one whose chain its first read checked).
 	chained bool
-	idx     []int
-	got     [][]byte         // by key index; buffers are reused
-	hdr     []kvblock.Header // by key index, valid where ok
-	ok      []bool           // by key index: received whole and verified
+	// parent, when set, is the key before keys[0] in the chain: block 0
+	// must name it as parent (FetchRawAfter). Nil: block 0 starts it.
+	parent *prefix.Key
+	idx    []int
+	got    [][]byte         // by key index; buffers are reused
+	hdr    []kvblock.Header // by key index, valid where ok
+	ok     []bool           // by key index: received whole and verified
 	// wrong, by key index: received whole and intact but not the block
 	// of its key (bad header or parent). Unlike a missing or damaged
 	// block it is not a miss: no read repair is scheduled for it.
@@ -93,12 +96,25 @@ func (bs *blockSet) end(j int) {
 		bs.log.Warn("fetched block failed verification", "key", bs.keys[i].String(), "err", err)
 		bs.wrong[i] = true
 		return
-	case bs.chained && (h.HasParent != (i > 0) || i > 0 && h.Parent != bs.keys[i-1]):
+	case bs.chained && !bs.inChain(i, &h):
 		bs.log.Warn("fetched block has the wrong parent", "key", bs.keys[i].String())
 		bs.wrong[i] = true
 		return
 	}
 	bs.hdr[i], bs.ok[i] = h, true
+}
+
+// inChain reports whether block i's header names the parent the chain
+// wants: keys[i-1], or for block 0 bs.parent (none when nil).
+func (bs *blockSet) inChain(i int, h *kvblock.Header) bool {
+	switch {
+	case i > 0:
+		return h.HasParent && h.Parent == bs.keys[i-1]
+	case bs.parent != nil:
+		return h.HasParent && h.Parent == *bs.parent
+	default:
+		return !h.HasParent
+	}
 }
 
 // reset forgets every block of the request, before another transport

@@ -6,7 +6,10 @@ import (
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/kvcache/kvcache/pkg/gguf"
@@ -195,5 +198,48 @@ func TestLoadInPlace(t *testing.T) {
 		if typ == gguf.F16 && !same {
 			t.Fatal("F16 in place differs from its float32 copy")
 		}
+	}
+}
+
+// TestParallel checks that parallel runs every item exactly once, with
+// concurrent and nested callers, and that its helpers exit once idle.
+func TestParallel(t *testing.T) {
+	for _, tc := range []struct{ n, callers int }{{0, 1}, {1, 1}, {2, 1}, {7, 3}, {1000, 8}} {
+		t.Run(fmt.Sprintf("n=%d/callers=%d", tc.n, tc.callers), func(t *testing.T) {
+			counts := make([][]atomic.Int32, tc.callers)
+			var wg sync.WaitGroup
+			for c := range tc.callers {
+				counts[c] = make([]atomic.Int32, tc.n)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					parallel(tc.n, func(i int) {
+						counts[c][i].Add(1)
+						if i%100 == 0 { // nested call
+							var inner atomic.Int32
+							parallel(3, func(int) { inner.Add(1) })
+							if inner.Load() != 3 {
+								t.Errorf("nested parallel ran %d of 3 items", inner.Load())
+							}
+						}
+					})
+				}()
+			}
+			wg.Wait()
+			for c := range counts {
+				for i := range counts[c] {
+					if got := counts[c][i].Load(); got != 1 {
+						t.Fatalf("caller %d item %d ran %d times", c, i, got)
+					}
+				}
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for helpersAlive.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d helpers still alive 10s after the last job", helpersAlive.Load())
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

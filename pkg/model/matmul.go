@@ -4,6 +4,8 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/kvcache/kvcache/internal/half"
 	"github.com/kvcache/kvcache/pkg/gguf"
@@ -224,8 +226,17 @@ func (ks *kernels) f32Block(out []float32, ldo int, x []float32, xs, n, k int, w
 }
 
 // parallel runs fn(i) for i in [0,n) on up to GOMAXPROCS goroutines
-// (the caller included) and waits for all of them. Work is handed out by a
-// shared counter, so uneven items balance.
+// (the caller included) and returns when every call has returned. Work is
+// handed out by a shared counter, so uneven items balance, and the caller
+// takes items too, so it never waits for a helper to start: a helper that
+// arrives after the last item was claimed finds nothing to do.
+//
+// Decode runs about seven matmuls per layer, each a few tens of
+// microseconds, so helpers are kept between calls: a helper polls for the
+// next job for helperSpin after its last one before it exits (no goroutine
+// outlives a burst of work by more than that), and a call starts helpers
+// only when fewer than it can use are alive. Waking a parked goroutine per
+// matmul cost more than the matmul's second thread gained.
 func parallel(n int, fn func(i int)) {
 	workers := min(n, runtime.GOMAXPROCS(0))
 	if workers <= 1 {
@@ -234,32 +245,76 @@ func parallel(n int, fn func(i int)) {
 		}
 		return
 	}
-	var (
-		mu   sync.Mutex
-		next int
-		wg   sync.WaitGroup
-	)
-	take := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		i := next
-		next++
-		return i
-	}
-	run := func() {
-		for i := take(); i < n; i = take() {
-			fn(i)
+	j := &job{fn: fn, n: int64(n), finished: make(chan struct{})}
+	for range workers - 1 {
+		select {
+		case jobs <- j:
+		default: // queue full of jobs helpers have not seen: run without
 		}
 	}
-	wg.Add(workers - 1)
-	for w := 1; w < workers; w++ {
-		go func() {
-			defer wg.Done()
-			run()
-		}()
+	for a := helpersAlive.Load(); a < int32(workers-1); a = helpersAlive.Load() {
+		if helpersAlive.CompareAndSwap(a, a+1) {
+			go helper()
+		}
 	}
-	run()
-	wg.Wait()
+	j.run()
+	for spin := 0; j.done.Load() < j.n; spin++ {
+		if spin == 64 {
+			<-j.finished
+			break
+		}
+		runtime.Gosched()
+	}
+}
+
+// job is one parallel call.
+type job struct {
+	fn       func(i int)
+	n        int64
+	next     atomic.Int64 // next item to claim
+	done     atomic.Int64 // items finished
+	finished chan struct{}
+}
+
+// run claims and runs items until none are left.
+func (j *job) run() {
+	for i := j.next.Add(1) - 1; i < j.n; i = j.next.Add(1) - 1 {
+		j.fn(int(i))
+		if j.done.Add(1) == j.n {
+			close(j.finished)
+		}
+	}
+}
+
+// helperSpin is how long an idle helper polls for a job before it exits.
+const helperSpin = 200 * time.Microsecond
+
+var (
+	jobs         = make(chan *job, 256)
+	helpersAlive atomic.Int32
+)
+
+func helper() {
+	idle := time.Now()
+	for {
+		select {
+		case j := <-jobs:
+			j.run()
+			idle = time.Now()
+			continue
+		default:
+		}
+		if time.Since(idle) > helperSpin {
+			helpersAlive.Add(-1)
+			// A job queued while this helper was leaving is still run by
+			// its caller; take it over if nobody else is left to help.
+			if len(jobs) == 0 || !helpersAlive.CompareAndSwap(0, 1) {
+				return
+			}
+			idle = time.Now()
+		}
+		runtime.Gosched()
+	}
 }
 
 // dot is the attention kernels' reduction: one accumulator, increasing

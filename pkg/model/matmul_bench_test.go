@@ -17,11 +17,12 @@ func randSlice(r *rand.Rand, n int) []float32 {
 }
 
 // BenchmarkMatmul runs the bench model's (issue 13) matmul shapes for each
-// in-place weight type: prefill chunks (n=256) and decode (n=1).
+// in-place weight type: prefill chunks (n=256) and decode (n=1), the
+// last decode shape being the output head, which does not fit in cache.
 func BenchmarkMatmul(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, typ := range []gguf.TensorType{gguf.F32, gguf.F16, gguf.Q8_0} {
-		for _, sh := range []struct{ n, k, m int }{{256, 768, 2048}, {256, 2048, 768}, {1, 768, 2048}, {1, 2048, 768}} {
+		for _, sh := range []struct{ n, k, m int }{{256, 768, 2048}, {256, 2048, 768}, {1, 768, 2048}, {1, 2048, 768}, {1, 768, 32000}} {
 			x := randSlice(r, sh.n*sh.k)
 			w := encodeWeight(b, typ, sh.m, sh.k, randSlice(r, sh.m*sh.k))
 			out := make([]float32, sh.n*sh.m)

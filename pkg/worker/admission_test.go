@@ -40,6 +40,10 @@ func (g *gateCache) FetchRaw(context.Context, prefix.Namespace, []prefix.Key, []
 	return nil, nil
 }
 
+func (g *gateCache) FetchRawAfter(context.Context, prefix.Namespace, prefix.Key, []prefix.Key, [][]byte) ([][]byte, error) {
+	return nil, nil
+}
+
 func (g *gateCache) Put(context.Context, prefix.Namespace, []client.Block) error { return nil }
 
 // waitFor polls cond until it holds or a generous deadline passes.

@@ -31,8 +31,10 @@ func defaultModel(b *testing.B) *model.Model {
 }
 
 // BenchmarkTTFT compares time to first token for a prompt whose prefix is
-// cached (hit) with the same-length prompt computed in full (miss). The
-// prompt is the prefix plus an 8-token question.
+// cached in the cluster (hit: lookup, fetch, decode, import) or in the
+// worker's hot tier (tier: import only), with the same-length prompt
+// computed in full (miss). The prompt is the prefix plus an 8-token
+// question.
 func BenchmarkTTFT(b *testing.B) {
 	for _, n := range []int{1000, 4000} {
 		b.Run(fmt.Sprintf("prefix=%d", n), func(b *testing.B) {
@@ -71,6 +73,27 @@ func BenchmarkTTFT(b *testing.B) {
 				}
 				b.ReportMetric(b.Elapsed().Seconds()*1e3/float64(b.N), "ttft_ms")
 				b.ReportMetric(fetch/cached, "fetch_ms/tok")
+				b.ReportMetric(cached/float64(b.N), "cached_tokens")
+			})
+			b.Run("tier", func(b *testing.B) {
+				prompt := textPrompt(1000+max(seed, 1), n+8)
+				hot := newWorker(b, Config{Model: m, Cache: c, Codec: kvblock.Int8, HotCacheBytes: 256 << 20})
+				// The first request fetches the prefix from the cluster and
+				// keeps it; every timed one imports it from RAM.
+				if _, err := hot.Generate(context.Background(), Request{Prompt: prompt, MaxTokens: 1}); err != nil {
+					b.Fatal(err)
+				}
+				var imp, cached float64
+				for b.Loop() {
+					res, err := hot.Generate(context.Background(), Request{Prompt: prompt, MaxTokens: 1})
+					if err != nil || res.Timings.HotBlocks == 0 || res.Timings.FetchedBytes != 0 {
+						b.Fatalf("tier hit: %v, %+v", err, res.Timings)
+					}
+					imp += res.Timings.HotMS
+					cached += float64(res.CachedTokens)
+				}
+				b.ReportMetric(b.Elapsed().Seconds()*1e3/float64(b.N), "ttft_ms")
+				b.ReportMetric(imp/cached, "import_ms/tok")
 				b.ReportMetric(cached/float64(b.N), "cached_tokens")
 			})
 		})

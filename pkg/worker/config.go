@@ -29,6 +29,10 @@ type Cache interface {
 	// each verified to sit in the chain: block i's parent is keys[i-1] and
 	// only block 0 has none. The worker does not check that again.
 	FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst [][]byte) ([][]byte, error)
+	// FetchRawAfter is FetchRaw for keys continuing a chain after parent:
+	// block 0's parent must be parent. The worker fetches the part of a
+	// prefix after the blocks its hot tier holds with it.
+	FetchRawAfter(ctx context.Context, ns prefix.Namespace, parent prefix.Key, keys []prefix.Key, dst [][]byte) ([][]byte, error)
 	// Put stores encoded blocks.
 	Put(ctx context.Context, ns prefix.Namespace, blocks []client.Block) error
 }
@@ -92,6 +96,16 @@ type Config struct {
 	// holding the forward-pass semaphore. Default 256. Chunking never
 	// changes results (see pkg/model's determinism guarantee).
 	PrefillChunk int
+	// HotCacheBytes is the byte budget of the in-process tier of hot
+	// blocks (hot.go): decoded blocks shared by every request, least
+	// recently used evicted first. 0 (or less) disables it; cmd/worker's
+	// --hot-cache-bytes defaults to 256 MiB. It works without a Cache too,
+	// as a local prompt cache.
+	HotCacheBytes int64
+	// HotCacheTTL, when > 0, drops a hot block this long after it was
+	// inserted, bounding how long the tier serves a block the cluster no
+	// longer has. 0: blocks stay until evicted.
+	HotCacheTTL time.Duration
 	// Logger receives cache failures and request logs. Default slog.Default().
 	Logger *slog.Logger
 }

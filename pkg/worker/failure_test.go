@@ -38,6 +38,15 @@ func (f *faultyCache) Lookup(ctx context.Context, ns prefix.Namespace, keys []pr
 
 func (f *faultyCache) FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst [][]byte) ([][]byte, error) {
 	blocks, err := f.Cache.FetchRaw(ctx, ns, keys, dst)
+	return f.damage(blocks, err)
+}
+
+func (f *faultyCache) FetchRawAfter(ctx context.Context, ns prefix.Namespace, parent prefix.Key, keys []prefix.Key, dst [][]byte) ([][]byte, error) {
+	blocks, err := f.Cache.FetchRawAfter(ctx, ns, parent, keys, dst)
+	return f.damage(blocks, err)
+}
+
+func (f *faultyCache) damage(blocks [][]byte, err error) ([][]byte, error) {
 	if err != nil || len(blocks) < 3 {
 		return blocks, err
 	}

@@ -103,11 +103,14 @@ func (r *Result) completionTokens() int {
 
 // Timings break a request down. Durations are milliseconds.
 type Timings struct {
-	QueueMS          float64 `json:"queue_ms"`       // waiting for admission and the first forward-pass slot
-	LookupMS         float64 `json:"lookup_ms"`      // cache Lookup
-	FetchMS          float64 `json:"fetch_ms"`       // cache fetch, decode and import
-	FetchedBlocks    int     `json:"fetched_blocks"` // blocks imported from the cache
-	FetchedBytes     int     `json:"fetched_bytes"`  // encoded bytes received for them
+	QueueMS          float64 `json:"queue_ms"`         // waiting for admission and the first forward-pass slot
+	LookupMS         float64 `json:"lookup_ms"`        // cache Lookup
+	FetchMS          float64 `json:"fetch_ms"`         // cache fetch, decode and import
+	FetchedBlocks    int     `json:"fetched_blocks"`   // blocks imported from the cache
+	FetchedBytes     int     `json:"fetched_bytes"`    // encoded bytes received for them
+	HotMS            float64 `json:"hot_cache_ms"`     // looking up and importing blocks of the worker's hot tier
+	HotBlocks        int     `json:"hot_cache_blocks"` // blocks imported from the hot tier (not fetched)
+	HotTokens        int     `json:"hot_cache_tokens"` // prompt tokens whose KV came from the hot tier
 	PrefillMS        float64 `json:"prefill_ms"`
 	PrefillTokens    int     `json:"prefill_tokens"` // prompt tokens computed here
 	DecodeMS         float64 `json:"decode_ms"`
@@ -162,6 +165,7 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 		if runs[0] != nil {
 			gen = runs[0].Tokens
 		}
+		w.keepHot(ns, seq, req.Prompt, gen, fetched)
 		w.waitAppend(ctx, w.appendLater(ns, seq, req.Prompt, gen, fetched))
 	}()
 	defer func() { res.collect(runs) }()
@@ -312,7 +316,7 @@ func (res *Result) collect(runs []*choiceRun) {
 
 // round keeps microsecond precision, dropping float noise from the JSON.
 func (t *Timings) round() {
-	for _, p := range []*float64{&t.QueueMS, &t.LookupMS, &t.FetchMS, &t.PrefillMS, &t.DecodeMS, &t.DecodeTokensPerS, &t.TTFTMS} {
+	for _, p := range []*float64{&t.QueueMS, &t.LookupMS, &t.FetchMS, &t.HotMS, &t.PrefillMS, &t.DecodeMS, &t.DecodeTokensPerS, &t.TTFTMS} {
 		*p = math.Round(*p*1e3) / 1e3
 	}
 }

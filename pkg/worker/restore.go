@@ -11,15 +11,17 @@ import (
 )
 
 // restore imports the longest usable cached prefix of prompt into seq and
-// returns how many blocks it imported. Every full block of the prompt is
-// usable: when all of them are imported (a full hit), the last token's KV
-// is dropped again so that prefill computes exactly that one token, whose
-// logits sample the first output token. Recomputing it gives the same f16
-// KV as the imported one, so a hit stays bit-identical to a miss. Every
-// failure (timeout, unreachable node, bad block) only shortens the prefix:
-// the blocks not imported are simply prefilled.
+// returns how many blocks it imported: first the blocks the hot tier
+// holds (hot.go), then the rest of the prefix from the cluster, which is
+// asked only for the keys after the tier's. Every full block of the prompt
+// is usable: when all of them are imported (a full hit), the last token's
+// KV is dropped again so that prefill computes exactly that one token,
+// whose logits sample the first output token. Recomputing it gives the
+// same f16 KV as the imported one, so a hit stays bit-identical to a miss.
+// Every failure (timeout, unreachable node, bad block) only shortens the
+// prefix: the blocks not imported are simply prefilled.
 func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Sequence, prompt []int, t *Timings) int {
-	if w.cfg.Cache == nil {
+	if w.cfg.Cache == nil && w.hot == nil {
 		return 0
 	}
 	b := w.cfg.BlockTokens
@@ -28,17 +30,32 @@ func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Se
 		return 0
 	}
 	keys := prefix.BlockKeys(ns, toU32(prompt[:usable*b]), b)
+	n := w.hot.restore(ns, seq, keys, t)
+	if n < len(keys) && w.cfg.Cache != nil {
+		n += w.restoreRemote(ctx, ns, seq, keys, n, t)
+	}
+	if seq.Len() == len(prompt) {
+		seq.Truncate(len(prompt) - 1)
+	}
+	t.HotTokens = min(t.HotBlocks*b, seq.Len())
+	return n
+}
 
+// restoreRemote imports blocks from keys[from:] on out of the cluster into
+// seq, which holds blocks [0, from), and returns how many it imported.
+// Each one also goes into the hot tier.
+func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *model.Sequence, keys []prefix.Key, from int, t *Timings) int {
+	rest := keys[from:]
 	t0 := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, w.cfg.LookupTimeout)
-	n, err := w.cfg.Cache.Lookup(lctx, ns, keys)
+	n, err := w.cfg.Cache.Lookup(lctx, ns, rest)
 	cancel()
 	t.LookupMS = msSince(t0)
 	if err != nil {
 		w.cacheError("lookup", err)
 		return 0
 	}
-	n = min(n, len(keys))
+	n = min(n, len(rest))
 	if n == 0 {
 		return 0
 	}
@@ -46,14 +63,23 @@ func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Se
 	t1 := time.Now()
 	defer func() { t.FetchMS = msSince(t1) }()
 	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchTimeout+time.Duration(n)*w.cfg.FetchPerBlock)
-	blocks, err := w.cfg.Cache.FetchRaw(fctx, ns, keys[:n], nil)
+	var blocks [][]byte
+	if from == 0 {
+		blocks, err = w.cfg.Cache.FetchRaw(fctx, ns, rest[:n], nil)
+	} else {
+		blocks, err = w.cfg.Cache.FetchRawAfter(fctx, ns, keys[from-1], rest[:n], nil)
+	}
 	cancel()
 	if err != nil {
 		w.cacheError("fetch", err)
 		return 0
 	}
 	var kv kvblock.KV
-	for i, blk := range blocks {
+	for j, blk := range blocks {
+		i := from + j
+		if w.hot != nil {
+			kv = kvblock.KV{} // the tier keeps this block's buffers
+		}
 		h, err := kvblock.Decode(blk, &kv)
 		if err == nil {
 			err = w.checkBlock(&h, &kv, i)
@@ -65,11 +91,9 @@ func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Se
 			w.cacheError("decode", err)
 			break
 		}
+		w.hot.put(ns, keys[i], kv.K, kv.V)
 		t.FetchedBlocks++
 		t.FetchedBytes += len(blk)
-	}
-	if seq.Len() == len(prompt) {
-		seq.Truncate(len(prompt) - 1)
 	}
 	return t.FetchedBlocks
 }

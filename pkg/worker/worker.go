@@ -31,6 +31,7 @@ type Worker struct {
 	maxTokB  int // the most bytes of text one token can stand for
 	reg      *prometheus.Registry
 	met      *metrics
+	hot      *hotTier // nil when disabled
 }
 
 // New builds a worker. It computes the model's weights digest (the cache
@@ -63,6 +64,7 @@ func New(cfg Config) (*Worker, error) {
 		reg:   prometheus.NewRegistry(),
 	}
 	w.met = newMetrics(w.reg)
+	w.hot = newHotTier(&cfg, w.reg)
 	w.reg.MustRegister(buildinfo.Get().Collector())
 	w.admit = newAdmission(cfg.MaxRunning, cfg.MaxQueue, w.met)
 	w.maxTokB = maxTokenBytes(cfg.Model.Tokenizer())
