@@ -162,7 +162,8 @@ type Node struct {
 // (docs/metrics.md lists it; a test checks the two agree).
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
-// DBFile is the name of the store file inside Config.Data.
+// DBFile is the name of the store file inside Config.Data (store.Files
+// names the second file beside it).
 const DBFile = "blocks.db"
 
 // Start opens the store and starts serving. It returns once both listeners

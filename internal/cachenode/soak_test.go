@@ -25,6 +25,7 @@ import (
 	"github.com/kvcache/kvcache/internal/testnode"
 	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/prefix"
+	"github.com/kvcache/kvcache/pkg/store"
 )
 
 var soakShape = kvblock.Shape{Tokens: 16, Layers: 8, KVHeads: 4, HeadDim: 64} // ~66 KB in int8
@@ -96,7 +97,11 @@ func TestSoak(t *testing.T) {
 		for {
 			metrics.Read(s)
 			peakHeap.Store(max(peakHeap.Load(), int64(s[0].Value.Uint64())))
-			peakDisk.Store(max(peakDisk.Load(), diskBytes(filepath.Join(dir, cachenode.DBFile))))
+			var disk int64
+			for _, f := range store.Files(filepath.Join(dir, cachenode.DBFile)) {
+				disk += diskBytes(f)
+			}
+			peakDisk.Store(max(peakDisk.Load(), disk))
 			select {
 			case <-stopSample:
 				return

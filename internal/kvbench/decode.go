@@ -56,6 +56,9 @@ func (r *runner) newDecodeBench() *decodeBench {
 // round measures every codec once on all cores; fetchGBs is the kvcache
 // fetch rate of the round just before (NaN: none).
 func (r *runner) decodeRound(db *decodeBench, fetchGBs float64) {
+	// The fetch round leaves garbage (every fetched block); collect it
+	// now so its GC does not run during, and bill, the decode round.
+	runtime.GC()
 	all := runtime.GOMAXPROCS(0)
 	for i := range db.codecs {
 		dc := &db.codecs[i]

@@ -23,6 +23,9 @@ func f16ToF32AVX512(dst *float32, src *uint16, n16 int)
 func f16ToF32F16C(dst *float32, src *uint16, n8 int)
 
 //go:noescape
+func roundF16F16C(dst *float32, src *float32, n8 int) (finite bool)
+
+//go:noescape
 func q8x4x2VNNI(x *int8, xs int, xd *float32, xds int, w *byte, ws int, np int, out *float32)
 
 //go:noescape
@@ -47,7 +50,7 @@ func kernelSets() []*kernels {
 	x := cpu.X86
 	if x.HasAVX512F && x.HasAVX512DQ && x.HasAVX512BW && x.HasAVX512VL && x.HasFMA && x.HasF16C {
 		k := &kernels{name: "avx512", f32x4x4: f32x4x4AVX512, f32x1x4: f32x1x4AVX512, f16: f16x16AVX512,
-			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512, exp: exp16AVX512}
+			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512, exp: exp16AVX512, round: round8F16C}
 		if x.HasAVX512VNNI {
 			k.name = "avx512vnni"
 			k.q8x4x2, k.q8x1x4 = q8x4x2VNNI, q8x1x4VNNI
@@ -55,7 +58,7 @@ func kernelSets() []*kernels {
 		ks = append(ks, k)
 	}
 	if x.HasAVX2 && x.HasFMA && x.HasF16C {
-		ks = append(ks, &kernels{name: "avx2", f32x1x4: f32x1x4AVX2, f16: f16x8F16C})
+		ks = append(ks, &kernels{name: "avx2", f32x1x4: f32x1x4AVX2, f16: f16x8F16C, round: round8F16C})
 	}
 	return append(ks, portable)
 }
@@ -74,6 +77,15 @@ func f16x8F16C(dst []float32, src []uint16) int {
 		f16ToF32F16C(&dst[0], &src[0], n/8)
 	}
 	return n
+}
+
+func round8F16C(dst, src []float32) (int, bool) {
+	n := len(src) &^ 7
+	if n == 0 {
+		return 0, true
+	}
+	_ = dst[n-1]
+	return n, roundF16F16C(&dst[0], &src[0], n/8)
 }
 
 func exp16AVX512(dst, src []float32, a, b float32) int {

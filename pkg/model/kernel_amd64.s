@@ -666,3 +666,41 @@ exploop:
 expdone:
 	VZEROUPPER
 	RET
+
+// Rounding KV to f16 (Sequence.ImportBlock and every computed token):
+// dst[i] = float32(f16(src[i])), round to nearest even, through the F16C
+// conversions, which are exact IEEE conversions (subnormals, overflow to
+// infinity, NaN made quiet), so the bits are those of half.Round. dst and
+// src may be the same slice. It reports whether every result is finite
+// (no f16 with the all-ones exponent 0x7c00).
+//
+// func roundF16F16C(dst *float32, src *float32, n8 int) (finite bool)
+TEXT ·roundF16F16C(SB), NOSPLIT, $0-25
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n8+16(FP), CX
+	MOVL $0x7c007c00, AX
+	VMOVD        AX, X5
+	VPBROADCASTD X5, X5
+	VPXOR        X4, X4, X4
+	TESTQ CX, CX
+	JZ    r8done
+
+r8loop:
+	VMOVUPS   (SI), Y0
+	VCVTPS2PH $0, Y0, X1
+	VPAND     X5, X1, X2
+	VPCMPEQW  X5, X2, X2
+	VPOR      X2, X4, X4
+	VCVTPH2PS X1, Y0
+	VMOVUPS   Y0, (DI)
+	ADDQ      $32, SI
+	ADDQ      $32, DI
+	DECQ      CX
+	JNZ       r8loop
+
+r8done:
+	VPTEST X4, X4
+	SETEQ  finite+24(FP)
+	VZEROUPPER
+	RET

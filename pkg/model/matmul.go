@@ -52,6 +52,10 @@ type kernels struct {
 	// exp computes dst[i] = exp32(src[i]*a + b) for a prefix of src and
 	// returns its length.
 	exp func(dst, src []float32, a, b float32) int
+	// round sets dst[i] to src[i] rounded to f16 (as half.Round) for a
+	// prefix of src and returns its length and whether every rounded
+	// value is finite; dst may be src.
+	round func(dst, src []float32) (int, bool)
 }
 
 // expAffine sets dst[i] = exp32(src[i]*a + b) (a = 1 or -1, so the

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -725,6 +726,78 @@ func TestConcurrentSequences(t *testing.T) {
 	for g := 0; g < 4; g++ {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// Reserve makes room once: the KV keeps its contents and length, and
+// importing or prefilling up to the reserved length copies nothing.
+func TestReserveKeepsKVAndStopsGrowth(t *testing.T) {
+	ctx := context.Background()
+	m := tinyModel(t, nil)
+	s := m.NewSequence(4)
+	toks := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	if _, err := s.Prefill(ctx, toks[:8]); err != nil {
+		t.Fatal(err)
+	}
+	before := make([]float32, s.BlockLen())
+	if err := s.ExportBlock(1, before, make([]float32, s.BlockLen())); err != nil {
+		t.Fatal(err)
+	}
+	s.Reserve(16)
+	if s.Len() != 8 {
+		t.Fatalf("Reserve changed Len to %d", s.Len())
+	}
+	after := make([]float32, s.BlockLen())
+	if err := s.ExportBlock(1, after, make([]float32, s.BlockLen())); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before, after) {
+		t.Fatal("Reserve changed the KV")
+	}
+	base := &s.k[0][:1][0]
+	buf := make([]float32, s.BlockLen())
+	if err := s.ImportBlock(2, buf, buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prefill(ctx, toks[:4]); err != nil {
+		t.Fatal(err)
+	}
+	if s.Len() != 16 || &s.k[0][:1][0] != base {
+		t.Fatalf("Len %d, KV moved: %v", s.Len(), &s.k[0][:1][0] != base)
+	}
+	s.Reserve(4) // never shrinks
+	if cap(s.k[0]) < 16*m.cfg.KVDim() {
+		t.Fatalf("Reserve(4) shrank the KV to %d values", cap(s.k[0]))
+	}
+}
+
+// A block holding a value that is not an f16 (it would poison attention)
+// is refused whole: the sequence is left as it was.
+func TestImportRefusesValuesBeyondHalf(t *testing.T) {
+	m := tinyModel(t, nil)
+	for _, bad := range []float32{65520, -1e9, float32(math.Inf(-1)), float32(math.NaN())} {
+		s := m.NewSequence(4)
+		ok := make([]float32, s.BlockLen())
+		if err := s.ImportBlock(0, ok, ok); err != nil {
+			t.Fatal(err)
+		}
+		k := make([]float32, s.BlockLen())
+		v := make([]float32, s.BlockLen())
+		v[len(v)-1] = bad // the last layer's values: earlier layers were appended already
+		if err := s.ImportBlock(1, k, v); !errors.Is(err, ErrBadBlock) {
+			t.Fatalf("import of %v: %v, want ErrBadBlock", bad, err)
+		}
+		for l := range s.k {
+			if s.Len() != 4 || len(s.k[l]) != 4*m.cfg.KVDim() || len(s.v[l]) != 4*m.cfg.KVDim() {
+				t.Fatalf("refused import left Len %d, layer %d KV %d/%d values", s.Len(), l, len(s.k[l]), len(s.v[l]))
+			}
+		}
+		// The same block position imports fine afterwards, and the
+		// largest f16 (and what rounds to it) is accepted.
+		v[len(v)-1] = 65519
+		if err := s.ImportBlock(1, k, v); err != nil {
+			t.Fatalf("import after refusal: %v", err)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/kvcache/kvcache/internal/half"
 )
@@ -62,6 +63,28 @@ func (s *Sequence) Truncate(n int) {
 	}
 }
 
+// Reserve makes room for tokens tokens (at most ContextLen) in every
+// layer's KV at once, so that importing a long cached prefix block by
+// block, or prefilling it, does not grow (copy and re-zero) the KV again
+// and again. It never shrinks and does not change Len.
+func (s *Sequence) Reserve(tokens int) {
+	kd := s.m.cfg.KVDim()
+	want := min(tokens, s.m.cfg.ContextLen) * kd
+	for l := range s.k {
+		s.k[l] = reserve(s.k[l], want)
+		s.v[l] = reserve(s.v[l], want)
+	}
+}
+
+func reserve(x []float32, n int) []float32 {
+	if cap(x) >= n {
+		return x
+	}
+	y := make([]float32, len(x), n)
+	copy(y, x)
+	return y
+}
+
 // ExportBlock copies full block i into k and v, each of length BlockLen(),
 // laid out [kvLayer][token][kvHead][headDim].
 func (s *Sequence) ExportBlock(i int, k, v []float32) error {
@@ -82,7 +105,9 @@ func (s *Sequence) ExportBlock(i int, k, v []float32) error {
 
 // ImportBlock appends block i from k and v (layout as ExportBlock). It must
 // be the block right after the current length (Len() == i*B), and the
-// sequence must have room for it. Values are rounded to f16, as if computed.
+// sequence must have room for it. Values are rounded to f16, as if computed;
+// a value that does not round to a finite f16 (beyond ±65504 or NaN, which
+// would poison attention) fails it with ErrBadBlock and imports nothing.
 // Len advances by B.
 func (s *Sequence) ImportBlock(i int, k, v []float32) error {
 	bl := s.BlockLen()
@@ -97,34 +122,55 @@ func (s *Sequence) ImportBlock(i int, k, v []float32) error {
 	}
 	per := s.block * s.m.cfg.KVDim()
 	for l := range s.k {
-		s.k[l] = appendRounded(s.k[l], k[l*per:(l+1)*per])
-		s.v[l] = appendRounded(s.v[l], v[l*per:(l+1)*per])
+		var okK, okV bool
+		s.k[l], okK = appendRounded(s.k[l], k[l*per:(l+1)*per])
+		s.v[l], okV = appendRounded(s.v[l], v[l*per:(l+1)*per])
+		if !okK || !okV {
+			s.Truncate(s.n) // drops this block's layers imported so far
+			return fmt.Errorf("%w: block %d has values outside the f16 range", ErrBadBlock, i)
+		}
 	}
 	s.n += s.block
 	return nil
 }
 
-func appendRounded(dst, src []float32) []float32 {
+// appendRounded appends src to dst rounded to f16, in one pass, and
+// reports whether every rounded value is finite.
+func appendRounded(dst, src []float32) ([]float32, bool) {
 	n := len(dst)
-	dst = append(dst, src...)
-	roundHalf(dst[n:])
-	return dst
+	dst = slices.Grow(dst, len(src))[:n+len(src)]
+	return dst, active.roundTo(dst[n:], src)
 }
 
 // roundHalf rounds every value to the nearest f16 (ties to even), in place.
-// Values in f16's normal range take a bit-level path (round the mantissa
-// from 23 to 10 bits) that gives the same result as converting to f16 and
-// back, several times faster; subnormals, overflow and NaN take the
-// conversion. Restoring fetched blocks spends most of its time here.
-func roundHalf(x []float32) {
-	for i, v := range x {
+func roundHalf(x []float32) { active.roundTo(x, x) }
+
+// roundTo sets dst[i] to src[i] rounded to the nearest f16 (ties to even)
+// and reports whether every rounded value is finite (a value beyond f16's
+// range, or NaN, is not): the F16C conversions where the CPU has them
+// (kernel_amd64.s), else a bit-level path for f16's normal range (round
+// the mantissa from 23 to 10 bits) that gives the same result as
+// converting to f16 and back, with subnormals, overflow and NaN taking the
+// conversion. Restoring fetched blocks spends most of its time here. dst
+// may be src.
+func (ks *kernels) roundTo(dst, src []float32) bool {
+	dst = dst[:len(src)]
+	i, finite := 0, true
+	if ks.round != nil {
+		i, finite = ks.round(dst, src)
+	}
+	for ; i < len(src); i++ {
+		v := src[i]
 		b := math.Float32bits(v)
 		if a := b & 0x7fffffff; a >= minNormalF16Bits && a < maxF16Bits {
-			x[i] = math.Float32frombits((b + 0xfff + (b>>13)&1) &^ 0x1fff)
+			dst[i] = math.Float32frombits((b + 0xfff + (b>>13)&1) &^ 0x1fff)
 			continue
 		}
-		x[i] = half.Round(v)
+		r := half.Round(v)
+		dst[i] = r
+		finite = finite && math.Float32bits(r)&0x7f800000 != 0x7f800000
 	}
+	return finite
 }
 
 const (
@@ -206,8 +252,9 @@ func (s *Sequence) forward(ctx context.Context, toks []int, wantLogits bool) ([]
 			addBias(kb, ly.bk, n)
 			addBias(vb, ly.bv, n)
 			rope(kb, n, c.KVHeads, c.HeadDim, cos, sin)
-			s.k[kl] = appendRounded(s.k[kl], kb)
-			s.v[kl] = appendRounded(s.v[kl], vb)
+			// Computed KV beyond f16's range stays infinite, as it was.
+			s.k[kl], _ = appendRounded(s.k[kl], kb)
+			s.v[kl], _ = appendRounded(s.v[kl], vb)
 		}
 		attentionWindow(att, q, s.k[kl], s.v[kl], p0, n, c.Heads, c.KVHeads, c.HeadDim, c.window())
 		matmul(tmp, att, ly.wo, n)

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,16 +14,19 @@ import (
 	"github.com/kvcache/kvcache/pkg/prefix"
 )
 
-// DB is the durable Store: one bbolt file per node. Reads run in bbolt read
-// transactions concurrently with each other and with the single writer
-// goroutine, which group-commits Puts and Deletes (writer.go).
+// DB is the durable Store: a pair of bbolt files per node (Files), the
+// shards of a pipelined group commit. Reads run in bbolt read transactions
+// concurrently with each other and with the writer (writer.go), which plans
+// every commit against the in-memory index and hands the commits to the
+// shards in turn, so one batch is written while the previous one is
+// fsync'd.
 //
-// The file never shrinks: space freed by Delete and eviction is reused for
-// later blocks but not returned to the file system (bbolt.Compact into a new
-// file would, offline).
+// The files never shrink: space freed by Delete and eviction is reused for
+// later blocks of the same file but not returned to the file system
+// (bbolt.Compact into a new file would, offline).
 type DB struct {
-	cfg  config
-	bolt *bbolt.DB
+	cfg    config
+	shards []*bbolt.DB // shards[0] is the file at the path given to Open
 
 	ops        chan *op      // to the writer; unbuffered, so senders queue while it commits
 	closing    chan struct{} // closed by Close
@@ -32,7 +34,7 @@ type DB struct {
 	closed     atomic.Bool
 
 	mu       sync.Mutex      // guards idx and inflight
-	idx      *index          // mirror of the file plus the commit in progress
+	idx      *index          // mirror of the files plus the commits in progress
 	inflight map[blockID]*op // Puts accepted and not yet acknowledged
 
 	hits, misses, evictions, puts, putBytes atomic.Int64
@@ -41,11 +43,88 @@ type DB struct {
 
 var _ Store = (*DB)(nil)
 
-// Open opens or creates the store file at path. A nil opts means defaults.
-// It rebuilds the in-memory index (sizes, parents, access times) from the
-// file's metadata, so Stats after a reopen describe the same blocks.
+// commitShards is how many bbolt files a DB spreads its commits over: two,
+// so that while one file fsyncs a batch the next batch is written to the
+// other (bbolt allows one writer per file, and its commit holds that
+// writer until the fsync ends).
+const commitShards = 2
+
+// Files returns the files of the store opened at path: path itself, which
+// holds every block of a store written before the commit pipeline, and
+// path + ".1". Copy or remove them together.
+func Files(path string) []string {
+	out := []string{path}
+	for i := 1; i < commitShards; i++ {
+		out = append(out, fmt.Sprintf("%s.%d", path, i))
+	}
+	return out
+}
+
+// Open opens or creates the store files at path (Files). A nil opts means
+// defaults. It rebuilds the in-memory index (sizes, parents, access times)
+// from the files' metadata, so Stats after a reopen describe the same
+// blocks.
 func Open(path string, opts *Options) (*DB, error) {
-	cfg := newConfig(opts)
+	return open(path, newConfig(opts))
+}
+
+func open(path string, cfg config) (*DB, error) {
+	db := &DB{
+		cfg:        cfg,
+		ops:        make(chan *op),
+		closing:    make(chan struct{}),
+		writerDone: make(chan struct{}),
+		inflight:   make(map[blockID]*op),
+	}
+	fail := func(err error) (*DB, error) {
+		for _, b := range db.shards {
+			b.Close()
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	for _, f := range Files(path) {
+		b, err := openShard(f, &cfg)
+		if err != nil {
+			return fail(err)
+		}
+		db.shards = append(db.shards, b)
+	}
+	db.idx = newIndex(cfg.quotas)
+	var dups [commitShards][]blockID
+	for i, b := range db.shards {
+		if err := b.View(func(tx *bbolt.Tx) (err error) {
+			dups[i], err = loadShard(db.idx, tx, uint8(i))
+			return err
+		}); err != nil {
+			return fail(err)
+		}
+	}
+	if cycles := db.idx.breakCycles(); cycles > 0 {
+		cfg.log.Warn("store: parent links forming cycles ignored, those blocks are evictable", "blocks", cycles)
+	}
+	// A block re-put into one file while its eviction from the other was
+	// still waiting for that file's next commit can be in both after a
+	// crash: the copy the index did not take goes.
+	for i, ids := range dups {
+		if len(ids) == 0 {
+			continue
+		}
+		acts := make([]action, len(ids))
+		for j, id := range ids {
+			acts[j] = action{id: id}
+		}
+		if err := db.shards[i].Update(func(tx *bbolt.Tx) error { return writeActions(tx, acts) }); err != nil {
+			return fail(err)
+		}
+		cfg.log.Warn("store: blocks present in two files after a crash; extra copies removed", "blocks", len(ids))
+	}
+	cfg.log.Info("store opened", "path", path, "blocks", len(db.idx.entries), "bytes", db.idx.used)
+	go db.run()
+	return db, nil
+}
+
+// openShard opens or creates one bbolt file of a store.
+func openShard(path string, cfg *config) (*bbolt.DB, error) {
 	b, err := bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout: cfg.lockTimeout,
 		// The map freelist allocates runs of free pages in O(1); the array
@@ -63,53 +142,53 @@ func Open(path string, opts *Options) (*DB, error) {
 		NoStatistics: true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, err
 	}
 	// Grow the file in 64 MiB steps (default 16 MiB): each growth is a
 	// truncate plus fsync inside a commit.
 	b.AllocSize = 64 << 20
-
-	db := &DB{
-		cfg:        cfg,
-		bolt:       b,
-		ops:        make(chan *op),
-		closing:    make(chan struct{}),
-		writerDone: make(chan struct{}),
-		inflight:   make(map[blockID]*op),
-	}
 	if err := b.Update(initLayout); err != nil {
 		b.Close()
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, err
 	}
-	var cycles int
-	if err := b.View(func(tx *bbolt.Tx) (err error) {
-		db.idx, cycles, err = loadIndex(tx, cfg.quotas)
-		return err
-	}); err != nil {
-		b.Close()
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
-	}
-	if cycles > 0 {
-		cfg.log.Warn("store: parent links forming cycles ignored, those blocks are evictable", "blocks", cycles)
-	}
-	cfg.log.Info("store opened", "path", path, "blocks", len(db.idx.entries), "bytes", db.idx.used)
-	go db.run()
-	return db, nil
+	return b, nil
 }
 
-// read runs fn in a read transaction with the blocks bucket.
-func (db *DB) read(ctx context.Context, fn func(blocks *bbolt.Bucket) error) error {
+// read runs fn in read transactions of every shard, with their blocks
+// buckets, taken in shard order (so two readers never wait on each other).
+func (db *DB) read(ctx context.Context, fn func(blocks []*bbolt.Bucket) error) error {
 	if db.closed.Load() {
 		return ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := db.bolt.View(func(tx *bbolt.Tx) error { return fn(tx.Bucket(bucketBlocks)) })
+	blocks := make([]*bbolt.Bucket, 0, len(db.shards))
+	var view func(i int) error
+	view = func(i int) error {
+		if i == len(db.shards) {
+			return fn(blocks)
+		}
+		return db.shards[i].View(func(tx *bbolt.Tx) error {
+			blocks = append(blocks, tx.Bucket(bucketBlocks))
+			return view(i + 1)
+		})
+	}
+	err := view(0)
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
 	return err
+}
+
+// value returns the stored bytes of id from whichever shard holds it.
+func value(blocks []*bbolt.Bucket, id *blockID) ([]byte, bool) {
+	for _, bk := range blocks {
+		if b := bk.Bucket(id[:]); b != nil {
+			return b.Get(keyValue), true
+		}
+	}
+	return nil, false
 }
 
 // touch records an access to the present keys. found may be nil (all).
@@ -132,12 +211,12 @@ func (db *DB) Get(ctx context.Context, ns prefix.Namespace, key prefix.Key, dst 
 	}
 	id := makeID(ns, key)
 	var out []byte
-	err := db.read(ctx, func(blocks *bbolt.Bucket) error {
-		b := blocks.Bucket(id[:])
-		if b == nil {
+	err := db.read(ctx, func(blocks []*bbolt.Bucket) error {
+		v, ok := value(blocks, &id)
+		if !ok {
 			return ErrNotFound
 		}
-		out = append(dst[:0], b.Get(keyValue)...)
+		out = append(dst[:0], v...)
 		return nil
 	})
 	switch {
@@ -156,15 +235,14 @@ func (db *DB) View(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, 
 		return err
 	}
 	found := make([]bool, len(keys))
-	err := db.read(ctx, func(blocks *bbolt.Bucket) error {
+	err := db.read(ctx, func(blocks []*bbolt.Bucket) error {
 		for i, k := range keys {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			id := makeID(ns, k)
 			var v []byte
-			if b := blocks.Bucket(id[:]); b != nil {
-				v, found[i] = b.Get(keyValue), true
+			if v, found[i] = value(blocks, &id); found[i] {
 				db.hits.Add(1)
 			} else {
 				db.misses.Add(1)
@@ -179,36 +257,49 @@ func (db *DB) View(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, 
 	return err
 }
 
-// present reports, from one read transaction, which keys are stored; with
-// prefixOnly it stops at the first absent key.
+// present reports which keys are stored, from the in-memory index under
+// one lock (a consistent snapshot without a bbolt read transaction or a
+// b-tree seek per key); with prefixOnly it stops at the first absent key.
+// A block counts once its commit has finished (not while pending), and a
+// block being deleted or evicted stops counting when the writer plans its
+// removal, just before the commit that removes it from the file.
 func (db *DB) present(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, prefixOnly bool) ([]bool, int, error) {
 	if err := checkKeys(ns, keys); err != nil {
 		return nil, 0, err
 	}
-	found := make([]bool, len(keys))
-	run := 0
-	err := db.read(ctx, func(blocks *bbolt.Bucket) error {
-		// A cursor seek answers presence without opening the nested bucket.
-		c := blocks.Cursor()
-		broken := false
-		for i, k := range keys {
-			id := makeID(ns, k)
-			got, _ := c.Seek(id[:])
-			found[i] = bytes.Equal(got, id[:])
-			if !found[i] {
-				broken = true
-				if prefixOnly {
-					return nil
-				}
-			} else if !broken {
-				run++
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if db.closed.Load() {
+		return nil, 0, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
+	var found []bool
+	if !prefixOnly {
+		found = make([]bool, len(keys))
+	}
+	run := 0
+	broken := false
+	id := makeID(ns, prefix.Key{})
+	db.mu.Lock()
+	for i, k := range keys {
+		copy(id[prefix.Size:], k[:])
+		e := db.idx.entries[id]
+		ok := e != nil && !e.pending
+		if !ok {
+			if prefixOnly {
+				break
+			}
+			broken = true
+			continue
+		}
+		if found != nil {
+			found[i] = true
+		}
+		if !broken {
+			run++
+		}
+	}
+	db.mu.Unlock()
 	return found, run, nil
 }
 
@@ -231,8 +322,10 @@ func (db *DB) Stats() Stats {
 	used, blocks, tenants := db.idx.used, int64(len(db.idx.entries)), db.idx.usage()
 	db.mu.Unlock()
 	var size int64
-	if fi, err := os.Stat(db.bolt.Path()); err == nil {
-		size = fi.Size()
+	for _, b := range db.shards {
+		if fi, err := os.Stat(b.Path()); err == nil {
+			size += fi.Size()
+		}
 	}
 	return Stats{
 		BytesUsed: used,
@@ -248,13 +341,17 @@ func (db *DB) Stats() Stats {
 	}
 }
 
-// Close waits for the commit in progress, writes access times and closes
-// the file. Puts not yet taken into a commit fail with ErrClosed.
+// Close waits for the commits in progress, writes access times and closes
+// the files. Puts not yet taken into a commit fail with ErrClosed.
 func (db *DB) Close() error {
 	if !db.closed.CompareAndSwap(false, true) {
 		return nil
 	}
 	close(db.closing)
 	<-db.writerDone
-	return db.bolt.Close()
+	var errs []error
+	for _, b := range db.shards {
+		errs = append(errs, b.Close())
+	}
+	return errors.Join(errs...)
 }

@@ -37,7 +37,9 @@ func openDB(t testing.TB, opts *store.Options) (*store.DB, string) {
 		if err := db.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
-		checkFile(t, path)
+		for _, f := range store.Files(path) {
+			checkFile(t, f)
+		}
 	})
 	return db, path
 }
@@ -213,7 +215,9 @@ func TestKill9Durability(t *testing.T) {
 			t.Fatalf("child acknowledged only %d blocks", len(acked)-150*round)
 		}
 
-		checkFile(t, path)
+		for _, f := range store.Files(path) {
+			checkFile(t, f)
+		}
 		db, err := store.Open(path, &store.Options{Verify: storetest.Verify})
 		if err != nil {
 			t.Fatal(err)

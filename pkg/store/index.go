@@ -18,7 +18,8 @@ type entry struct {
 	// pos is the entry's index in the global leaf heap (slotAll) and in its
 	// tenant's (slotTenant), or -1 in both when it is not a leaf candidate.
 	pos     [2]int
-	pending bool // written by a commit that has not finished yet
+	pending bool  // written by a commit that has not finished yet
+	shard   uint8 // the bbolt file that holds it (DB only)
 }
 
 const (
@@ -47,7 +48,7 @@ type tenant struct {
 // then competes by its own last access.
 //
 // The parent links never form a cycle (place rejects a block that would
-// close one and loadIndex breaks any found in a file), so every block but
+// close one and Open breaks any found in the files), so every block but
 // those of chains being written is reachable from some leaf: the store
 // cannot lock itself full.
 type index struct {

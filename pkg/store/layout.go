@@ -121,23 +121,24 @@ func initLayout(tx *bbolt.Tx) error {
 	return nil
 }
 
-// loadIndex rebuilds the in-memory index from the metadata bucket. Parent
-// links that form cycles (possible in files written before
-// ErrInvalidParent) are dropped from the index so those blocks are
-// evictable; it returns how many.
-func loadIndex(tx *bbolt.Tx, quotas map[string]int64) (*index, int, error) {
-	x := newIndex(quotas)
-	err := tx.Bucket(bucketMeta).ForEach(func(k, v []byte) error {
+// loadShard adds the blocks of one shard's metadata bucket to x. A block
+// already in x (from another shard: possible after a crash, see Open) is
+// not added; its id is returned so its copy here can be removed. Call
+// x.breakCycles once every shard is loaded.
+func loadShard(x *index, tx *bbolt.Tx, shard uint8) (dups []blockID, err error) {
+	err = tx.Bucket(bucketMeta).ForEach(func(k, v []byte) error {
 		e, name, err := decodeMeta(k, v)
 		if err != nil {
 			return err
 		}
+		if x.entries[e.id] != nil {
+			dups = append(dups, e.id)
+			return nil
+		}
+		e.shard = shard
 		e.tenant = x.tenantOf(name)
 		x.add(e)
 		return nil
 	})
-	if err != nil {
-		return nil, 0, err
-	}
-	return x, x.breakCycles(), nil
+	return dups, err
 }

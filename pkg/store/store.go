@@ -83,7 +83,7 @@ type Stats struct {
 	Evictions int64 // blocks evicted to make room
 	Puts      int64 // blocks written by Put (idempotent no-ops excluded)
 	PutBytes  int64 // bytes of blocks written by Put
-	FileBytes int64 // size of the bbolt file; 0 for Memory
+	FileBytes int64 // size of the bbolt files (Files); 0 for Memory
 	// Tenants is the usage per tenant label (WithTenant) that holds blocks
 	// or has a quota; the unlabelled blocks are under "".
 	Tenants map[string]TenantStats
@@ -123,9 +123,10 @@ type Options struct {
 	// MaxBatchBytes caps the block bytes of one group commit (DB only). A
 	// commit starts as soon as the previous one ends and takes every Put
 	// waiting, up to this many bytes and MaxBatchOps operations; there is no
-	// timer. Zero means 1/32 of Capacity, between 1 MiB and 256 MiB (256 MiB
-	// when Capacity is 0), which bounds the file's size on disk to about
-	// Capacity + 3%: a commit cannot reuse the pages its own evictions free.
+	// timer. Zero means 1/64 of Capacity, between 256 KiB and 256 MiB (256 MiB
+	// when Capacity is 0), which bounds the files' size on disk to about
+	// Capacity + 3%: a commit cannot reuse the pages its own evictions free,
+	// and two commits (one per shard) are in flight.
 	MaxBatchBytes int
 
 	// MaxBatchOps caps the number of Puts and Deletes in one group commit
@@ -184,6 +185,10 @@ type config struct {
 	log           *slog.Logger
 	now           func() time.Time
 	quotas        map[string]int64
+	// committed, when set (tests only, through export_test.go), is called
+	// by a shard's commit goroutine after its transaction, fsync
+	// included, has returned and before any of its Puts is acknowledged.
+	committed func(shard int)
 }
 
 func newConfig(o *Options) config {
@@ -217,12 +222,12 @@ func newConfig(o *Options) config {
 	}
 	if c.maxBatchBytes <= 0 {
 		// Pages a commit frees by eviction are reusable only by later
-		// commits, so the file holds up to one batch beyond the capacity:
-		// a batch of at most 1/32 of it keeps the file within a few
-		// percent of Capacity.
+		// commits of the same shard, so the files hold up to a batch per
+		// shard beyond the capacity: batches of at most 1/64 of it keep
+		// the files within a few percent of Capacity.
 		c.maxBatchBytes = 256 << 20
 		if c.capacity > 0 {
-			c.maxBatchBytes = int(min(256<<20, max(c.capacity/32, 1<<20)))
+			c.maxBatchBytes = int(min(256<<20, max(c.capacity/64, 256<<10)))
 		}
 	}
 	if c.maxBatchOps <= 0 {

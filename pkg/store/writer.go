@@ -14,16 +14,24 @@ import (
 	"github.com/kvcache/kvcache/pkg/prefix"
 )
 
-// Group commit. One writer goroutine owns all writes. It takes the first
-// waiting operation, drains every other one already waiting (Put callers
-// block on an unbuffered channel while a commit runs), writes them all in
-// one bbolt transaction and fsyncs once. There is no timer: a commit starts
-// as soon as the previous one ends, so a lone Put pays one fsync and 16
-// concurrent writers share one.
+// Pipelined group commit. One writer goroutine plans all writes. It takes
+// the first waiting operation, drains every other one already waiting (Put
+// callers block on an unbuffered channel while no shard is free), plans
+// them against the index (evictions included) and hands the batch to the
+// next shard in turn, once that one is idle; the shard's commit goroutine
+// writes the batch in one bbolt transaction and fsyncs, and the Puts of
+// the batch are acknowledged only when that transaction, fsync included,
+// has returned. Meanwhile the writer plans the next batch for the other
+// shard: while batch N fsyncs, batch N+1 is written. There is no timer: a
+// commit starts as soon as its shard is free, so a lone Put pays one fsync
+// and 16 concurrent writers share two commits in flight.
 //
 // The writer is also the only goroutine that adds or removes index entries,
-// so it can plan a commit (evictions included) against the index and
-// apply it without races with other writers.
+// so it plans commits without races with other writers. A batch may evict
+// a block held by the other shard, which is busy: that deletion waits in
+// later[shard] for that shard's next commit (an eviction lost to a crash
+// only brings the block back). Deletes, access-time flushes, Close and the
+// recovery from a failed commit wait for both shards to be idle.
 
 // A Put becomes part of a commit only if the writer moves it from queued to
 // taken before its caller, whose context ended, moves it to abandoned.
@@ -160,9 +168,33 @@ func (db *DB) Delete(ctx context.Context, ns prefix.Namespace, keys []prefix.Key
 	return o.n, o.err
 }
 
+// job is one planned commit of the Puts of a batch on one shard.
+type job struct {
+	shard   int
+	puts    []*op    // taken Puts (and failed plans, whose err is set)
+	acts    []action // in order: deferred evictions of the shard, then the plan
+	evicted int
+	err     error // the commit's, set by commitJob
+}
+
+// writer is the state of the writer goroutine.
+type writer struct {
+	db *DB
+	// Batches go to the shards in turn, so each file receives half of the
+	// bytes written and, as eviction takes the oldest blocks, frees about
+	// half: files grow alike, and the space one frees is reused by it.
+	next     int
+	inflight []bool // per shard: a commit in flight
+	busy     int    // commits in flight
+	results  chan *job
+	later    [][]blockID // per shard: evicted blocks to delete in its next commit
+}
+
 // run is the writer goroutine.
 func (db *DB) run() {
 	defer close(db.writerDone)
+	w := &writer{db: db, results: make(chan *job, len(db.shards)), later: make([][]blockID, len(db.shards)),
+		inflight: make([]bool, len(db.shards))}
 	var tick <-chan time.Time
 	if db.cfg.flushEvery > 0 {
 		t := time.NewTicker(db.cfg.flushEvery)
@@ -170,36 +202,47 @@ func (db *DB) run() {
 		tick = t.C
 	}
 	var batch, deferred []*op
+	flushDue := false
 	for {
-		if len(deferred) > 0 {
-			// Children whose parent was still on its way: the parent's
-			// Put is blocked sending to ops, so it comes at once.
-			batch = append(batch[:0], deferred...)
-			deferred = deferred[:0]
-			wait := time.NewTimer(deferWait)
-			select {
-			case o := <-db.ops:
-				batch = append(batch, o)
-			case <-wait.C:
-			case <-db.closing:
-				wait.Stop()
-				db.failQueued(batch, ErrClosed)
-				db.flushAccess()
-				return
-			}
-			wait.Stop()
-		} else {
-			select {
-			case o := <-db.ops:
-				batch = append(batch[:0], o)
-			case <-tick:
-				db.flushAccess()
-				continue
-			case <-db.closing:
-				db.flushAccess()
-				return
+		if flushDue && w.busy == 0 {
+			db.flushAccess()
+			flushDue = false
+		}
+		var ops <-chan *op
+		var wait <-chan time.Time
+		var timer *time.Timer
+		if !w.inflight[w.next] && !flushDue {
+			ops = db.ops
+			if len(deferred) > 0 {
+				// Children whose parent was still on its way: the parent's
+				// Put is blocked sending to ops, so it comes at once.
+				timer = time.NewTimer(deferWait)
+				wait = timer.C
 			}
 		}
+		select {
+		case j := <-w.results:
+			w.complete(j)
+		case o := <-ops:
+			batch = append(append(batch[:0], deferred...), o)
+		case <-wait:
+			batch = append(batch[:0], deferred...)
+		case <-tick:
+			flushDue = true
+		case <-db.closing:
+			w.quiesce()
+			db.failQueued(deferred, ErrClosed)
+			db.flushAccess()
+			w.flushLater()
+			return
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		deferred = deferred[:0]
 		bytes := 0
 		for _, o := range batch {
 			bytes += len(o.block)
@@ -217,8 +260,28 @@ func (db *DB) run() {
 		db.commits.Add(1)
 		db.batchedOps.Add(int64(len(batch)))
 		batch = parentsFirst(batch)
-		deferred = db.commit(batch, deferred)
+		var puts, dels []*op
+		for _, o := range batch {
+			if o.ids != nil {
+				dels = append(dels, o)
+			} else {
+				puts = append(puts, o)
+			}
+		}
+		if len(dels) > 0 {
+			w.quiesce()
+			w.delete(dels)
+		}
+		if len(puts) > 0 {
+			j := &job{shard: w.next}
+			w.next = (w.next + 1) % len(db.shards)
+			deferred = w.plan(j, puts, deferred)
+			w.inflight[j.shard] = true
+			w.busy++
+			go func() { w.results <- db.commitJob(j) }()
+		}
 		clear(batch)
+		batch = batch[:0]
 	}
 }
 
@@ -315,25 +378,19 @@ func (db *DB) deferOrphan(o *op) bool {
 // orphanWait bounds how long the writer holds a child for its parent.
 const orphanWait = 20 * time.Millisecond
 
-// commit plans the batch against the index, writes it in one transaction
-// and acknowledges every operation, except Puts held back for their
-// parent (deferOrphan): those are appended to deferred and returned.
-func (db *DB) commit(batch []*op, deferred []*op) []*op {
+// plan plans the Puts of a batch for shard j.shard against the index,
+// under the lock, into j. Puts held back for their parent (deferOrphan)
+// are appended to deferred and returned.
+func (w *writer) plan(j *job, puts []*op, deferred []*op) []*op {
+	db := w.db
 	now := db.cfg.now().UnixNano()
-	var acts []action
-	var evicted int
-
+	for _, id := range w.later[j.shard] {
+		j.acts = append(j.acts, action{id: id})
+	}
+	w.later[j.shard] = nil
 	db.mu.Lock()
-	for _, o := range batch {
-		if o.ids != nil {
-			for _, id := range o.ids {
-				if db.idx.remove(id) != nil {
-					acts = append(acts, action{id: id})
-					o.n++
-				}
-			}
-			continue
-		}
+	defer db.mu.Unlock()
+	for _, o := range puts {
 		if db.deferOrphan(o) {
 			deferred = append(deferred, o)
 			continue
@@ -341,64 +398,128 @@ func (db *DB) commit(batch []*op, deferred []*op) []*op {
 		if !o.state.CompareAndSwap(queued, taken) {
 			continue // its caller gave up and acknowledged it
 		}
+		j.puts = append(j.puts, o)
 		e := &entry{id: o.id, parent: o.parent, hasParent: o.hasParent, tenant: db.idx.tenantOf(o.tenant),
-			size: int64(len(o.block)), access: now, flushed: now, pending: true}
+			size: int64(len(o.block)), access: now, flushed: now, pending: true, shard: uint8(j.shard)}
 		victims, err := db.idx.place(e, db.cfg.capacity)
 		if err != nil {
 			o.err = err
 			continue
 		}
 		for _, v := range victims {
-			acts = append(acts, action{id: v.id})
+			if int(v.shard) == j.shard {
+				j.acts = append(j.acts, action{id: v.id})
+			} else {
+				w.later[v.shard] = append(w.later[v.shard], v.id)
+			}
 			db.cfg.log.Debug("evict", "id", fmt.Sprintf("%x", v.id), "bytes", v.size)
 		}
-		evicted += len(victims)
+		j.evicted += len(victims)
 		o.entry = e
-		acts = append(acts, action{id: o.id, block: o.block, meta: encodeMeta(o.entry)})
+		j.acts = append(j.acts, action{id: o.id, block: o.block, meta: encodeMeta(e)})
 	}
-	db.mu.Unlock()
+	return deferred
+}
 
-	var err error
-	if len(acts) > 0 {
-		err = db.bolt.Update(func(tx *bbolt.Tx) error { return writeActions(tx, acts) })
+// commitJob writes j in one transaction of its shard (fsync included,
+// unless NoSync) and returns it with its error set. It runs in its own
+// goroutine; nothing else writes to the shard meanwhile.
+func (db *DB) commitJob(j *job) *job {
+	if len(j.acts) > 0 {
+		j.err = db.shards[j.shard].Update(func(tx *bbolt.Tx) error { return writeActions(tx, j.acts) })
 	}
+	if j.err == nil && db.cfg.committed != nil {
+		db.cfg.committed(j.shard)
+	}
+	j.err = db.commitErr(j.err, len(j.acts))
+	return j
+}
 
-	db.mu.Lock()
-	if err != nil {
-		// Make memory agree with the file again; the failed plan is gone.
-		if errors.Is(err, syscall.ENOSPC) {
-			err = fmt.Errorf("%w: commit: %w", ErrNoSpace, err)
-			db.cfg.log.Warn("commit failed: file system full", "err", err, "ops", len(batch))
+// commitErr wraps and logs the error of a commit of n actions.
+func (db *DB) commitErr(err error, n int) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.ENOSPC):
+		err = fmt.Errorf("%w: commit: %w", ErrNoSpace, err)
+		db.cfg.log.Warn("commit failed: file system full", "err", err, "actions", n)
+	default:
+		err = fmt.Errorf("store: commit: %w", err)
+		db.cfg.log.Error("commit failed", "err", err, "actions", n)
+	}
+	return err
+}
+
+// complete handles a finished job: it acknowledges its Puts and frees its
+// shard. After a failed commit it first waits for the other commits in
+// flight and rebuilds the index from the files, so memory agrees with them
+// again before anyone is told.
+func (w *writer) complete(j *job) {
+	w.busy--
+	w.inflight[j.shard] = false
+	if j.err == nil {
+		w.db.ack(j)
+		return
+	}
+	failed := []*job{j}
+	for w.busy > 0 {
+		k := <-w.results
+		w.busy--
+		w.inflight[k.shard] = false
+		if k.err != nil {
+			failed = append(failed, k)
 		} else {
-			err = fmt.Errorf("store: commit: %w", err)
-			db.cfg.log.Error("commit failed", "err", err, "ops", len(batch))
+			w.db.ack(k)
 		}
-		if lerr := db.bolt.View(func(tx *bbolt.Tx) (e error) {
-			x, _, e := loadIndex(tx, db.cfg.quotas)
-			if e == nil {
-				db.idx = x
-			}
-			return e
-		}); lerr != nil {
-			db.cfg.log.Error("reload index after failed commit", "err", lerr)
-		}
-	} else {
-		db.evictions.Add(int64(evicted))
 	}
-	for _, o := range batch {
-		if o.ids != nil {
-			if err != nil {
-				o.n, o.err = 0, err
-			}
-			close(o.done)
-			continue
+	w.reload()
+	for _, f := range failed {
+		w.db.ack(f)
+	}
+}
+
+// quiesce waits for every commit in flight.
+func (w *writer) quiesce() {
+	for w.busy > 0 {
+		w.complete(<-w.results)
+	}
+}
+
+// reload rebuilds the index from the files; only with every shard idle.
+// Deferred evictions are forgotten (their blocks are in the files, so
+// back in the index), and a block found in two shards is kept from the
+// first and deleted from the other at its next commit.
+func (w *writer) reload() {
+	db := w.db
+	x := newIndex(db.cfg.quotas)
+	later := make([][]blockID, len(db.shards))
+	for i, b := range db.shards {
+		if err := b.View(func(tx *bbolt.Tx) (err error) {
+			later[i], err = loadShard(x, tx, uint8(i))
+			return err
+		}); err != nil {
+			db.cfg.log.Error("reload index after failed commit", "err", err)
+			return
 		}
-		if o.state.Load() != taken {
-			continue
-		}
+	}
+	x.breakCycles()
+	db.mu.Lock()
+	db.idx = x
+	db.mu.Unlock()
+	w.later = later
+}
+
+// ack acknowledges the Puts of a finished job.
+func (db *DB) ack(j *job) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if j.err == nil {
+		db.evictions.Add(int64(j.evicted))
+	}
+	for _, o := range j.puts {
 		if o.err == nil {
-			if err != nil {
-				o.err = err
+			if j.err != nil {
+				o.err = j.err
 			} else {
 				o.stored = true
 				db.idx.settle(o.entry)
@@ -409,8 +530,61 @@ func (db *DB) commit(batch []*op, deferred []*op) []*op {
 		delete(db.inflight, o.id)
 		close(o.done)
 	}
+}
+
+// delete runs Deletes, with every shard idle: the removals, and the
+// shards' deferred evictions, are durable when they are acknowledged.
+func (w *writer) delete(dels []*op) {
+	db := w.db
+	acts := make([][]action, len(db.shards))
+	for i, ids := range w.later {
+		for _, id := range ids {
+			acts[i] = append(acts[i], action{id: id})
+		}
+		w.later[i] = nil
+	}
+	db.mu.Lock()
+	for _, o := range dels {
+		for _, id := range o.ids {
+			if e := db.idx.remove(id); e != nil {
+				acts[e.shard] = append(acts[e.shard], action{id: id})
+				o.n++
+			}
+		}
+	}
 	db.mu.Unlock()
-	return deferred
+	var err error
+	for i, a := range acts {
+		if len(a) > 0 && err == nil {
+			err = db.shards[i].Update(func(tx *bbolt.Tx) error { return writeActions(tx, a) })
+		}
+	}
+	if err = db.commitErr(err, len(dels)); err != nil {
+		w.reload()
+		for _, o := range dels {
+			o.n, o.err = 0, err
+		}
+	}
+	for _, o := range dels {
+		close(o.done)
+	}
+}
+
+// flushLater applies the deferred evictions (at Close, shards idle).
+func (w *writer) flushLater() {
+	for i, ids := range w.later {
+		if len(ids) == 0 {
+			continue
+		}
+		acts := make([]action, len(ids))
+		for k, id := range ids {
+			acts[k] = action{id: id}
+		}
+		if err := w.db.shards[i].Update(func(tx *bbolt.Tx) error { return writeActions(tx, acts) }); err != nil {
+			w.db.cfg.log.Error("apply deferred evictions", "err", err)
+		}
+		w.later[i] = nil
+	}
 }
 
 func writeActions(tx *bbolt.Tx, acts []action) error {
@@ -439,41 +613,49 @@ func writeActions(tx *bbolt.Tx, acts []action) error {
 	return nil
 }
 
-// flushAccess writes the access times that changed since the last flush.
-// Only the writer calls it, so no entry is added or removed meanwhile.
+// flushAccess writes the access times that changed since the last flush,
+// each into its block's shard. Only the writer calls it, with every shard
+// idle, so no entry is added or removed meanwhile.
 func (db *DB) flushAccess() {
 	type rec struct {
 		e      *entry
 		access int64
 		meta   []byte
 	}
-	var recs []rec
+	recs := make([][]rec, len(db.shards))
+	n := 0
 	db.mu.Lock()
 	for _, e := range db.idx.entries {
 		if e.access != e.flushed && !e.pending {
-			recs = append(recs, rec{e, e.access, encodeMeta(e)})
+			recs[e.shard] = append(recs[e.shard], rec{e, e.access, encodeMeta(e)})
+			n++
 		}
 	}
 	db.mu.Unlock()
-	if len(recs) == 0 {
+	if n == 0 {
 		return
 	}
-	err := db.bolt.Update(func(tx *bbolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		for _, r := range recs {
-			if err := meta.Put(r.e.id[:], r.meta); err != nil {
-				return err
+	for i, rs := range recs {
+		if len(rs) == 0 {
+			continue
+		}
+		err := db.shards[i].Update(func(tx *bbolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			for _, r := range rs {
+				if err := meta.Put(r.e.id[:], r.meta); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			db.cfg.log.Error("flush access times", "err", err)
+			continue
 		}
-		return nil
-	})
-	if err != nil {
-		db.cfg.log.Error("flush access times", "err", err)
-		return
+		db.mu.Lock()
+		for _, r := range rs {
+			r.e.flushed = r.access
+		}
+		db.mu.Unlock()
 	}
-	db.mu.Lock()
-	for _, r := range recs {
-		r.e.flushed = r.access
-	}
-	db.mu.Unlock()
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,7 @@ const (
 	hang              // Lookup and FetchRaw block until their deadline
 	flipByte          // block 2 has a flipped payload byte (checksum fails)
 	wrongShape        // block 2 is intact but of another shape
+	infValue          // block 2 is intact but holds an infinite value
 )
 
 // faultyCache wraps a real client and damages what it returns, after the
@@ -61,6 +63,23 @@ func (f *faultyCache) damage(blocks [][]byte, err error) ([][]byte, error) {
 		if err != nil {
 			panic(err)
 		}
+		blocks[2] = b
+	case infValue:
+		// The encoders saturate, so forge it: an f16 block whose last
+		// value (of V) is +Inf, with a correct checksum.
+		var kv kvblock.KV
+		h, err := kvblock.Decode(blocks[2], &kv)
+		if err != nil {
+			panic(err)
+		}
+		b, err := kvblock.Encode(nil, &kv, kvblock.Meta{Codec: kvblock.F16, StartPos: h.StartPos, RoPE: true, Parent: h.Parent, HasParent: true, Sinks: -1})
+		if err != nil {
+			panic(err)
+		}
+		binary.LittleEndian.PutUint16(b[len(b)-2:], 0x7c00)
+		var sum kvblock.Checksum
+		sum.Write(b)
+		binary.LittleEndian.PutUint32(b[60:], sum.Sum32())
 		blocks[2] = b
 	}
 	return blocks, nil
@@ -127,6 +146,7 @@ func TestCacheFailuresOnlyCostRecompute(t *testing.T) {
 		{"hanging cache", faulty, hang, 0, "lookup"},
 		{"flipped byte", faulty, flipByte, 2 * b, "decode"},
 		{"wrong shape", faulty, wrongShape, 2 * b, "decode"},
+		{"infinite value", faulty, infValue, 2 * b, "decode"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"math"
 	"time"
 
 	"github.com/kvcache/kvcache/pkg/kvblock"
@@ -30,6 +29,7 @@ func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Se
 		return 0
 	}
 	keys := prefix.BlockKeys(ns, toU32(prompt[:usable*b]), b)
+	seq.Reserve(len(prompt) + 1) // one allocation for every block imported
 	n := w.hot.restore(ns, seq, keys, t)
 	if n < len(keys) && w.cfg.Cache != nil {
 		n += w.restoreRemote(ctx, ns, seq, keys, n, t)
@@ -74,6 +74,8 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 		w.cacheError("fetch", err)
 		return 0
 	}
+	t2 := time.Now()
+	defer func() { t.ImportMS = msSince(t2) }()
 	var kv kvblock.KV
 	for j, blk := range blocks {
 		i := from + j
@@ -100,8 +102,9 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 
 // checkBlock rejects a decoded block that cannot be block i of this
 // prompt. It guards the engine against a block that is intact but wrong
-// (another shape, another position, values outside f16 that would poison
-// attention). Its parent is not checked here: Cache.FetchRaw checks it,
+// (another shape, another position); values outside f16, which would
+// poison attention, are refused by ImportBlock, in the pass that rounds
+// them. Its parent is not checked here: Cache.FetchRaw checks it,
 // in the one place that sees every fetched block (pkg/client receive.go).
 // Decode does check the checksum again: the worker does not trust bytes
 // handed over an interface (a test damages them after the client).
@@ -113,20 +116,8 @@ func (w *Worker) checkBlock(h *kvblock.Header, kv *kvblock.KV, i int) error {
 		return blockErrorf("block %d starts at %d, want %d", i, h.StartPos, i*w.cfg.BlockTokens)
 	case !h.RoPE:
 		return blockErrorf("block %d holds pre-RoPE keys", i)
-	case !inF16Range(kv.K) || !inF16Range(kv.V):
-		return blockErrorf("block %d has values outside the f16 range", i)
 	}
 	return nil
-}
-
-func inF16Range(x []float32) bool {
-	for _, v := range x {
-		// The negated comparison is also true for NaN.
-		if !(math.Abs(float64(v)) <= 65504) {
-			return false
-		}
-	}
-	return true
 }
 
 func toU32(tokens []int) []uint32 {
