@@ -333,6 +333,8 @@ func TestJudgeDecodeAtEqualParallelism(t *testing.T) {
 		row("decode, all cores", 2.5, "never the bottleneck"), // below the fetch rate
 		row("decode", 1.6, ""),
 		row("decode, all cores", 3.1, "never the bottleneck"),
+		row(cpuRatioMetric, 0.9, ">= 1"),
+		row(cpuRatioMetric, 1.2, ">= 1"),
 	}}}
 	r.judge()
 	rows := r.rep.Rows
@@ -347,5 +349,8 @@ func TestJudgeDecodeAtEqualParallelism(t *testing.T) {
 	}
 	if !strings.Contains(rows[4].Target, "3.00 GB/s") || !strings.Contains(rows[4].Target, "all cores") {
 		t.Fatalf("target %q", rows[4].Target)
+	}
+	if rows[5].Met == nil || *rows[5].Met || rows[6].Met == nil || !*rows[6].Met {
+		t.Fatalf("CPU ratios 0.9 and 1.2 judged %v, %v; want no, yes", rows[5].Met, rows[6].Met)
 	}
 }

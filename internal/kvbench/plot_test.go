@@ -175,6 +175,11 @@ func TestDecodeRoundsInterleavedWithFetch(t *testing.T) {
 			if !ok || r["met"] == nil || !strings.Contains(r["target"].(string), "fetch rate") {
 				t.Errorf("%s: all-cores row not judged against the fetch: %v", c, r)
 			}
+			// The in-process node's CPU is this process's: the CPU ratio
+			// is measured and judged.
+			if r, ok := found[cpuRatioMetric].(map[string]any); !ok || r["met"] == nil || !(r["kvcache"].(float64) > 0) {
+				t.Errorf("%s: CPU ratio row %v", c, r)
+			}
 		}
 	}
 }

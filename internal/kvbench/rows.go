@@ -93,6 +93,8 @@ func (r *runner) judge() {
 			}
 			row.Target = fmt.Sprintf(">= fetch rate (%.2f GB/s), all cores", fetchGBs)
 			ok = row.KVCache >= fetchGBs
+		case row.Metric == cpuRatioMetric:
+			ok = row.KVCache >= 1
 		}
 		row.Met = &ok
 	}
