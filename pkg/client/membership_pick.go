@@ -57,7 +57,7 @@ func (p livePicker) ReadOwners(key prefix.Key, dst []string) []string {
 	v := p.m.view.Load()
 	var buf [16]ranked
 	cs := v.rank(key, buf[:])
-	now := time.Now()
+	var now time.Time // read only when a node is warming: a Lookup asks for every key
 	k := keyWord(key)
 	dst = dst[:0]
 	for _, c := range cs {
@@ -65,8 +65,16 @@ func (p livePicker) ReadOwners(key prefix.Key, dst []string) []string {
 			break
 		}
 		st := v.state[c.i]
-		if st.suspect || (!st.warmFrom.IsZero() && !ramped(k, v.seeds[c.i], warmth(st.warmFrom, v.warmUp, now))) {
+		if st.suspect {
 			continue
+		}
+		if !st.warmFrom.IsZero() {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if !ramped(k, v.seeds[c.i], warmth(st.warmFrom, v.warmUp, now)) {
+				continue
+			}
 		}
 		dst = append(dst, v.addrs[c.i])
 	}
