@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/kvcache/kvcache/pkg/model"
 )
 
 func TestSummarize(t *testing.T) {
@@ -69,8 +71,8 @@ func TestMedianAndEmpty(t *testing.T) {
 
 func TestWorkload(t *testing.T) {
 	steps := workload(1000, 1000)
-	if got := len(text("x", 1000)); got < 990 || got > 1000 {
-		t.Errorf("text of 1000 bytes has %d", got)
+	if got := len(model.WordTokenizer().Encode(text("x", 1000))); got < 990 || got > 1000 {
+		t.Errorf("text of 1000 tokens has %d", got)
 	}
 	groups := map[string]int{}
 	for i, s := range steps {
