@@ -77,13 +77,17 @@ bench:
 # The engine (pkg/model) against llama.cpp's llama-bench when it is on PATH
 # (skipped with a note otherwise) on a generated random-weight 125M Llama
 # GGUF in F16 and Q8_0 (kept in $$TMPDIR/kvcache-enginebench), alternating
-# rounds, medians; then resident memory in place vs dequantized, and the
-# worker's time to first token for a cached (hit) and uncached (miss)
-# prefix of 1k and 4k tokens. ENGINEFLAGS adds enginebench flags (e.g.
-# ENGINEFLAGS='-rounds 3 -llama-bench /path/to/llama-bench').
+# rounds, medians; then resident memory in place vs dequantized; then time
+# to first token on the F16 file and a 1024-token prompt: llama-server's
+# in-process prompt cache (when llama-server is on PATH) against kvcache's
+# miss, remote full hit and hot-tier hit (a cache node and two workers
+# from bin/, all on loopback); then the worker's hit and miss TTFT on the
+# embedded model for prefixes of 1k and 4k tokens. ENGINEFLAGS adds
+# enginebench flags (e.g. ENGINEFLAGS='-rounds 3 -llama-bench
+# /path/to/llama-bench -llama-server /path/to/llama-server').
 bench-engine:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/enginebench ./cmd/enginebench
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN)/ ./cmd/enginebench ./cmd/cachenode ./cmd/worker
 	$(BIN)/enginebench $(ENGINEFLAGS)
 	@echo; echo "| prefix tokens | miss TTFT ms | remote hit TTFT ms | worker-tier hit TTFT ms |"; echo "|---|---|---|---|"
 	@$(GO) test -run '^$$' -bench 'TTFT' -benchtime 3x ./pkg/worker/ > $(BIN)/ttft.txt || { cat $(BIN)/ttft.txt; exit 1; }

@@ -54,6 +54,12 @@ type options struct {
 	rssHeap    bool
 	cpuProfile string
 	rss        bool
+	// The TTFT comparison (ttft.go).
+	ttft        bool
+	ttftTokens  int
+	ttftRounds  int
+	llamaServer string
+	bin         string // holds cachenode and worker
 }
 
 // result is tokens per second for one engine, quant and metric.
@@ -127,10 +133,24 @@ func Main(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	if llama == "" {
 		fmt.Fprintln(stdout, "\nllama-bench not on PATH: llama.cpp columns skipped (build llama.cpp and put llama-bench on PATH, or pass -llama-bench).")
 	}
-	if !o.rss {
+	if o.rss {
+		if err := printRSSTable(ctx, stdout, paths, o); err != nil {
+			return err
+		}
+	}
+	if !o.ttft {
 		return nil
 	}
-	return printRSSTable(ctx, stdout, paths, o)
+	f16, ok := paths[gguf.F16]
+	if !ok {
+		fmt.Fprintln(stdout, "\nTTFT comparison skipped: it runs on the F16 model (add F16 to -quants).")
+		return nil
+	}
+	server := o.llamaServer
+	if server == "" {
+		server, _ = exec.LookPath("llama-server")
+	}
+	return runTTFT(ctx, stdout, stderr, o, f16, server)
 }
 
 func parse(stderr io.Writer, args []string) (options, error) {
@@ -149,6 +169,12 @@ func parse(stderr io.Writer, args []string) (options, error) {
 	fs.BoolVar(&o.rss, "rss", true, "also report resident memory in place vs dequantized")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the kvcache runs to this file")
 	fs.BoolVar(&o.rssHeap, "rss-heap", false, "internal: with -rss-of, dequantize the weights to float32 on the heap")
+	fs.BoolVar(&o.ttft, "ttft", true, "also compare time to first token: llama-server's prompt cache vs kvcache's miss, remote hit and hot-tier hit")
+	fs.IntVar(&o.ttftTokens, "ttft-tokens", 1024, "prompt length of the TTFT comparison")
+	fs.IntVar(&o.ttftRounds, "ttft-rounds", 5, "alternating rounds of the TTFT comparison (medians are reported)")
+	fs.StringVar(&o.llamaServer, "llama-server", "", "llama-server binary (default: llama-server on PATH; none: kvcache rows only)")
+	exe, _ := os.Executable()
+	fs.StringVar(&o.bin, "bin", filepath.Dir(exe), "directory holding the cachenode and worker binaries (make bench-engine builds them into bin/)")
 	if err := fs.Parse(args); err != nil {
 		return o, fmt.Errorf("%w: %v", ErrUsage, err)
 	}
@@ -170,6 +196,9 @@ func parse(stderr io.Writer, args []string) (options, error) {
 		default:
 			return o, fmt.Errorf("%w: weight type %q (want F16, Q8_0 or F32)", ErrUsage, s)
 		}
+	}
+	if o.ttftRounds < 1 || o.ttftTokens < 2 || o.ttftTokens >= BenchConfig().ContextLen {
+		return o, fmt.Errorf("%w: -ttft-rounds must be positive and -ttft-tokens in [2, %d)", ErrUsage, BenchConfig().ContextLen)
 	}
 	if o.rounds < 1 || o.threads < 1 || o.gen < 1 || o.gen > BenchConfig().ContextLen {
 		return o, fmt.Errorf("%w: -rounds, -threads and -n must be positive (n <= context)", ErrUsage)

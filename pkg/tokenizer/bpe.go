@@ -73,25 +73,31 @@ func NewBPE(v Vocab) (*BPE, error) {
 func (t *BPE) PreTokenizer() string { return t.pre.name }
 
 // Encode implements Tokenizer.
-func (t *BPE) Encode(text string) []int { return t.encodeWith(acceptUser, text, t.encodePlain) }
+func (t *BPE) Encode(text string) []int { return t.encodeAccept(text, acceptUser, unlimited()) }
 
-func (t *BPE) encodeAccept(text string, accept acceptFunc) []int {
-	return t.encodeWith(accept, text, t.encodePlain)
+func (t *BPE) encodeAccept(text string, accept acceptFunc, l *limit) []int {
+	return t.encodeWith(accept, text, l, t.encodePlain)
 }
 
 // EncodeSpecial implements Tokenizer.
-func (t *BPE) EncodeSpecial(text string) []int { return t.encodeWith(acceptAll, text, t.encodePlain) }
+func (t *BPE) EncodeSpecial(text string) []int { return t.encodeAccept(text, acceptAll, unlimited()) }
 
-func (t *BPE) encodePlain(text string, _ bool) []int {
-	var ids []int
+// encodePlain encodes text word by word as the pre-tokenizer finds the
+// words, checking l after each.
+func (t *BPE) encodePlain(text string, _ bool, ids []int, l *limit) []int {
 	var sb strings.Builder
-	for _, piece := range t.pre.split(text) {
+	t.pre.each(text, l, func(piece string) bool {
+		if !l.ok() {
+			return false
+		}
 		sb.Reset()
 		for i := 0; i < len(piece); i++ {
 			sb.WriteRune(byteRune[piece[i]])
 		}
+		n := len(ids)
 		ids = t.bpe(sb.String(), ids)
-	}
+		return l.add(len(ids) - n)
+	})
 	return ids
 }
 

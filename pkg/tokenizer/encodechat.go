@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"context"
 	"sort"
 	"strings"
 )
@@ -13,10 +14,21 @@ import (
 // Encode. BOS is prepended when the tokenizer wants it and the template did
 // not already write it. Errors wrap ErrTemplate.
 func EncodeChat(t Tokenizer, tmpl Template, msgs []Message, addGenerationPrompt bool) ([]int, error) {
+	return EncodeChatLimited(context.Background(), t, tmpl, msgs, addGenerationPrompt, NoLimit)
+}
+
+// EncodeChatLimited is EncodeChat bounded as EncodeLimited is: more than
+// maxTokens ids (BOS included) is an error wrapping ErrTooManyTokens,
+// found as the prompt is tokenized, and a done ctx stops the tokenizing
+// with an error wrapping ctx.Err(); the ids produced so far come with
+// either error. Rendering the template is not bounded; it is linear in
+// the messages.
+func EncodeChatLimited(ctx context.Context, t Tokenizer, tmpl Template, msgs []Message, addGenerationPrompt bool, maxTokens int) ([]int, error) {
 	prompt, spans, exact, err := renderSpans(tmpl, msgs, addGenerationPrompt)
 	if err != nil {
 		return nil, err
 	}
+	l := newLimit(ctx, maxTokens)
 	var ids []int
 	if e, ok := t.(acceptEncoder); ok {
 		accept := func(start, end int, user bool) bool { return user || !overlaps(spans, start, end) }
@@ -34,35 +46,49 @@ func EncodeChat(t Tokenizer, tmpl Template, msgs []Message, addGenerationPrompt 
 				return user || (!overlaps(spans, start, end) && !forbidden[prompt[start:end]])
 			}
 		}
-		ids = e.encodeAccept(prompt, accept)
+		ids = e.encodeAccept(prompt, accept, l)
 	} else {
-		ids = encodeSegments(t, prompt, spans)
+		ids = encodeSegments(t, prompt, spans, l)
 	}
-	if t.AddBOS() && t.BOS() >= 0 && (len(ids) == 0 || ids[0] != t.BOS()) {
+	if l.ok() && t.AddBOS() && t.BOS() >= 0 && (len(ids) == 0 || ids[0] != t.BOS()) {
 		ids = append([]int{t.BOS()}, ids...)
+		l.add(1)
 	}
-	return ids, nil
+	l.ok()
+	return ids, l.err
 }
 
 // acceptEncoder is implemented by this package's tokenizers: encode text,
 // matching special tokens where accept allows.
 type acceptEncoder interface {
-	encodeAccept(text string, accept acceptFunc) []int
+	// l bounds the encoding: it stops once l says so.
+	encodeAccept(text string, accept acceptFunc, l *limit) []int
 	// scanSpecials offers every special-token match in text to accept.
 	scanSpecials(text string, accept acceptFunc)
 }
 
 // encodeSegments is EncodeChat's fallback for other Tokenizer
-// implementations: template text with EncodeSpecial, content with Encode.
-func encodeSegments(t Tokenizer, prompt string, spans [][2]int) []int {
+// implementations: template text with EncodeSpecial, content with Encode,
+// l checked after each segment.
+func encodeSegments(t Tokenizer, prompt string, spans [][2]int, l *limit) []int {
 	var ids []int
 	at := 0
+	seg := func(enc func(string) []int, s string) bool {
+		if !l.ok() {
+			return false
+		}
+		e := enc(s)
+		ids = append(ids, e...)
+		return l.add(len(e))
+	}
 	for _, s := range spans {
-		ids = append(ids, t.EncodeSpecial(prompt[at:s[0]])...)
-		ids = append(ids, t.Encode(prompt[s[0]:s[1]])...)
+		if !seg(t.EncodeSpecial, prompt[at:s[0]]) || !seg(t.Encode, prompt[s[0]:s[1]]) {
+			return ids
+		}
 		at = s[1]
 	}
-	return append(ids, t.EncodeSpecial(prompt[at:])...)
+	seg(t.EncodeSpecial, prompt[at:])
+	return ids
 }
 
 // overlaps reports whether [start, end) intersects one of the sorted,

@@ -132,7 +132,7 @@ func TestSpecialsLinear(t *testing.T) {
 		"plain text without specials ",
 	} {
 		steps := func(n int) int {
-			return tok.special.scan(strings.Repeat(unit, n), acceptAll, func(string) {}, func(int) {})
+			return tok.special.scan(strings.Repeat(unit, n), acceptAll, func(string) bool { return true }, func(int) bool { return true })
 		}
 		s1, s2 := steps(5000), steps(10000)
 		t.Logf("%q x5000: %d steps, x10000: %d steps", unit, s1, s2)

@@ -180,52 +180,69 @@ func newPreTokenizer(name string) (*preTokenizer, error) {
 }
 
 // split returns the words of text in order; their concatenation is text.
-// Positions are tracked in bytes, so invalid UTF-8 survives unchanged.
 func (p *preTokenizer) split(text string) []string {
-	if text == "" {
-		return nil
-	}
-	// Each piece is a byte range of text.
-	pieces := [][2]int{{0, len(text)}}
-	var runes []rune
-	var offs []int // byte offset of each rune, plus the end
-	for _, re := range p.res {
-		next := pieces[:0:0]
-		for _, pc := range pieces {
-			runes, offs = runes[:0], offs[:0]
-			for i := pc[0]; i < pc[1]; {
-				r, n := utf8.DecodeRuneInString(text[i:pc[1]])
-				runes = append(runes, r)
-				offs = append(offs, i)
-				i += n
-			}
-			offs = append(offs, pc[1])
-			ms, err := re.FindAllRunesIndex(runes, -1)
-			if err != nil {
-				// Only a backtracking-stack overflow can fail: keep the
-				// piece whole rather than lose text.
-				next = append(next, pc)
-				continue
-			}
-			at := 0
-			for _, m := range ms {
-				if m[0] > at {
-					next = append(next, [2]int{offs[at], offs[m[0]]})
-				}
-				if m[1] > m[0] {
-					next = append(next, [2]int{offs[m[0]], offs[m[1]]})
-				}
-				at = m[1]
-			}
-			if at < len(runes) {
-				next = append(next, [2]int{offs[at], pc[1]})
-			}
-		}
-		pieces = next
-	}
-	out := make([]string, len(pieces))
-	for i, pc := range pieces {
-		out[i] = text[pc[0]:pc[1]]
-	}
+	var out []string
+	p.each(text, unlimited(), func(w string) bool { out = append(out, w); return true })
 	return out
+}
+
+// each calls f with the words of text in order, their concatenation being
+// text, until f returns false. Words come as they are found: each pattern
+// splits a piece of the previous stage into its matches and the text
+// between them, depth first and one match at a time, so a caller that
+// stops early has paid only for the words it took (plus one pass turning
+// the text into runes). Every piece of every stage counts in l.pieces.
+// Positions are tracked in bytes, so invalid UTF-8 survives unchanged.
+func (p *preTokenizer) each(text string, l *limit, f func(string) bool) {
+	if text == "" {
+		return
+	}
+	bufs := make([]stageBuf, len(p.res))
+	p.stage(text, 0, 0, len(text), bufs, l, f)
+}
+
+// stageBuf is one stage's runes of its current piece and their byte
+// offsets (plus the end). A stage's buffer is reused for each of its
+// pieces: a piece is done before the next one starts.
+type stageBuf struct {
+	runes []rune
+	offs  []int
+}
+
+// stage splits text[lo:hi] by pattern k and passes each part on to the
+// next stage, or to f after the last; false when f asked to stop.
+func (p *preTokenizer) stage(text string, k, lo, hi int, bufs []stageBuf, l *limit, f func(string) bool) bool {
+	l.pieces++
+	if k == len(p.res) {
+		return f(text[lo:hi])
+	}
+	b := &bufs[k]
+	b.runes, b.offs = b.runes[:0], b.offs[:0]
+	for i := lo; i < hi; {
+		r, n := utf8.DecodeRuneInString(text[i:hi])
+		b.runes = append(b.runes, r)
+		b.offs = append(b.offs, i)
+		i += n
+	}
+	b.offs = append(b.offs, hi)
+	next := func(from, to int) bool { return p.stage(text, k+1, b.offs[from], b.offs[to], bufs, l, f) }
+	re := p.res[k]
+	at := 0
+	m, err := re.FindRunesMatch(b.runes)
+	for ; err == nil && m != nil; m, err = re.FindNextMatch(m) {
+		start, end := m.RuneIndex, m.RuneIndex+m.RuneLength
+		if start > at && !next(at, start) {
+			return false
+		}
+		if end > start && !next(start, end) {
+			return false
+		}
+		at = end
+	}
+	// An error (only a backtracking-stack overflow can fail) keeps the
+	// rest of the piece whole rather than lose text.
+	if at < len(b.runes) {
+		return next(at, len(b.runes))
+	}
+	return true
 }

@@ -18,6 +18,11 @@ const spmSpace = "\u2581"
 type SPM struct {
 	base
 	byteIDs [256]int // -1 when the byte token is missing
+	// runBytes bounds the bytes of (space-marked) text one token can stand
+	// for, so a run of n bytes yields at least n/runBytes tokens; 0 when
+	// no bound holds (a symbol with neither byte tokens nor UNK yields
+	// none).
+	runBytes int
 }
 
 // NewSPM builds a SentencePiece tokenizer from a vocabulary with scores.
@@ -27,24 +32,35 @@ func NewSPM(v Vocab) (*SPM, error) {
 		return nil, err
 	}
 	t := &SPM{base: b}
+	allBytes := true
 	for i := range t.byteIDs {
 		t.byteIDs[i] = -1
 		if id, ok := b.ids[fmt.Sprintf("<0x%02X>", i)]; ok {
 			t.byteIDs[i] = id
+		} else {
+			allBytes = false
+		}
+	}
+	// Every final symbol is a token or, unmerged, one character, and
+	// yields at least one id when byte tokens or UNK cover it.
+	if allBytes || v.UNK >= 0 {
+		t.runBytes = utf8.UTFMax
+		for _, s := range v.Tokens {
+			t.runBytes = max(t.runBytes, len(s))
 		}
 	}
 	return t, nil
 }
 
 // Encode implements Tokenizer.
-func (t *SPM) Encode(text string) []int { return t.encodeWith(acceptUser, text, t.encodePlain) }
+func (t *SPM) Encode(text string) []int { return t.encodeAccept(text, acceptUser, unlimited()) }
 
-func (t *SPM) encodeAccept(text string, accept acceptFunc) []int {
-	return t.encodeWith(accept, text, t.encodePlain)
+func (t *SPM) encodeAccept(text string, accept acceptFunc, l *limit) []int {
+	return t.encodeWith(accept, text, l, t.encodePlain)
 }
 
 // EncodeSpecial implements Tokenizer.
-func (t *SPM) EncodeSpecial(text string) []int { return t.encodeWith(acceptAll, text, t.encodePlain) }
+func (t *SPM) EncodeSpecial(text string) []int { return t.encodeAccept(text, acceptAll, unlimited()) }
 
 type spmSymbol struct {
 	start, end int // byte range in the text
@@ -75,12 +91,22 @@ func (h *bigramHeap) Pop() any {
 	return x
 }
 
-func (t *SPM) encodePlain(text string, first bool) []int {
-	if text == "" {
-		return nil
+// encodePlain merges a whole run at once, as SentencePiece does, so it
+// refuses up front a run whose length alone implies more tokens than l
+// has room for.
+func (t *SPM) encodePlain(text string, first bool, ids []int, l *limit) []int {
+	if text == "" || !l.ok() {
+		return ids
 	}
 	if first && t.v.AddSpacePrefix {
 		text = " " + text
+	}
+	if t.runBytes > 0 {
+		marked := len(text) + strings.Count(text, " ")*(len(spmSpace)-1)
+		if least := (marked + t.runBytes - 1) / t.runBytes; least > l.room() {
+			l.exceeded()
+			return ids
+		}
 	}
 	text = strings.ReplaceAll(text, " ", spmSpace)
 	syms := make([]spmSymbol, 0, len(text))
@@ -90,6 +116,7 @@ func (t *SPM) encodePlain(text string, first bool) []int {
 		i += n
 	}
 	syms[len(syms)-1].next = -1
+	l.pieces += len(syms)
 	h := &bigramHeap{}
 	try := func(l, r int) {
 		if l < 0 || r < 0 {
@@ -123,8 +150,8 @@ func (t *SPM) encodePlain(text string, first bool) []int {
 		try(l.prev, bg.left)
 		try(bg.left, l.next)
 	}
-	var ids []int
-	for i := 0; i >= 0; i = syms[i].next {
+	n, most := len(ids), len(ids)+l.room()+1 // ids past the limit are not collected
+	for i := 0; i >= 0 && len(ids) < most; i = syms[i].next {
 		s := text[syms[i].start:syms[i].end]
 		if id, ok := t.ids[s]; ok {
 			ids = append(ids, id)
@@ -140,6 +167,7 @@ func (t *SPM) encodePlain(text string, first bool) []int {
 			}
 		}
 	}
+	l.add(len(ids) - n)
 	return ids
 }
 

@@ -102,13 +102,16 @@ type acceptFunc func(start, end int, user bool) bool
 func acceptAll(int, int, bool) bool       { return true }
 func acceptUser(_, _ int, user bool) bool { return user }
 func (s *specials) empty() bool           { return len(s.nodes) <= 1 }
-func (s *specials) split(text string, accept acceptFunc, plain func(string), special func(int)) {
+
+// split calls plain with each run of text between special tokens and
+// special with each token's id, in order, until one of them returns false.
+func (s *specials) split(text string, accept acceptFunc, plain func(string) bool, special func(int) bool) {
 	s.scan(text, accept, plain, special)
 }
 
 // scan is split, returning the number of trie steps taken (tests check
 // that it grows linearly with the text).
-func (s *specials) scan(text string, accept acceptFunc, plain func(string), special func(int)) (steps int) {
+func (s *specials) scan(text string, accept acceptFunc, plain func(string) bool, special func(int) bool) (steps int) {
 	run := 0 // start of the pending plain run
 	for i := 0; i < len(text); {
 		steps++
@@ -133,10 +136,12 @@ func (s *specials) scan(text string, accept acceptFunc, plain func(string), spec
 			i++
 			continue
 		}
-		if i > run {
-			plain(text[run:i])
+		if i > run && !plain(text[run:i]) {
+			return steps
 		}
-		special(bestID)
+		if !special(bestID) {
+			return steps
+		}
 		i, run = bestEnd, bestEnd
 	}
 	if run < len(text) {
@@ -181,18 +186,29 @@ func (Bytes) Encode(text string) []int {
 
 // EncodeSpecial implements Tokenizer.
 func (b Bytes) EncodeSpecial(text string) []int {
-	return b.encodeAccept(text, acceptAll)
+	return b.encodeAccept(text, acceptAll, unlimited())
 }
 
 func (Bytes) scanSpecials(text string, accept acceptFunc) {
-	byteSpecialSet.scan(text, accept, func(string) {}, func(int) {})
+	byteSpecialSet.scan(text, accept, func(string) bool { return true }, func(int) bool { return true })
 }
 
-func (b Bytes) encodeAccept(text string, accept acceptFunc) []int {
+// encodeAccept encodes a run of bytes only as far as the limit allows.
+func (Bytes) encodeAccept(text string, accept acceptFunc, l *limit) []int {
 	var ids []int
 	byteSpecialSet.split(text, accept,
-		func(s string) { ids = append(ids, b.Encode(s)...) },
-		func(id int) { ids = append(ids, id) })
+		func(s string) bool {
+			l.pieces++
+			if !l.ok() {
+				return false
+			}
+			n := min(len(s), l.room()+1)
+			for i := 0; i < n; i++ {
+				ids = append(ids, int(s[i]))
+			}
+			return l.add(n)
+		},
+		func(id int) bool { ids = append(ids, id); return l.add(1) })
 	return ids
 }
 

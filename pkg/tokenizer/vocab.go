@@ -133,7 +133,7 @@ func parseByteToken(t string) (byte, bool) {
 func (b *base) VocabSize() int { return len(b.v.Tokens) }
 
 func (b *base) scanSpecials(text string, accept acceptFunc) {
-	b.special.scan(text, accept, func(string) {}, func(int) {})
+	b.special.scan(text, accept, func(string) bool { return true }, func(int) bool { return true })
 }
 
 // TokenText returns the vocabulary string of id ("" if out of range).
@@ -149,13 +149,14 @@ func (b *base) AddBOS() bool { return b.v.AddBOS }
 
 // encodeWith splits out special tokens and encodes the plain runs. A plain
 // run is "leading" at the start of the text or right after a special token
-// (where SentencePiece adds its space prefix, as llama.cpp does).
-func (b *base) encodeWith(accept acceptFunc, text string, plain func(string, bool) []int) []int {
+// (where SentencePiece adds its space prefix, as llama.cpp does). plain
+// appends a run's ids, counting them in l; encoding stops when l says so.
+func (b *base) encodeWith(accept acceptFunc, text string, l *limit, plain func(s string, leading bool, ids []int, l *limit) []int) []int {
 	var ids []int
 	leading := true
 	b.special.split(text, accept,
-		func(s string) { ids = append(ids, plain(s, leading)...); leading = false },
-		func(id int) { ids = append(ids, id); leading = true })
+		func(s string) bool { ids = plain(s, leading, ids, l); leading = false; return l.ok() },
+		func(id int) bool { ids = append(ids, id); leading = true; return l.add(1) })
 	return ids
 }
 

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -376,8 +377,11 @@ func isNull(raw json.RawMessage) bool {
 
 // promptTokens parses the completions prompt: a string (tokenized, BOS
 // added when the model wants it; control-token text stays text), an array
-// of token ids (used as given), or a one-element array of either.
-func promptTokens(raw json.RawMessage, tok tokenizer.Tokenizer) ([]int, *apiError) {
+// of token ids (used as given), or a one-element array of either. A string
+// is tokenized only as far as maxTokens allows (tokenizer.NoLimit: no
+// bound) and while ctx lasts (see tokenizeError); tokenized counts the
+// tokens it produced, also when it fails.
+func promptTokens(ctx context.Context, raw json.RawMessage, tok tokenizer.Tokenizer, maxTokens int, tokenized func(int)) ([]int, *apiError) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, badRequest("prompt", "missing_required_parameter", "'prompt' is required")
 	}
@@ -389,8 +393,16 @@ func promptTokens(raw json.RawMessage, tok tokenizer.Tokenizer) ([]int, *apiErro
 		var ids []int
 		if tok.AddBOS() && tok.BOS() >= 0 {
 			ids = append(ids, tok.BOS())
+			if maxTokens > 0 {
+				maxTokens--
+			}
 		}
-		return append(ids, tok.Encode(s)...), nil
+		text, err := tokenizer.EncodeLimited(ctx, tok, s, maxTokens)
+		tokenized(len(text))
+		if err != nil {
+			return nil, tokenizeError("prompt", err)
+		}
+		return append(ids, text...), nil
 	}
 	var ids []int
 	if json.Unmarshal(raw, &ids) == nil {
@@ -404,7 +416,7 @@ func promptTokens(raw json.RawMessage, tok tokenizer.Tokenizer) ([]int, *apiErro
 		if len(batch) > 1 {
 			return nil, badRequest("prompt", "invalid_value", "batched prompts are not supported; send one prompt per request")
 		}
-		return promptTokens(batch[0], tok)
+		return promptTokens(ctx, batch[0], tok, maxTokens, tokenized)
 	}
 	return nil, badRequest("prompt", "invalid_type", "'prompt' must be a string or an array of token ids (integers)")
 }

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kvcache/kvcache/pkg/model"
 )
 
 // A client that disconnects mid-stream stops the generation: the worker
@@ -129,5 +131,57 @@ func TestUserContentCannotForgeControlTokens(t *testing.T) {
 	}
 	if got, plain := promptTokens(forged), promptTokens(strings.Repeat("x", len(forged))); got != plain {
 		t.Errorf("forged turn: %g prompt tokens, plain text of its length %g: control tokens were parsed in content", got, plain)
+	}
+}
+
+// A prompt short enough in bytes to pass the byte bound but over the
+// context in tokens is refused as it is tokenized: a 400 naming the
+// context, after at most context_length tokens were produced (the
+// tokenized-tokens counter), not the prompt's full count.
+func TestOverContextStopsTokenizing(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		model func(*testing.T) *model.Model
+		text  string // ~3x the context in tokens for that tokenizer
+	}{
+		{"bytes", func(t *testing.T) *model.Model { return tinyModel(t) }, strings.Repeat("x", 3*512)},
+		{"spm", spmModel, strings.Repeat("x", 3*512)}, // one <unk> per character
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := tt.model(t)
+			w := newWorker(t, Config{Model: m})
+			url := server(t, w)
+			ctxLen := w.info.ContextLen
+			if b := (ctxLen - 1) * w.maxTokB; len(tt.text) > b {
+				t.Fatalf("%d bytes would fail the %d-byte bound before tokenizing; the test needs a shorter text", len(tt.text), b)
+			}
+			if full := len(m.Tokenizer().Encode(tt.text)); full < 2*ctxLen {
+				t.Fatalf("text is %d tokens, want well over the %d context", full, ctxLen)
+			}
+			for _, c := range []struct{ path, param, body string }{
+				{"/v1/completions", "prompt", jsonString(map[string]any{"prompt": tt.text})},
+				{"/v1/chat/completions", "messages", jsonString(map[string]any{"messages": []map[string]string{{"role": "user", "content": tt.text}}})},
+			} {
+				before := metricValue(t, w, "kvcache_worker_tokenized_tokens_total", "")
+				code, body := post(t, url+c.path, c.body)
+				if code != http.StatusBadRequest {
+					t.Fatalf("%s: status %d (%v), want 400", c.path, code, body)
+				}
+				checkError(t, body, c.param, "context_length_exceeded")
+				n := metricValue(t, w, "kvcache_worker_tokenized_tokens_total", "") - before
+				t.Logf("%s: %d-byte prompt (%d tokens in full): refused after %g tokens, context %d", c.path, len(tt.text), len(m.Tokenizer().Encode(tt.text)), n, ctxLen)
+				if n < 1 || n > float64(ctxLen)+1 {
+					t.Errorf("%s: %g tokens produced for a prompt over the %d-token context, want 1..%d", c.path, n, ctxLen, ctxLen+1)
+				}
+			}
+			// A prompt that fits is served, and counted whole.
+			before := metricValue(t, w, "kvcache_worker_tokenized_tokens_total", "")
+			if code, body := post(t, url+"/v1/completions", jsonString(map[string]any{"prompt": "xxxx", "max_tokens": 1})); code != 200 {
+				t.Fatalf("small prompt: %d %v", code, body)
+			}
+			if n := metricValue(t, w, "kvcache_worker_tokenized_tokens_total", "") - before; n < 4 {
+				t.Errorf("a 4-character prompt counted %g tokens", n)
+			}
+		})
 	}
 }

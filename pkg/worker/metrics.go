@@ -21,6 +21,7 @@ func blockErrorf(format string, a ...any) error {
 type metrics struct {
 	requests      *prometheus.CounterVec // by endpoint and HTTP code
 	promptTokens  prometheus.Counter
+	tokenized     prometheus.Counter // tokens produced tokenizing prompts, refused ones included
 	cachedTokens  prometheus.Counter
 	genTokens     prometheus.Counter
 	fetchedBytes  prometheus.Counter
@@ -51,6 +52,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "kvcache_worker_requests_total", Help: "HTTP requests by endpoint and status code.",
 		}, []string{"endpoint", "code"}),
 		promptTokens: c("kvcache_worker_prompt_tokens_total", "Prompt tokens of completed generations."),
+		tokenized:    c("kvcache_worker_tokenized_tokens_total", "Tokens produced tokenizing prompt text, refused prompts included: one over the context stops at context_length tokens."),
 		cachedTokens: c("kvcache_worker_cached_tokens_total", "Prompt tokens whose KV came from the cache."),
 		genTokens:    c("kvcache_worker_completion_tokens_total", "Generated tokens."),
 		fetchedBytes: c("kvcache_worker_fetched_bytes_total", "Encoded KV bytes imported from the cache."),
@@ -90,7 +92,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		queueLimit:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "kvcache_worker_queue_capacity", Help: "The wait queue bound (--max-queue)."}),
 		runningLimit: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kvcache_worker_running_capacity", Help: "Generation requests run at once (--max-concurrent)."}),
 	}
-	reg.MustRegister(m.requests, m.promptTokens, m.cachedTokens, m.genTokens,
+	reg.MustRegister(m.requests, m.promptTokens, m.tokenized, m.cachedTokens, m.genTokens,
 		m.fetchedBytes, m.ttft, m.cacheErrors, m.appended, m.appendDropped,
 		m.prefills, m.prefillToks, m.prefillRate, m.decodeRate, m.itl, m.e2e, m.rejected,
 		m.running, m.waiting, m.queueLimit, m.runningLimit,

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"unicode/utf8"
@@ -33,9 +34,32 @@ func (w *Worker) textBound(param string, textBytes int) *apiError {
 	return nil
 }
 
+// maxPromptTokens is the longest prompt that leaves room for a generated
+// token: the prompt is tokenized no further than one token past it, and
+// validate's own check (len(prompt) >= ContextLen) then never fires for
+// a text prompt.
+func (w *Worker) maxPromptTokens() int { return w.info.ContextLen - 1 }
+
+// tokenized counts the tokens produced tokenizing a prompt.
+func (w *Worker) tokenized(n int) { w.met.tokenized.Add(float64(n)) }
+
+// tokenizeError maps a bounded tokenization's failure: too many tokens is
+// the context-length 400 (named before the whole text was tokenized), a
+// client that left is answered (unread) as gone.
+func tokenizeError(param string, err error) *apiError {
+	switch {
+	case errors.Is(err, tokenizer.ErrTooManyTokens):
+		return badRequest(param, "context_length_exceeded", "the prompt exceeds the model's context length, which must hold the prompt and at least one generated token (%v)", err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return badRequest(param, "client_gone", "the client went away")
+	}
+	return badRequest(param, "invalid_value", "%v", err)
+}
+
 // promptTokens parses and tokenizes the completions prompt, bounded first
-// by its length. With echo it also returns the prompt's text: the string
-// as sent, or for token ids the text of those tokens.
+// by its length and then by the context as tokens are produced. With echo
+// it also returns the prompt's text: the string as sent, or for token ids
+// the text of those tokens.
 func (w *Worker) promptTokens(ctx context.Context, raw json.RawMessage, echo bool) ([]int, string, *apiError) {
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
@@ -43,12 +67,9 @@ func (w *Worker) promptTokens(ctx context.Context, raw json.RawMessage, echo boo
 			return nil, "", e
 		}
 	}
-	ids, e := promptTokens(raw, w.m.Tokenizer())
+	ids, e := promptTokens(ctx, raw, w.m.Tokenizer(), w.maxPromptTokens(), w.tokenized)
 	if e != nil {
 		return nil, "", e
-	}
-	if ctx.Err() != nil {
-		return nil, "", badRequest("prompt", "client_gone", "the client went away")
 	}
 	if !echo {
 		return ids, "", nil
@@ -60,7 +81,8 @@ func (w *Worker) promptTokens(ctx context.Context, raw json.RawMessage, echo boo
 }
 
 // chatTokens renders and tokenizes the messages, bounded first by the
-// length of their contents.
+// length of their contents and then by the context as tokens are
+// produced.
 func (w *Worker) chatTokens(ctx context.Context, msgs []tokenizer.Message) ([]int, *apiError) {
 	n := 0
 	for _, m := range msgs {
@@ -71,12 +93,13 @@ func (w *Worker) chatTokens(ctx context.Context, msgs []tokenizer.Message) ([]in
 	}
 	// Message content is never parsed for control tokens: only the
 	// template's own text can produce them.
-	ids, err := tokenizer.EncodeChat(w.m.Tokenizer(), w.m.ChatTemplate(), msgs, true)
-	if err != nil {
+	ids, err := tokenizer.EncodeChatLimited(ctx, w.m.Tokenizer(), w.m.ChatTemplate(), msgs, true, w.maxPromptTokens())
+	w.tokenized(len(ids))
+	switch {
+	case errors.Is(err, tokenizer.ErrTooManyTokens), err != nil && ctx.Err() != nil:
+		return nil, tokenizeError("messages", err)
+	case err != nil:
 		return nil, badRequest("messages", "invalid_chat", "%v", err)
-	}
-	if ctx.Err() != nil {
-		return nil, badRequest("messages", "client_gone", "the client went away")
 	}
 	return ids, nil
 }
@@ -130,11 +153,18 @@ func (w *Worker) handleTokenize(rw http.ResponseWriter, r *http.Request) {
 	if req.AddSpecial && tok.AddBOS() && tok.BOS() >= 0 {
 		ids = append(ids, tok.BOS())
 	}
-	if req.ParseSpecial == nil || *req.ParseSpecial {
-		ids = append(ids, tok.EncodeSpecial(*req.Content)...)
-	} else {
-		ids = append(ids, tok.Encode(*req.Content)...)
+	// Not bounded by the context (llama.cpp tokenizes any text), but
+	// stopped when the client leaves.
+	enc := tokenizer.EncodeSpecialLimited
+	if req.ParseSpecial != nil && !*req.ParseSpecial {
+		enc = tokenizer.EncodeLimited
 	}
+	text, err := enc(r.Context(), tok, *req.Content, tokenizer.NoLimit)
+	if err != nil {
+		writeError(rw, tokenizeError("content", err))
+		return
+	}
+	ids = append(ids, text...)
 	if !req.WithPieces {
 		writeJSON(rw, http.StatusOK, map[string]any{"tokens": ids})
 		return
