@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"strings"
+
+	"github.com/kvcache/kvcache/pkg/model"
 )
 
 // message is one chat message as the API takes it.
@@ -57,9 +59,16 @@ func workload(systemTokens, docTokens int) []step {
 	}
 }
 
-// text returns deterministic English-like prose of about n bytes (n
-// tokens for the embedded model's byte-level tokenizer).
+// text returns deterministic English-like prose of about n tokens of the
+// embedded model's tokenizer (model.WordTokenizer), what the workers run.
 func text(seed string, n int) string {
+	tok := model.WordTokenizer()
+	ids := tok.Encode(prose(seed, 12*n)) // no token is 12 bytes long
+	return strings.TrimSpace(tok.Decode(ids[:min(n, len(ids))]))
+}
+
+// prose returns deterministic English-like prose of about n bytes.
+func prose(seed string, n int) string {
 	words := strings.Fields(`the cache keeps every block of keys and values that a model computed
 		for a prompt so that the next request with the same prefix can skip the prefill
 		a worker asks the cluster for the longest cached prefix fetches it decodes it and

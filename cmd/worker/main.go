@@ -67,6 +67,7 @@ func run() error {
 	flag.StringVar(&hotBytes, "hot-cache-bytes", "256MiB", "byte budget of the in-process tier of hot blocks (decoded, shared by requests, LRU), e.g. 1GiB; 0 disables it")
 	flag.DurationVar(&cfg.HotCacheTTL, "hot-cache-ttl", 0, "drop a hot-tier block this long after it was inserted (bounds how long a block deleted from the cluster is still served); 0: until evicted")
 	flag.BoolVar(&cfg.PromptOnly, "prompt-only", false, "append only prompt blocks, not blocks completed while generating")
+	flag.BoolVar(&cfg.WaitAppend, "wait-append", false, "complete each response only after its blocks' append is acknowledged (at most 5s), so the same prompt sent next is a hit: for tests and demos")
 	flag.DurationVar(&putGrace, "shutdown-grace", 10*time.Second, "time in-flight requests and queued appends get on SIGTERM")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	var sec security

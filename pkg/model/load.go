@@ -293,7 +293,8 @@ func (m *Model) tensorTargets() (map[string]**weight, map[string]*[]float32) {
 
 // WriteGGUF writes the model as a GGUF file of its architecture with matrices encoded as
 // typ (F32, F16, BF16, Q8_0 or Q4_0; 1-D norm weights are always F32).
-// Tokenizer metadata is written for the byte-level tokenizer only.
+// Tokenizer metadata is written for the byte-level tokenizer and the
+// default model's word pieces only.
 func (m *Model) WriteGGUF(w io.Writer, typ gguf.TensorType) error {
 	gw, err := m.ggufWriter(typ, m.tensors())
 	if err != nil {
@@ -359,6 +360,25 @@ func (m *Model) ggufWriter(typ gguf.TensorType, tensors []namedTensor) (*gguf.Wr
 	if b, ok := m.tok.(tokenizer.Bytes); ok {
 		if err := tokenizer.WriteBytesGGUF(gw, b); err != nil {
 			return nil, err
+		}
+	}
+	if v := m.vocab; v != nil {
+		for _, e := range []struct {
+			k string
+			v any
+		}{
+			{"tokenizer.ggml.model", "gpt2"},
+			{"tokenizer.ggml.pre", v.Pre},
+			{"tokenizer.ggml.tokens", v.Tokens},
+			{"tokenizer.ggml.token_type", v.Types},
+			{"tokenizer.ggml.merges", v.Merges},
+			{"tokenizer.ggml.bos_token_id", uint32(v.BOS)},
+			{"tokenizer.ggml.eos_token_id", uint32(v.EOS)},
+			{"tokenizer.ggml.add_bos_token", v.AddBOS},
+		} {
+			if err := gw.SetKV(e.k, e.v); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if m.template != nil {

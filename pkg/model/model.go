@@ -30,6 +30,7 @@ type Model struct {
 
 	tok      tokenizer.Tokenizer
 	template tokenizer.Template
+	vocab    *tokenizer.Vocab // a synthetic model's BPE vocabulary, for WriteGGUF; nil otherwise
 
 	digestOnce sync.Once
 	digest     [32]byte

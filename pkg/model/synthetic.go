@@ -19,9 +19,12 @@ type DefaultOptions struct {
 }
 
 // Default returns the embedded default model: DefaultConfig shape with
-// deterministic synthetic weights from DefaultSeed and the byte-level
-// tokenizer, so a worker runs with nothing downloaded. Each call builds a
-// fresh copy (about 38 MB of weights; build once and share it).
+// deterministic synthetic weights from DefaultSeed and the word-piece
+// tokenizer (WordTokenizer), so a worker runs with nothing downloaded.
+// What it generates is printable words in no meaningful order: the output
+// projection favours whole word pieces and punctuation (see Synthetic).
+// Each call builds a fresh copy (about 47 MB of weights; build once and
+// share it).
 func Default(opts *DefaultOptions) *Model {
 	cfg := DefaultConfig()
 	name := "kvcache-synthetic-10m"
@@ -29,7 +32,8 @@ func Default(opts *DefaultOptions) *Model {
 		cfg.CLA = true
 		name += "-cla"
 	}
-	m, err := Synthetic(name, cfg, DefaultSeed)
+	wv := wordsOnce()
+	m, err := synthetic(name, cfg, DefaultSeed, wv.tok, wv.vocab, func(id int) bool { return wv.output[id] }, 4, 0.5)
 	if err != nil {
 		panic(err) // DefaultConfig is valid by construction
 	}
@@ -43,11 +47,26 @@ func Default(opts *DefaultOptions) *Model {
 // damped so greedy decoding rarely emits them. The vocabulary must be
 // tokenizer.ByteVocab (the byte-level tokenizer) or larger.
 func Synthetic(name string, cfg Config, seed uint64) (*Model, error) {
+	if cfg.Vocab < tokenizer.ByteVocab {
+		return nil, fmt.Errorf("%w: synthetic vocab %d < %d", ErrBadConfig, cfg.Vocab, tokenizer.ByteVocab)
+	}
+	return synthetic(name, cfg, seed, tokenizer.Bytes{}, tokenizer.Vocab{}, func(id int) bool { return id < 256 }, 2, 0)
+}
+
+// synthetic builds a synthetic model with tokenizer tok (whose vocabulary,
+// vocab, WriteGGUF writes when it has tokens). Output rows are
+// ~ N(0, (outStd/sqrt(Dim))^2), so logits have a standard deviation of
+// about outStd; the rows of ids keep rejects are damped 20-fold. From each
+// kept row, selfPenalty*outStd/sqrt(Dim) times the token's own embedding
+// is subtracted: the last hidden state leans towards the input token's
+// embedding, so this keeps greedy decoding of random weights from
+// repeating one token forever (0 leaves the rows as drawn).
+func synthetic(name string, cfg Config, seed uint64, tok tokenizer.Tokenizer, vocab tokenizer.Vocab, keep func(id int) bool, outStd, selfPenalty float64) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Vocab < tokenizer.ByteVocab {
-		return nil, fmt.Errorf("%w: synthetic vocab %d < %d", ErrBadConfig, cfg.Vocab, tokenizer.ByteVocab)
+	if tok.VocabSize() > cfg.Vocab {
+		return nil, fmt.Errorf("%w: synthetic vocab %d < tokenizer's %d", ErrBadConfig, cfg.Vocab, tok.VocabSize())
 	}
 	cfg.RopeScale = cfg.ropeScale()
 	cfg.Arch = cfg.arch() // as Load reports it
@@ -68,8 +87,12 @@ func Synthetic(name string, cfg Config, seed uint64) (*Model, error) {
 	}
 	d, q, kv, f := cfg.Dim, cfg.Heads*cfg.HeadDim, cfg.KVDim(), cfg.FFNDim
 	inv := func(fanIn int) float64 { return 1 / math.Sqrt(float64(fanIn)) }
-	m := &Model{cfg: cfg, name: name, tok: tokenizer.Bytes{}, template: tokenizer.ChatML{}}
-	m.embed = f32Weight(cfg.Vocab, d, normal(cfg.Vocab*d, 1))
+	m := &Model{cfg: cfg, name: name, tok: tok, template: tokenizer.ChatML{}}
+	if len(vocab.Tokens) > 0 {
+		m.vocab = &vocab
+	}
+	emb := normal(cfg.Vocab*d, 1)
+	m.embed = f32Weight(cfg.Vocab, d, emb)
 	for l := 0; l < cfg.Layers; l++ {
 		var ly layer
 		ly.attnNorm = ones(d)
@@ -94,10 +117,19 @@ func Synthetic(name string, cfg Config, seed uint64) (*Model, error) {
 		m.layers = append(m.layers, ly)
 	}
 	m.outNorm = ones(d)
-	out := normal(cfg.Vocab*d, 2*inv(d))
+	out := normal(cfg.Vocab*d, outStd*inv(d))
 	m.output = f32Weight(cfg.Vocab, d, out)
-	for id := 256; id < cfg.Vocab; id++ {
+	for id := 0; id < cfg.Vocab; id++ {
 		row := out[id*d : (id+1)*d]
+		if keep(id) {
+			if selfPenalty != 0 {
+				e := emb[id*d : (id+1)*d]
+				for i := range row {
+					row[i] -= float32(selfPenalty * outStd * inv(d) * float64(e[i]))
+				}
+			}
+			continue
+		}
 		for i := range row {
 			row[i] *= 0.05
 		}

@@ -24,6 +24,7 @@ type appendJob struct {
 	seq      *model.Sequence
 	tokens   []int // the sequence's tokens, at least to*B of them
 	from, to int
+	done     chan struct{} // closed when the job is done or dropped
 }
 
 // appender encodes and stores finished sequences' blocks on one background
@@ -62,9 +63,11 @@ func newAppender(w *Worker) *appender {
 // appendLater queues the blocks of seq computed by this request: full
 // blocks from the first one not fetched, up to the sequence's end (or the
 // prompt's end with PromptOnly). The partial last block is never stored.
-func (w *Worker) appendLater(ns prefix.Namespace, seq *model.Sequence, prompt, generated []int, fetched int) {
+// The channel returned is closed once the job is done (its Puts answered
+// or failed) or dropped; nil when nothing was queued.
+func (w *Worker) appendLater(ns prefix.Namespace, seq *model.Sequence, prompt, generated []int, fetched int) <-chan struct{} {
 	if w.appender == nil {
-		return
+		return nil
 	}
 	n := seq.Len()
 	if w.cfg.PromptOnly {
@@ -72,11 +75,13 @@ func (w *Worker) appendLater(ns prefix.Namespace, seq *model.Sequence, prompt, g
 	}
 	to := n / w.cfg.BlockTokens
 	if to <= fetched {
-		return
+		return nil
 	}
 	tokens := make([]int, 0, len(prompt)+len(generated))
 	tokens = append(append(tokens, prompt...), generated...)
-	w.appender.enqueue(appendJob{ns: ns, seq: seq, tokens: tokens[:to*w.cfg.BlockTokens], from: fetched, to: to})
+	j := appendJob{ns: ns, seq: seq, tokens: tokens[:to*w.cfg.BlockTokens], from: fetched, to: to, done: make(chan struct{})}
+	w.appender.enqueue(j)
+	return j.done
 }
 
 func (a *appender) enqueue(j appendJob) {
@@ -84,6 +89,7 @@ func (a *appender) enqueue(j appendJob) {
 	defer a.mu.Unlock()
 	if a.closed {
 		a.w.met.appendDropped.Add(float64(j.to - j.from))
+		close(j.done)
 		return
 	}
 	select {
@@ -95,6 +101,7 @@ func (a *appender) enqueue(j appendJob) {
 		a.nPending.Add(1)
 	default:
 		a.w.met.appendDropped.Add(float64(j.to - j.from))
+		close(j.done)
 	}
 }
 
@@ -117,6 +124,7 @@ func (a *appender) loop() {
 		if err := a.store(j); err != nil {
 			a.w.cacheError("append", err)
 		}
+		close(j.done)
 		a.finish()
 	}
 }

@@ -69,6 +69,12 @@ type Config struct {
 	// PromptOnly appends only the prompt's blocks, not those completed
 	// during generation. Default false: both (see the package doc).
 	PromptOnly bool
+	// WaitAppend makes a request wait, before its response completes, for
+	// the background append of the blocks it computed to be acknowledged
+	// (or to fail), at most PutTimeout, so the same prompt sent next is a
+	// hit. It holds the request's running place meanwhile: for tests and
+	// demos. Default false: answer first, append afterwards.
+	WaitAppend bool
 	// MaxConcurrent bounds concurrent forward passes. Default 1.
 	MaxConcurrent int
 	// MaxRunning bounds the generation requests run at once; they

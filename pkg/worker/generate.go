@@ -167,7 +167,7 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 			gen = runs[0].Tokens
 		}
 		w.keepHot(ns, seq, req.Prompt, gen, fetched)
-		w.appendLater(ns, seq, req.Prompt, gen, fetched)
+		w.waitAppend(ctx, w.appendLater(ns, seq, req.Prompt, gen, fetched))
 	}()
 	defer func() { res.collect(runs) }()
 
