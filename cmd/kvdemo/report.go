@@ -13,6 +13,7 @@ type timings struct {
 	FetchMS       float64 `json:"fetch_ms"`
 	FetchedBlocks int     `json:"fetched_blocks"`
 	FetchedBytes  int64   `json:"fetched_bytes"`
+	HotTokens     int     `json:"hot_cache_tokens"` // cached tokens from the worker's own hot tier, not fetched
 	PrefillMS     float64 `json:"prefill_ms"`
 	PrefillTokens int     `json:"prefill_tokens"`
 	TTFTMS        float64 `json:"ttft_ms"`
@@ -36,6 +37,7 @@ func (r row) hit() bool { return r.CachedTokens > 0 }
 type summary struct {
 	Requests, Hits, CrossHits  int
 	PromptTokens, CachedTokens int
+	HotTokens                  int // of CachedTokens, from the workers' hot tiers
 	TTFTHitP50, TTFTMissP50    float64
 	FetchedBytes, F16Bytes     int64
 	PrefillMSPerToken          float64 // computed tokens, all requests
@@ -45,7 +47,8 @@ type summary struct {
 // HitRatio is the share of prompt tokens served from the cache.
 func (s summary) HitRatio() float64 { return ratio(float64(s.CachedTokens), float64(s.PromptTokens)) }
 
-// Compression is f16 KV bytes of the reused tokens over the bytes moved.
+// Compression is f16 KV bytes of the tokens fetched from the cluster over
+// the bytes moved (hot-tier tokens moved nothing).
 func (s summary) Compression() float64 { return ratio(float64(s.F16Bytes), float64(s.FetchedBytes)) }
 
 // TTFTSpeedup is median miss TTFT over median hit TTFT.
@@ -74,6 +77,7 @@ func summarize(rows []row, kvBytesPerToken int) summary {
 		s.Requests++
 		s.PromptTokens += r.PromptTokens
 		s.CachedTokens += r.CachedTokens
+		s.HotTokens += r.Timings.HotTokens
 		s.FetchedBytes += r.Timings.FetchedBytes
 		prefillMS += r.Timings.PrefillMS
 		prefillToks += r.Timings.PrefillTokens
@@ -84,12 +88,12 @@ func summarize(rows []row, kvBytesPerToken int) summary {
 			}
 			hitTTFT = append(hitTTFT, r.Timings.TTFTMS)
 			fetchMS += r.Timings.FetchMS
-			reused += r.CachedTokens
+			reused += r.CachedTokens - r.Timings.HotTokens
 		} else {
 			missTTFT = append(missTTFT, r.Timings.TTFTMS)
 		}
 	}
-	s.F16Bytes = int64(s.CachedTokens) * int64(kvBytesPerToken)
+	s.F16Bytes = int64(s.CachedTokens-s.HotTokens) * int64(kvBytesPerToken)
 	s.TTFTHitP50, s.TTFTMissP50 = median(hitTTFT), median(missTTFT)
 	s.PrefillMSPerToken = ratio(prefillMS, float64(prefillToks))
 	s.FetchMSPerToken = ratio(fetchMS, float64(reused))
@@ -135,9 +139,9 @@ func (t *table) add(r row) {
 
 func printSummary(w io.Writer, s summary, codec string) {
 	fmt.Fprintf(w, "\nrequests            %d (%d hits, %d of them on the worker that did not compute the prefix)\n", s.Requests, s.Hits, s.CrossHits)
-	fmt.Fprintf(w, "hit ratio (tokens)  %.1f%% (%d of %d prompt tokens came from the cache)\n", 100*s.HitRatio(), s.CachedTokens, s.PromptTokens)
+	fmt.Fprintf(w, "hit ratio (tokens)  %.1f%% (%d of %d prompt tokens came from the cache, %d of them from a worker's hot tier)\n", 100*s.HitRatio(), s.CachedTokens, s.PromptTokens, s.HotTokens)
 	fmt.Fprintf(w, "TTFT p50            hits %.0f ms, misses %.0f ms: %.1fx faster\n", s.TTFTHitP50, s.TTFTMissP50, s.TTFTSpeedup())
-	fmt.Fprintf(w, "per reused token    prefill %.3f ms vs fetch+decode %.3f ms: %.0fx cheaper\n", s.PrefillMSPerToken, s.FetchMSPerToken, s.ReuseSpeedup())
+	fmt.Fprintf(w, "per fetched token   prefill %.3f ms vs fetch+decode %.3f ms: %.0fx cheaper\n", s.PrefillMSPerToken, s.FetchMSPerToken, s.ReuseSpeedup())
 	fmt.Fprintf(w, "bytes from cache    %.2f MiB of %s KV (f16 would be %.2f MiB: %.2fx compression)\n",
 		float64(s.FetchedBytes)/(1<<20), codec, float64(s.F16Bytes)/(1<<20), s.Compression())
 }

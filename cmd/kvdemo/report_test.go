@@ -17,6 +17,10 @@ func TestSummarize(t *testing.T) {
 		{N: 3, Worker: "worker-1", PrefixFrom: "worker-1", PromptTokens: 1020, CachedTokens: 1008,
 			Timings: timings{PrefillTokens: 12, PrefillMS: 24, FetchMS: 10.08, FetchedBytes: 1008 * 1024, TTFTMS: 40}},
 		{N: 4, Worker: "worker-2", PromptTokens: 500, Timings: timings{PrefillTokens: 500, PrefillMS: 1000, TTFTMS: 1010}},
+		// A repeat served by the worker's hot tier moves no bytes: it
+		// counts as a hit, not in the compression or the fetch cost.
+		{N: 5, Worker: "worker-1", PrefixFrom: "worker-1", PromptTokens: 1000, CachedTokens: 992,
+			Timings: timings{PrefillTokens: 8, PrefillMS: 16, HotTokens: 992, TTFTMS: 20}},
 	}
 	s := summarize(rows, 2048)
 	near := func(name string, got, want float64) {
@@ -25,15 +29,15 @@ func TestSummarize(t *testing.T) {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	if s.Requests != 4 || s.Hits != 2 || s.CrossHits != 1 {
-		t.Errorf("requests/hits/cross = %d/%d/%d, want 4/2/1", s.Requests, s.Hits, s.CrossHits)
+	if s.Requests != 5 || s.Hits != 3 || s.CrossHits != 1 || s.HotTokens != 992 {
+		t.Errorf("requests/hits/cross/hot = %d/%d/%d/%d, want 5/3/1/992", s.Requests, s.Hits, s.CrossHits, s.HotTokens)
 	}
-	near("hit ratio", s.HitRatio(), 2000.0/3530)
-	near("hit p50", s.TTFTHitP50, 45)
+	near("hit ratio", s.HitRatio(), 2992.0/4530)
+	near("hit p50", s.TTFTHitP50, 40)
 	near("miss p50", s.TTFTMissP50, 1510)
-	near("ttft speedup", s.TTFTSpeedup(), 1510.0/45)
+	near("ttft speedup", s.TTFTSpeedup(), 1510.0/40)
 	near("compression", s.Compression(), 2)
-	near("prefill ms/token", s.PrefillMSPerToken, 2)
+	near("prefill ms/token", s.PrefillMSPerToken, 3076.0/1538)
 	near("fetch ms/token", s.FetchMSPerToken, 0.01)
 	near("reuse speedup", s.ReuseSpeedup(), 200)
 
@@ -43,7 +47,7 @@ func TestSummarize(t *testing.T) {
 		tb.add(r)
 	}
 	printSummary(&out, s, "int8")
-	for _, want := range []string{"worker-1 (other)", "2.00x compression", "1 of them on the worker that did not compute"} {
+	for _, want := range []string{"worker-1 (other)", "2.00x compression", "1 of them on the worker that did not compute", "992 of them from a worker's hot tier"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

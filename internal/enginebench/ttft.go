@@ -14,8 +14,9 @@ package enginebench
 //   - kvcache worker A computes P (a miss) and stores its blocks on the
 //     cache node; once they are stored, worker B (which never saw P) asks
 //     for P: a remote full hit (lookup, fetch of every block from the node,
-//     import, one token prefilled); B asks again: a hit in its in-process
-//     hot tier.
+//     import, one token prefilled, each block also kept in B's hot tier);
+//     B asks again: a hit in its in-process hot tier; worker C, whose tier
+//     is off (--hot-cache-bytes 0), asks too: the remote hit alone.
 
 import (
 	"bufio"
@@ -64,6 +65,7 @@ var ttftRows = []struct{ key, label string }{
 	{"kv-miss", "kvcache worker A, miss (computes the prompt)"},
 	{"kv-remote", "kvcache worker B, remote full hit (fetch from the cache node)"},
 	{"kv-hot", "kvcache worker B again, hot-tier hit (in-process)"},
+	{"kv-remote-notier", "kvcache worker C (hot tier off), remote full hit"},
 }
 
 type ttftResults map[string][]ttftSample
@@ -177,6 +179,12 @@ func printTTFT(w io.Writer, tokens, rounds int, r ttftResults, haveLlama bool) {
 			m(func(s ttftSample) float64 { return s.PrefillMS }),
 			m(func(s ttftSample) float64 { return float64(s.Computed) }))
 	}
+	if len(r["kv-remote-notier"]) > 0 {
+		m := func(g func(ttftSample) float64) string { return f(r.median("kv-remote-notier", g)) }
+		fmt.Fprintf(w, "kvcache remote hit, hot tier off, medians: lookup %s ms, fetch %s ms (of which decode+import %s ms), prefill %s ms\n",
+			m(func(s ttftSample) float64 { return s.LookupMS }), m(func(s ttftSample) float64 { return s.FetchMS }),
+			m(func(s ttftSample) float64 { return s.ImportMS }), m(func(s ttftSample) float64 { return s.PrefillMS }))
+	}
 	if len(r["kv-hot"]) > 0 {
 		m := func(g func(ttftSample) float64) string { return f(r.median("kv-hot", g)) }
 		fmt.Fprintf(w, "kvcache hot-tier hit, medians: hot tier %s ms for %s blocks, prefill %s ms\n",
@@ -188,7 +196,7 @@ func printTTFT(w io.Writer, tokens, rounds int, r ttftResults, haveLlama bool) {
 		return
 	}
 	base := r.median("llama-cached", func(s ttftSample) float64 { return s.WallMS })
-	for _, k := range []struct{ key, label string }{{"kv-remote", "remote hit"}, {"kv-hot", "hot-tier hit"}, {"kv-miss", "miss"}} {
+	for _, k := range []struct{ key, label string }{{"kv-remote", "remote hit"}, {"kv-remote-notier", "remote hit (hot tier off)"}, {"kv-hot", "hot-tier hit"}, {"kv-miss", "miss"}} {
 		v := r.median(k.key, func(s ttftSample) float64 { return s.WallMS })
 		if v > 0 && base > 0 {
 			fmt.Fprintf(w, "kvcache %s / llama-server prompt cache (wall): %.2fx\n", k.label, v/base)
@@ -230,7 +238,7 @@ func runTTFT(ctx context.Context, stdout, stderr io.Writer, o options, path, lla
 			p.stop()
 		}
 	}()
-	fmt.Fprintf(stderr, "TTFT: starting a cache node, two workers%s (logs in %s)\n", map[bool]string{true: " and llama-server", false: ""}[llamaServer != ""], dir)
+	fmt.Fprintf(stderr, "TTFT: starting a cache node, three workers%s (logs in %s)\n", map[bool]string{true: " and llama-server", false: ""}[llamaServer != ""], dir)
 	node, err := startChild(dir, "cachenode", "grpc", cachenode, "--listen", "127.0.0.1:0", "--data-listen", "127.0.0.1:0",
 		"--metrics-listen", "", "--data", filepath.Join(dir, "node"), "--capacity", "2GiB")
 	if err != nil {
@@ -245,9 +253,13 @@ func runTTFT(ctx context.Context, stdout, stderr io.Writer, o options, path, lla
 	// whether a loaded machine meets the production defaults.
 	wargs := []string{"--listen", "127.0.0.1:0", "--cache-nodes", nodeAddr, "--replicas", "1", "--model", path,
 		"--lookup-timeout", "10s", "--fetch-timeout", "30s", "--max-concurrent", "1"}
-	var urls [2]string
-	for i, name := range []string{"worker-a", "worker-b"} {
-		p, err := startChild(dir, name, "http", worker, wargs...)
+	var urls [3]string
+	for i, name := range []string{"worker-a", "worker-b", "worker-c"} {
+		args := wargs
+		if name == "worker-c" {
+			args = append(slices.Clip(wargs), "--hot-cache-bytes", "0")
+		}
+		p, err := startChild(dir, name, "http", worker, args...)
 		if err != nil {
 			return err
 		}
@@ -303,13 +315,17 @@ func runTTFT(ctx context.Context, stdout, stderr io.Writer, o options, path, lla
 		if err := waitAppended(ctx, urls[0]); err != nil {
 			return err
 		}
-		for _, key := range []string{"kv-remote", "kv-hot"} {
-			s, err := ask(ctx, urls[1]+"/v1/completions", body, parseWorkerCompletion)
+		for _, q := range []struct {
+			key string
+			url string
+		}{{"kv-remote", urls[1]}, {"kv-hot", urls[1]}, {"kv-remote-notier", urls[2]}} {
+			key := q.key
+			s, err := ask(ctx, q.url+"/v1/completions", body, parseWorkerCompletion)
 			if err != nil {
 				return err
 			}
 			if s.Cached == 0 {
-				return fmt.Errorf("%s: worker B found nothing cached (logs in %s)", key, dir)
+				return fmt.Errorf("%s: the worker found nothing cached (logs in %s)", key, dir)
 			}
 			res[key] = append(res[key], s)
 			fmt.Fprintf(stderr, " %s %.0f ms", key, s.WallMS)

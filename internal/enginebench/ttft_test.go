@@ -60,9 +60,10 @@ func TestTTFTTable(t *testing.T) {
 		return s
 	}
 	r := ttftResults{
-		"llama-first":  {llama(llamaFirst, 905)},
-		"llama-cached": {llama(llamaCached, 20), llama(llamaCached, 22), llama(llamaCached, 100)},
-		"kv-remote":    {hit(30), hit(33), hit(36)},
+		"llama-first":      {llama(llamaFirst, 905)},
+		"llama-cached":     {llama(llamaCached, 20), llama(llamaCached, 22), llama(llamaCached, 100)},
+		"kv-remote":        {hit(30), hit(33), hit(36)},
+		"kv-remote-notier": {hit(24), hit(27)},
 	}
 	var out bytes.Buffer
 	printTTFT(&out, 1024, 3, r, true)
@@ -72,6 +73,9 @@ func TestTTFTTable(t *testing.T) {
 		"| kvcache worker B, remote full hit (fetch from the cache node) | 33.0 | 28.0 | 1 | 1023 |",
 		"lookup 0.7 ms, fetch 12.0 ms for 6.54 MB in 64.0 blocks (of which decode+import 8.0 ms), prefill 15.0 ms",
 		"kvcache remote hit / llama-server prompt cache (wall): 1.50x",
+		"| kvcache worker C (hot tier off), remote full hit | 25.5 | 28.0 | 1 | 1023 |",
+		"remote hit, hot tier off, medians: lookup 0.7 ms, fetch 12.0 ms (of which decode+import 8.0 ms), prefill 15.0 ms",
+		"kvcache remote hit (hot tier off) / llama-server prompt cache (wall): 1.16x",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)

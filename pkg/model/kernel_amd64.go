@@ -29,10 +29,16 @@ func roundF16F16C(dst *float32, src *float32, n8 int) (finite bool)
 func q8x4x2VNNI(x *int8, xs int, xd *float32, xds int, w *byte, ws int, np int, out *float32)
 
 //go:noescape
+func q8x4x4VNNI(x *int8, xs int, xd *float32, xc *int32, xds int, w *byte, ws int, np int, out *float32)
+
+//go:noescape
 func q8x1x4VNNI(x *int8, xd *float32, w *byte, ws int, np int, out *float32)
 
 //go:noescape
 func f16x1x4AVX512(x *float32, w *uint16, ws int, n16 int, out *float32)
+
+//go:noescape
+func quantQ8AVX512(q *int8, d *float32, x *float32, nb int) bool
 
 //go:noescape
 func exp32AVX512(dst *float32, src *float32, n16 int, a float32, b float32)
@@ -50,10 +56,10 @@ func kernelSets() []*kernels {
 	x := cpu.X86
 	if x.HasAVX512F && x.HasAVX512DQ && x.HasAVX512BW && x.HasAVX512VL && x.HasFMA && x.HasF16C {
 		k := &kernels{name: "avx512", f32x4x4: f32x4x4AVX512, f32x1x4: f32x1x4AVX512, f16: f16x16AVX512,
-			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512, exp: exp16AVX512, round: round8F16C}
+			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512, exp: exp16AVX512, quant: quantQ8x32AVX512, round: round8F16C}
 		if x.HasAVX512VNNI {
 			k.name = "avx512vnni"
-			k.q8x4x2, k.q8x1x4 = q8x4x2VNNI, q8x1x4VNNI
+			k.q8x4x4, k.q8x4x2, k.q8x1x4 = q8x4x4VNNI, q8x4x2VNNI, q8x1x4VNNI
 		}
 		ks = append(ks, k)
 	}
@@ -95,4 +101,13 @@ func exp16AVX512(dst, src []float32, a, b float32) int {
 		exp32AVX512(&dst[0], &src[0], n/16, a, b)
 	}
 	return n
+}
+
+func quantQ8x32AVX512(q []int8, d []float32, x []float32) bool {
+	nb := len(x) / q8Elems
+	if nb == 0 {
+		return true
+	}
+	_, _ = q[nb*q8Elems-1], d[nb-1]
+	return quantQ8AVX512(&q[0], &d[0], &x[0], nb)
 }

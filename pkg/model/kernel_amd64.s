@@ -667,6 +667,206 @@ expdone:
 	VZEROUPPER
 	RET
 
+// QROUND sets T to the int32 round-half-away-from-zero of the float32s in
+// X (|X| < 2^23), using F, S and mask K as temporaries.
+#define QROUND(X, T, F, S, K) \
+	VRNDSCALEPS $0x0b, X, T \
+	VSUBPS      T, X, F \
+	VANDPS      Z31, F, F \
+	VCMPPS      $0x1d, Z27, F, K \
+	VPANDD      Z26, X, S \
+	VPORD       Z25, S, S \
+	VADDPS      S, T, K, T \
+	VCVTPS2DQ   T, T
+
+// func quantQ8AVX512(q *int8, d *float32, x *float32, nb int) (finite bool)
+// Quantizes nb blocks of 32 activations to Q8_0 exactly as quantizeQ8
+// does: d = max|x|/127, id = 1/d (0 when d is 0), q = round(x*id), halves
+// away from zero (truncate, then step away from zero when the dropped part
+// is at least 0.5: x - trunc(x) is exact). Returns false, with q and d
+// unspecified, if any input is NaN or infinite; the caller then uses the
+// Go code, whose NaN handling the SIMD max does not reproduce.
+TEXT ·quantQ8AVX512(SB), NOSPLIT, $0-33
+	MOVQ q+0(FP), DI
+	MOVQ d+8(FP), DX
+	MOVQ x+16(FP), SI
+	MOVQ nb+24(FP), CX
+	BCAST(0x7fffffff, Z31)  // abs mask
+	BCAST(0x7f800000, Z30)  // +Inf
+	BCAST(0x80000000, Z26)  // sign bit
+	BCAST(0x3f800000, Z25)  // 1
+	BCAST(0x3f000000, Z27)  // 0.5
+	MOVL $0x42fe0000, AX    // 127
+	VMOVD AX, X29
+	MOVL $0x3f800000, AX
+	VMOVD AX, X28           // 1 (scalar)
+	KXORW K7, K7, K7
+	TESTQ CX, CX
+	JZ    qzdone
+
+qzloop:
+	VMOVUPS    (SI), Z0
+	VMOVUPS    64(SI), Z1
+	VANDPS     Z31, Z0, Z2
+	VANDPS     Z31, Z1, Z3
+	VCMPPS     $5, Z30, Z2, K1  // !(|x| < Inf): Inf or NaN
+	VCMPPS     $5, Z30, Z3, K2
+	KORW       K1, K7, K7
+	KORW       K2, K7, K7
+	VMAXPS     Z3, Z2, Z2
+	VEXTRACTF32X8 $1, Z2, Y4
+	VMAXPS     Y4, Y2, Y2
+	VEXTRACTF128 $1, Y2, X4
+	VMAXPS     X4, X2, X2
+	VMOVHLPS   X2, X2, X4
+	VMAXPS     X4, X2, X2
+	VMOVSHDUP  X2, X4
+	VMAXSS     X4, X2, X2       // amax
+	VDIVSS     X29, X2, X5      // d = amax/127
+	VMOVSS     X5, (DX)
+	VXORPS     X6, X6, X6
+	VUCOMISS   X6, X5
+	JEQ        qzscale          // d == 0: id = 0
+	VDIVSS     X5, X28, X6      // id = 1/d
+
+qzscale:
+	VBROADCASTSS X6, Z6
+	VMULPS     Z6, Z0, Z0
+	VMULPS     Z6, Z1, Z1
+	QROUND(Z0, Z7, Z8, Z9, K3)
+	QROUND(Z1, Z10, Z11, Z12, K4)
+	VPMOVDB    Z7, (DI)
+	VPMOVDB    Z10, 16(DI)
+	ADDQ       $128, SI
+	ADDQ       $32, DI
+	ADDQ       $4, DX
+	DECQ       CX
+	JNZ        qzloop
+
+qzdone:
+	KORTESTW   K7, K7
+	SETEQ      ret+32(FP)
+	VZEROUPPER
+	RET
+
+// Q8_0 x Q8_0 tiles of 4 activation rows by 4 weight rows. Here the
+// weights are the unsigned operand: w+128 (w XOR 0x80) times x sums to
+// w·x + 128·Σx, and the int32 accumulator starts at xc = -128·Σx (per lane,
+// from the activation quantizer), so each lane again holds the exact sum of
+// its four products. Shifting the weights costs one XOR per weight vector,
+// shared by the four rows, where shifting the activations needed the
+// -128·Σw of every weight vector.
+
+// Q8COLU loads the weight pair at P as unsigned (w+128) into W and its 16
+// scales into D. Uses Z24 as a temporary.
+#define Q8COLU(P, W, D, YD, XD) \
+	VMOVDQU32     2(P), Y24 \
+	VINSERTI64X4  $1, 36(P), Z24, W \
+	VPXORD        Z29, W, W \
+	VPBROADCASTW  (P), YD \
+	VCVTPH2PS     XD, YD \
+	VPBROADCASTW  34(P), Y24 \
+	VCVTPH2PS     X24, Y24 \
+	VINSERTF32X8  $1, Y24, D, D
+
+// Q8MACU accumulates one (row, column) pair into ACC: XS signed
+// activations, XC their start value, DX their scales.
+#define Q8MACU(XS, XC, DX, W, DW, ACC) \
+	VMOVDQA32   XC, Z25 \
+	VPDPBUSD    XS, W, Z25 \
+	VCVTDQ2PS   Z25, Z25 \
+	VMULPS      DW, DX, Z26 \
+	VFMADD231PS Z26, Z25, ACC
+
+// Q8ROWU loads activation row R's block pair and accumulates it against
+// the four columns into ACC0..ACC3.
+#define Q8ROWU(XP, DP, CP, A0, A1, A2, A3) \
+	VMOVDQU32 XP, Z27 \
+	VMOVUPS   DP, Z28 \
+	VMOVDQU32 CP, Z30 \
+	Q8MACU(Z27, Z30, Z28, Z16, Z20, A0) \
+	Q8MACU(Z27, Z30, Z28, Z17, Z21, A1) \
+	Q8MACU(Z27, Z30, Z28, Z18, Z22, A2) \
+	Q8MACU(Z27, Z30, Z28, Z19, Z23, A3)
+
+// func q8x4x4VNNI(x *int8, xs int, xd *float32, xc *int32, xds int, w *byte, ws int, np int, out *float32)
+// Four activation rows (stride xs bytes; scales and start values stride
+// xds bytes) by four weight rows (stride ws bytes), np block pairs;
+// out[r*4+c].
+TEXT ·q8x4x4VNNI(SB), NOSPLIT, $0-72
+	MOVQ x+0(FP), SI
+	MOVQ xs+8(FP), R8
+	LEAQ (R8)(R8*2), R9
+	MOVQ xd+16(FP), DX
+	MOVQ xc+24(FP), R14
+	MOVQ xds+32(FP), R12
+	LEAQ (R12)(R12*2), R13
+	MOVQ w+40(FP), DI
+	MOVQ ws+48(FP), R10
+	LEAQ (R10)(R10*2), R11
+	MOVQ np+56(FP), CX
+	MOVL $0x80808080, AX
+	VPBROADCASTD AX, Z29
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	TESTQ CX, CX
+	JZ    q44reduce
+
+q44loop:
+	LEAQ  (DI)(R10*1), BX
+	Q8COLU(DI, Z16, Z20, Y20, X20)
+	Q8COLU(BX, Z17, Z21, Y21, X21)
+	LEAQ  (DI)(R10*2), BX
+	Q8COLU(BX, Z18, Z22, Y22, X22)
+	LEAQ  (DI)(R11*1), BX
+	Q8COLU(BX, Z19, Z23, Y23, X23)
+	Q8ROWU((SI), (DX), (R14), Z0, Z1, Z2, Z3)
+	Q8ROWU((SI)(R8*1), (DX)(R12*1), (R14)(R12*1), Z4, Z5, Z6, Z7)
+	Q8ROWU((SI)(R8*2), (DX)(R12*2), (R14)(R12*2), Z8, Z9, Z10, Z11)
+	Q8ROWU((SI)(R9*1), (DX)(R13*1), (R14)(R13*1), Z12, Z13, Z14, Z15)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $64, R14
+	ADDQ $68, DI
+	DECQ CX
+	JNZ  q44loop
+
+q44reduce:
+	MOVQ out+64(FP), BX
+	REDUCE16(Z0, Y0, X0, 0(BX))
+	REDUCE16(Z1, Y1, X1, 4(BX))
+	REDUCE16(Z2, Y2, X2, 8(BX))
+	REDUCE16(Z3, Y3, X3, 12(BX))
+	REDUCE16(Z4, Y4, X4, 16(BX))
+	REDUCE16(Z5, Y5, X5, 20(BX))
+	REDUCE16(Z6, Y6, X6, 24(BX))
+	REDUCE16(Z7, Y7, X7, 28(BX))
+	REDUCE16(Z8, Y8, X8, 32(BX))
+	REDUCE16(Z9, Y9, X9, 36(BX))
+	REDUCE16(Z10, Y10, X10, 40(BX))
+	REDUCE16(Z11, Y11, X11, 44(BX))
+	REDUCE16(Z12, Y12, X12, 48(BX))
+	REDUCE16(Z13, Y13, X13, 52(BX))
+	REDUCE16(Z14, Y14, X14, 56(BX))
+	REDUCE16(Z15, Y15, X15, 60(BX))
+	VZEROUPPER
+	RET
+
+
 // Rounding KV to f16 (Sequence.ImportBlock and every computed token):
 // dst[i] = float32(f16(src[i])), round to nearest even, through the F16C
 // conversions, which are exact IEEE conversions (subnormals, overflow to

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -241,5 +242,50 @@ func TestParallel(t *testing.T) {
 			t.Fatalf("%d helpers still alive 10s after the last job", helpersAlive.Load())
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestQuantizeQ8Kernels checks every kernel set's activation quantizer
+// against the portable one: random rows, zero blocks, exact halves (which
+// round away from zero), subnormals, huge values, NaN and infinities.
+func TestQuantizeQ8Kernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	block := func(f func(i int) float32) []float32 {
+		b := make([]float32, q8Elems)
+		for i := range b {
+			b[i] = f(i)
+		}
+		return b
+	}
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	rows := map[string][]float32{
+		"random": randSlice(r, 8*q8Elems),
+		"zeros":  append(block(func(int) float32 { return 0 }), randSlice(r, q8Elems)...),
+		// amax 127 gives id 1: the halves are the values themselves.
+		"halves": block(func(i int) float32 {
+			if i == 0 {
+				return 127
+			}
+			return float32(i-16) + 0.5
+		}),
+		"negzero":   block(func(i int) float32 { return float32(math.Copysign(0, -1)) * float32(i) }),
+		"subnormal": block(func(i int) float32 { return math.Float32frombits(uint32(i+1)) * float32(1-2*(i%2)) }),
+		"huge":      block(func(i int) float32 { return float32(i-16) * 1e37 }),
+		"nan":       append(randSlice(r, q8Elems), block(func(i int) float32 { return []float32{1, nan}[i%2] })...),
+		"inf":       append(block(func(i int) float32 { return []float32{1, -inf}[i%2] }), randSlice(r, q8Elems)...),
+	}
+	for name, x := range rows {
+		wq, wd := make([]int8, len(x)), make([]float32, len(x)/q8Elems)
+		quantizeQ8(wq, wd, x)
+		for _, ks := range kernelSets() {
+			q, d := make([]int8, len(x)), make([]float32, len(x)/q8Elems)
+			ks.quantizeQ8(q, d, x)
+			if !slices.Equal(q, wq) {
+				t.Fatalf("%s/%s: q = %v, portable %v", name, ks.name, q, wq)
+			}
+			if i, ok := sameBits(d, wd); !ok {
+				t.Fatalf("%s/%s: d[%d] = %v, portable %v", name, ks.name, i, d[i], wd[i])
+			}
+		}
 	}
 }

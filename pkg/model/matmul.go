@@ -43,6 +43,9 @@ type kernels struct {
 	// q8x4x2 computes 4 rows × 2 Q8_0 columns over np block pairs; xd holds
 	// per row 16 scales per block pair (see q8Acts).
 	q8x4x2 func(x *int8, xs int, xd *float32, xds int, w *byte, ws int, np int, out *float32)
+	// q8x4x4 computes 4 rows × 4 Q8_0 columns; xc holds per row the
+	// accumulator start values of q8Acts.c (stride xds, as xd).
+	q8x4x4 func(x *int8, xs int, xd *float32, xc *int32, xds int, w *byte, ws int, np int, out *float32)
 	// q8x1x4 computes 1 row × 4 Q8_0 columns.
 	q8x1x4 func(x *int8, xd *float32, w *byte, ws int, np int, out *float32)
 	// pv4 and pv1 compute attention's weighted value sums for 4 rows / 1
@@ -52,10 +55,22 @@ type kernels struct {
 	// exp computes dst[i] = exp32(src[i]*a + b) for a prefix of src and
 	// returns its length.
 	exp func(dst, src []float32, a, b float32) int
+	// quant is quantizeQ8 (the same bits) for rows of finite values; it
+	// returns false, leaving q and d unspecified, if x holds a NaN or an
+	// infinity.
+	quant func(q []int8, d []float32, x []float32) bool
 	// round sets dst[i] to src[i] rounded to f16 (as half.Round) for a
 	// prefix of src and returns its length and whether every rounded
 	// value is finite; dst may be src.
 	round func(dst, src []float32) (int, bool)
+}
+
+// quantizeQ8 quantizes a row to Q8_0 (see the portable quantizeQ8).
+func (ks *kernels) quantizeQ8(q []int8, d []float32, x []float32) {
+	if ks.quant != nil && ks.quant(q, d, x) {
+		return
+	}
+	quantizeQ8(q, d, x)
 }
 
 // expAffine sets dst[i] = exp32(src[i]*a + b) (a = 1 or -1, so the
