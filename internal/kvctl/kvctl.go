@@ -2,6 +2,7 @@ package kvctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -119,11 +120,14 @@ func runStats(ctx context.Context, cmd *cobra.Command, g *globals) error {
 	}
 	defer c.Close()
 	var rows []statsRow
-	failed := 0
+	failed, refused := 0, 0
 	for _, n := range g.nodeList() {
 		s, err := nodeStats(ctx, c, n)
 		if err != nil {
 			failed++
+			if errors.Is(err, client.ErrUnauthenticated) || errors.Is(err, client.ErrPermissionDenied) {
+				refused++
+			}
 			rows = append(rows, statsRow{Node: n, Error: err.Error()})
 			continue
 		}
@@ -145,6 +149,10 @@ func runStats(ctx context.Context, cmd *cobra.Command, g *globals) error {
 	})
 	if err != nil {
 		return err
+	}
+	if refused > 0 && refused == failed {
+		// They answered: it is the credentials (--token, a certificate).
+		return fmt.Errorf("%d of %d nodes refused the credentials (see their error; --token or KVCACHE_TOKEN)", failed, len(rows))
 	}
 	if failed > 0 {
 		// The reasons are in the output already; say once that it failed.
