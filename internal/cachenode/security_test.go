@@ -380,8 +380,9 @@ func TestTenantIsolation(t *testing.T) {
 // TestCrossTenantProbeCostsAMiss: tenant B probing a key A holds takes as
 // long as probing a key nobody holds. Statistic: the median of 200
 // interleaved Lookup round trips each; the ratio of medians must be within
-// [0.67, 1.5] (noise on a loaded box; a real side channel, such as a hit
-// answered differently from a miss, shows in the answers, checked too).
+// [0.67, 1.5] in one of three rounds (noise on a loaded box; a real side
+// channel, such as a hit answered differently from a miss, shows in the
+// answers, checked too).
 func TestCrossTenantProbeCostsAMiss(t *testing.T) {
 	n := startSecure(t)
 	cl := n.client(t)
@@ -404,20 +405,28 @@ func TestCrossTenantProbeCostsAMiss(t *testing.T) {
 		probe(held)
 		probe(nobody)
 	}
-	var a, b []time.Duration
-	for i := range 200 {
-		if i%2 == 0 {
-			a, b = append(a, probe(held)), append(b, probe(nobody))
-		} else {
-			b, a = append(b, probe(nobody)), append(a, probe(held))
+	// A loaded 2-core box can deschedule one side of a round for
+	// milliseconds, so a round is retried: a real side channel (say, a hit
+	// that reads the disk) skews every round the same way, noise does not.
+	var ratios []float64
+	for range 3 {
+		var a, b []time.Duration
+		for i := range 200 {
+			if i%2 == 0 {
+				a, b = append(a, probe(held)), append(b, probe(nobody))
+			} else {
+				b, a = append(b, probe(nobody)), append(a, probe(held))
+			}
 		}
+		ma, mb := median(a), median(b)
+		ratio := float64(ma) / float64(mb)
+		t.Logf("median probe of A's held key %v, of a key nobody holds %v, ratio %.3f", ma, mb, ratio)
+		if ratio >= 0.67 && ratio <= 1.5 {
+			return
+		}
+		ratios = append(ratios, ratio)
 	}
-	ma, mb := median(a), median(b)
-	ratio := float64(ma) / float64(mb)
-	t.Logf("median probe of A's held key %v, of a key nobody holds %v, ratio %.3f", ma, mb, ratio)
-	if ratio < 0.67 || ratio > 1.5 {
-		t.Errorf("cross-tenant probe ratio %.3f outside [0.67, 1.5]", ratio)
-	}
+	t.Errorf("cross-tenant probe ratio outside [0.67, 1.5] in every round: %.3f", ratios)
 }
 
 func median(d []time.Duration) time.Duration {
