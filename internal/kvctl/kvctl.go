@@ -2,6 +2,7 @@ package kvctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -119,11 +120,14 @@ func runStats(ctx context.Context, cmd *cobra.Command, g *globals) error {
 	}
 	defer c.Close()
 	var rows []statsRow
-	failed := 0
+	failed, refused := 0, 0
 	for _, n := range g.nodeList() {
 		s, err := nodeStats(ctx, c, n)
 		if err != nil {
 			failed++
+			if errors.Is(err, client.ErrUnauthenticated) || errors.Is(err, client.ErrPermissionDenied) {
+				refused++
+			}
 			rows = append(rows, statsRow{Node: n, Error: err.Error()})
 			continue
 		}
@@ -145,6 +149,10 @@ func runStats(ctx context.Context, cmd *cobra.Command, g *globals) error {
 	})
 	if err != nil {
 		return err
+	}
+	if refused > 0 && refused == failed {
+		// They answered: it is the credentials (--token, a certificate).
+		return fmt.Errorf("%d of %d nodes refused the credentials (see their error; --token or KVCACHE_TOKEN)", failed, len(rows))
 	}
 	if failed > 0 {
 		// The reasons are in the output already; say once that it failed.
@@ -294,26 +302,26 @@ func getCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			blocks, err := c.FetchRaw(ctx, ns, []prefix.Key{key}, nil)
+			block, found, err := c.GetBlock(ctx, ns, key)
 			if err != nil {
 				return err
 			}
-			if len(blocks) == 0 {
+			if !found {
 				if err := g.unreachable(ctx, c); err != nil {
 					return fmt.Errorf("block %s: not found: %w", key, err)
 				}
 				return fmt.Errorf("block %s: not found on %s", key, g.nodes)
 			}
-			h, err := kvblock.Inspect(blocks[0])
+			h, err := kvblock.Inspect(block)
 			if err != nil {
 				return err
 			}
 			if out != "" {
-				if err := os.WriteFile(out, blocks[0], 0o644); err != nil {
+				if err := os.WriteFile(out, block, 0o644); err != nil {
 					return err
 				}
 			}
-			hj := headerJSON{Key: key.String(), Bytes: len(blocks[0]), Codec: h.Codec.String(), Format: int(h.Version),
+			hj := headerJSON{Key: key.String(), Bytes: len(block), Codec: h.Codec.String(), Format: int(h.Version),
 				Tokens: h.Shape.Tokens, Layers: h.Shape.Layers, KVHeads: h.Shape.KVHeads, HeadDim: h.Shape.HeadDim,
 				StartPos: int(h.StartPos), Sinks: int(h.Sinks), RoPE: h.RoPE, CRC32C: fmt.Sprintf("%08x", h.CRC), WrittenTo: out}
 			if h.HasParent {

@@ -31,8 +31,12 @@ func TestTLSAndTokenFlags(t *testing.T) {
 		t.Fatalf("stats with KVCACHE_*: exit %d\n%s%s", code, out, errs)
 	}
 	code, out, errs := cli(t, nil, "stats", "--nodes", n.Addr(), "--tls-ca", ca.File)
-	if code != 1 || !strings.Contains(strings.ToLower(out+errs), "unauthenticated") {
+	if code != 1 || !strings.Contains(out, "kvcache: unauthenticated: ") || !strings.Contains(errs, "refused the credentials") {
 		t.Fatalf("stats without a token: exit %d, %q %q; want 1 naming Unauthenticated", code, out, errs)
+	}
+	code, out, errs = cli(t, nil, "put", "--nodes", n.Addr(), "--tls-ca", ca.File)
+	if code != 1 || !strings.Contains(errs, "kvcache: unauthenticated: ") || strings.Contains(errs, "unavailable") {
+		t.Fatalf("put without a token: exit %d, %q %q; want 1 naming unauthenticated", code, out, errs)
 	}
 	if code, out, errs := cli(t, nil, "probe", "--grpc", n.Addr(), "--tls-ca", ca.File); code != 0 {
 		t.Fatalf("probe over TLS: exit %d\n%s%s", code, out, errs)

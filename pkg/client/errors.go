@@ -21,6 +21,15 @@ var (
 	ErrFull = errors.New("kvcache: no space")
 	// ErrUnavailable: no owner of the key could be reached in time.
 	ErrUnavailable = errors.New("kvcache: unavailable")
+	// ErrUnauthenticated: the node did not accept the client's credentials
+	// (no token, an unknown or revoked token, no client certificate where
+	// one is required): gRPC Unauthenticated. Not retried, and the node is
+	// not counted as failing: fix Config.Token or the certificate.
+	ErrUnauthenticated = errors.New("kvcache: unauthenticated")
+	// ErrPermissionDenied: the credentials are valid but their role may not
+	// make this call (a read token storing blocks, a tenant token asking
+	// for node-wide stats): gRPC PermissionDenied. Not retried.
+	ErrPermissionDenied = errors.New("kvcache: permission denied")
 	// ErrNoNodes: the configuration names no nodes.
 	ErrNoNodes = errors.New("kvcache: no cache nodes configured")
 	// ErrClosed: the client was closed.
@@ -41,6 +50,10 @@ func fromCode(c codes.Code) error {
 		return context.Canceled
 	case codes.DeadlineExceeded:
 		return context.DeadlineExceeded
+	case codes.Unauthenticated:
+		return ErrUnauthenticated
+	case codes.PermissionDenied:
+		return ErrPermissionDenied
 	}
 	return ErrUnavailable
 }

@@ -72,6 +72,12 @@ func (c *Client) Fetch(ctx context.Context, ns prefix.Namespace, keys []prefix.K
 // fetch is FetchRaw (parent nil) or FetchRawAfter, also returning the
 // verified header of each block.
 func (c *Client) fetch(ctx context.Context, ns prefix.Namespace, parent *prefix.Key, keys []prefix.Key, dst [][]byte) ([][]byte, []kvblock.Header, error) {
+	return c.fetchBlocks(ctx, ns, true, parent, keys, dst)
+}
+
+// fetchBlocks is fetch; with chained false, blocks are only checked to be
+// intact and well-formed, not to sit in a chain (GetBlock).
+func (c *Client) fetchBlocks(ctx context.Context, ns prefix.Namespace, chained bool, parent *prefix.Key, keys []prefix.Key, dst [][]byte) ([][]byte, []kvblock.Header, error) {
 	got := make([][]byte, len(keys))
 	hdrs := make([]kvblock.Header, len(keys))
 	ok := make([]bool, len(keys))
@@ -84,7 +90,7 @@ func (c *Client) fetch(ctx context.Context, ns prefix.Namespace, parent *prefix.
 		func(ctx context.Context, node string, idx []int, first bool, prog *progress) (*blockSet, error) {
 			// Each call fills its own blockSet: a hedged key may be in two
 			// calls at once. Only the first call for a key borrows dst.
-			bs := newBlockSet(keys, idx, true, c.log, prog)
+			bs := newBlockSet(keys, idx, chained, c.log, prog)
 			bs.parent = parent
 			if first {
 				for _, i := range idx {

@@ -123,7 +123,7 @@ type Options struct {
 	// MaxBatchBytes caps the block bytes of one group commit (DB only). A
 	// commit starts as soon as the previous one ends and takes every Put
 	// waiting, up to this many bytes and MaxBatchOps operations; there is no
-	// timer. Zero means 1/64 of Capacity, between 256 KiB and 256 MiB (256 MiB
+	// timer. Zero means 1/64 of Capacity, between 64 KiB and 256 MiB (256 MiB
 	// when Capacity is 0), which bounds the files' size on disk to about
 	// Capacity + 3%: a commit cannot reuse the pages its own evictions free,
 	// and two commits (one per shard) are in flight.
@@ -227,7 +227,7 @@ func newConfig(o *Options) config {
 		// the files within a few percent of Capacity.
 		c.maxBatchBytes = 256 << 20
 		if c.capacity > 0 {
-			c.maxBatchBytes = int(min(256<<20, max(c.capacity/64, 256<<10)))
+			c.maxBatchBytes = int(min(256<<20, max(c.capacity/64, 64<<10)))
 		}
 	}
 	if c.maxBatchOps <= 0 {

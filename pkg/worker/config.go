@@ -97,7 +97,7 @@ type Config struct {
 	// changes results (see pkg/model's determinism guarantee).
 	PrefillChunk int
 	// HotCacheBytes is the byte budget of the in-process tier of hot
-	// blocks (hot.go): decoded blocks shared by every request, least
+	// blocks (hot.go): verified blocks shared by every request, least
 	// recently used evicted first. 0 (or less) disables it; cmd/worker's
 	// --hot-cache-bytes defaults to 256 MiB. It works without a Cache too,
 	// as a local prompt cache.

@@ -2,10 +2,12 @@ package worker
 
 import (
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kvcache/kvcache/internal/hotcache"
+	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/model"
 	"github.com/kvcache/kvcache/pkg/prefix"
 )
@@ -13,23 +15,30 @@ import (
 // The hot tier: blocks in worker RAM, in front of the cluster.
 //
 // A bounded LRU (internal/hotcache, Config.HotCacheBytes) shared by every
-// request keeps blocks in the form the engine imports: decoded float32 K
-// and V, laid out as Sequence.ImportBlock takes them. A hit therefore costs
-// no network, no checksum and no decode, only the engine's import (a copy
-// rounding to f16), and the blocks of a hit need nothing from the cluster
-// at all: a system prompt every request starts with is fetched once per
-// worker, or computed once, and then served from RAM, also while the cache
-// nodes are down.
+// request keeps verified encoded blocks with their parsed headers. A hit
+// costs no network and no checksum or header check, only the codec's
+// decode and the engine's import, and needs nothing from the cluster at
+// all: a system prompt every request starts with is fetched once per
+// worker, or computed once, and then served from RAM, also while the
+// cache nodes are down.
 //
-// What goes in: every block a request imported from the cluster (after
-// the same verification as always: checksum, chain, shape, position, f16
-// range), and every full block the request computed itself, exactly as
-// computed (so with a lossy --codec a block computed here is served from
-// the tier losslessly, while the cluster keeps the quantized copy). Both
-// are inserted before the request returns, so the same prompt sent again
-// at once hits the tier even while the background append is still on its
-// way to the cluster.
+// What goes in: every block a request imported from the cluster, as it
+// was fetched (after the same verification as always: checksum, chain,
+// shape, position, f16 range), and every full block the request computed
+// itself, encoded f16, which is lossless for the engine's KV (so with a
+// lossy --codec a block computed here is served from the tier exactly,
+// while the cluster keeps the quantized copy). Both are inserted before
+// the request returns, so the same prompt sent again at once hits the
+// tier even while the background append is still on its way.
 //
+// Why encoded and not decoded float32 (which would skip the decode): on
+// the 125M F16 model (enginebench -ttft) a 1024-token tier hit importing
+// 24 MB of float32 took 21 ms where the remote path decoded and imported
+// the same 6.5 MB of f16 in 8 ms, and allocating a float32 copy of every
+// fetched block made that remote path 46 ms: the import is bound by
+// memory traffic, not by the f16 decode (BenchmarkHotImport). Encoded
+// blocks also take half (f16) or less (int8) of the budget.
+
 // Tenancy: the key is the request's namespace (tenant and cache_salt
 // folded in, namespaceFor) and the block key, so a block of one namespace
 // is never served to a request of another, whatever their tokens.
@@ -50,15 +59,18 @@ type hotKey struct {
 	key prefix.Key
 }
 
-// hotBlock is one block as Sequence.ImportBlock takes it. Shared by every
+// hotBlock is one verified encoded block and its header. Shared by every
 // request that hits it: read-only.
-type hotBlock struct{ k, v []float32 }
+type hotBlock struct {
+	hdr  kvblock.Header
+	data []byte
+}
 
-func (b hotBlock) bytes() int64 { return int64(cap(b.k)+cap(b.v)) * 4 }
+func (b *hotBlock) bytes() int64 { return int64(cap(b.data)) + int64(unsafe.Sizeof(*b)) }
 
 // hotTier is the tier and its metrics; a nil *hotTier is a disabled tier.
 type hotTier struct {
-	c            *hotcache.Cache[hotKey, hotBlock]
+	c            *hotcache.Cache[hotKey, *hotBlock]
 	hits, misses prometheus.Counter
 }
 
@@ -67,7 +79,7 @@ type hotTier struct {
 func newHotTier(cfg *Config, reg prometheus.Registerer) *hotTier {
 	var h *hotTier
 	if cfg.HotCacheBytes > 0 {
-		h = &hotTier{c: hotcache.New[hotKey, hotBlock](cfg.HotCacheBytes, &hotcache.Options{TTL: cfg.HotCacheTTL})}
+		h = &hotTier{c: hotcache.New[hotKey, *hotBlock](cfg.HotCacheBytes, &hotcache.Options{TTL: cfg.HotCacheTTL})}
 	}
 	stat := func(f func(hotcache.Stats) float64) func() float64 {
 		return func() float64 {
@@ -83,7 +95,7 @@ func newHotTier(cfg *Config, reg prometheus.Registerer) *hotTier {
 		Help: "Full prompt blocks the hot tier did not hold (then asked of the cluster, or computed)."})
 	reg.MustRegister(hits, misses,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kvcache_worker_hot_cache_bytes",
-			Help: "Bytes the hot tier holds: decoded blocks plus per-entry overhead."},
+			Help: "Bytes the hot tier holds: encoded blocks plus per-entry overhead."},
 			stat(func(s hotcache.Stats) float64 { return float64(s.Bytes) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kvcache_worker_hot_cache_capacity_bytes",
 			Help: "The hot tier's byte budget (--hot-cache-bytes; 0: disabled)."},
@@ -111,12 +123,14 @@ func (h *hotTier) restore(ns prefix.Namespace, seq *model.Sequence, keys []prefi
 		return 0
 	}
 	t0 := time.Now()
+	var kv kvblock.KV
 	n := 0
 	for ; n < len(keys); n++ {
 		b, ok := h.c.Get(hotKey{ns, keys[n]})
-		if !ok || seq.ImportBlock(n, b.k, b.v) != nil {
-			// ImportBlock fails only on a block of another shape, which
-			// the tier never holds: both paths are a miss.
+		if !ok || kvblock.DecodeVerified(&b.hdr, b.data, &kv) != nil || seq.ImportBlock(n, kv.K, kv.V) != nil {
+			// Decode and import fail only on a block that was not
+			// verified for this position, which the tier never holds:
+			// every path is a miss.
 			break
 		}
 	}
@@ -127,12 +141,13 @@ func (h *hotTier) restore(ns prefix.Namespace, seq *model.Sequence, keys []prefi
 	return n
 }
 
-// put inserts a block the tier may keep; it owns k and v from then on.
-func (h *hotTier) put(ns prefix.Namespace, key prefix.Key, k, v []float32) {
+// put inserts a verified block (h is its header); the tier owns data from
+// then on.
+func (h *hotTier) put(ns prefix.Namespace, key prefix.Key, hdr *kvblock.Header, data []byte) {
 	if h == nil {
 		return
 	}
-	b := hotBlock{k, v}
+	b := &hotBlock{hdr: *hdr, data: data}
 	h.c.Put(hotKey{ns, key}, b, b.bytes())
 }
 
@@ -156,20 +171,33 @@ func (w *Worker) keepHot(ns prefix.Namespace, seq *model.Sequence, prompt, gener
 	tokens := make([]int, 0, to*b)
 	tokens = append(tokens, prompt[:min(len(prompt), to*b)]...)
 	tokens = append(tokens, generated[:to*b-len(tokens)]...)
-	h.keepComputed(ns, seq, tokens, fetched, to)
+	h.keepComputed(ns, seq, w.shape, tokens, fetched, to)
 }
 
-// keepComputed inserts the full blocks [from, to) of seq, keyed along
-// tokens (to*B of them).
-func (h *hotTier) keepComputed(ns prefix.Namespace, seq *model.Sequence, tokens []int, from, to int) {
+// keepComputed inserts the full blocks [from, to) of seq, each of shape,
+// keyed along tokens (to*B of them), encoded f16: the KV exactly as
+// computed.
+func (h *hotTier) keepComputed(ns prefix.Namespace, seq *model.Sequence, shape kvblock.Shape, tokens []int, from, to int) {
 	b := seq.BlockTokens()
 	keys := prefix.BlockKeys(ns, toU32(tokens[:to*b]), b)
-	bl := seq.BlockLen()
+	n := shape.Elements()
+	kv := kvblock.KV{Shape: shape, K: make([]float32, n), V: make([]float32, n)}
 	for i := from; i < to; i++ {
-		k, v := make([]float32, bl), make([]float32, bl)
-		if seq.ExportBlock(i, k, v) != nil {
+		if seq.ExportBlock(i, kv.K, kv.V) != nil {
 			return
 		}
-		h.put(ns, keys[i], k, v)
+		m := kvblock.Meta{Codec: kvblock.F16, StartPos: uint32(i * b), RoPE: true, Sinks: -1}
+		if i > 0 {
+			m.Parent, m.HasParent = keys[i-1], true
+		}
+		data, err := kvblock.Encode(nil, &kv, m)
+		if err != nil {
+			return
+		}
+		hdr, err := kvblock.ParseHeader(data)
+		if err != nil {
+			return
+		}
+		h.put(ns, keys[i], &hdr, data)
 	}
 }

@@ -208,7 +208,9 @@ func TestHotTierIsolatesNamespaces(t *testing.T) {
 // (counted) and requests keep working; a TTL drops blocks on age.
 func TestHotTierBudget(t *testing.T) {
 	m := tinyModel(t)
-	perBlock := int64(2*m.NewSequence(hotB).BlockLen()*4) + 200 // payload + generous overhead
+	// An f16 block (what the tier keeps of computed KV) and a generous
+	// allowance for the per-entry overhead: 5 fit, 6 do not.
+	perBlock := int64(m.KVBytesPerToken()*hotB+kvblock.HeaderSize) + 400
 	budget := 5 * perBlock
 	w := newWorker(t, Config{BlockTokens: hotB, HotCacheBytes: budget}) // no cluster: a local prompt cache
 	ctx := context.Background()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/kvcache/kvcache/pkg/client"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -131,5 +132,11 @@ func (w *Worker) cacheError(op string, err error) {
 		return
 	}
 	w.met.cacheErrors.WithLabelValues(op).Inc()
+	if errors.Is(err, client.ErrUnauthenticated) || errors.Is(err, client.ErrPermissionDenied) {
+		// Not a node failing: this worker's credentials, until fixed,
+		// fail every call.
+		w.log.Error("cache "+op+" refused the worker's credentials (--cache-token, --cache-tls-*); recomputing", "err", err)
+		return
+	}
 	w.log.Warn("cache "+op+" failed; recomputing", "err", err)
 }

@@ -79,9 +79,6 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 	var kv kvblock.KV
 	for j, blk := range blocks {
 		i := from + j
-		if w.hot != nil {
-			kv = kvblock.KV{} // the tier keeps this block's buffers
-		}
 		h, err := kvblock.Decode(blk, &kv)
 		if err == nil {
 			err = w.checkBlock(&h, &kv, i)
@@ -93,7 +90,7 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 			w.cacheError("decode", err)
 			break
 		}
-		w.hot.put(ns, keys[i], kv.K, kv.V)
+		w.hot.put(ns, keys[i], &h, blk) // FetchRaw gave it its own buffer
 		t.FetchedBlocks++
 		t.FetchedBytes += len(blk)
 	}
