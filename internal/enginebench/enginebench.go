@@ -147,8 +147,11 @@ func Main(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		return nil
 	}
 	server := o.llamaServer
-	if server == "" {
+	switch server {
+	case "":
 		server, _ = exec.LookPath("llama-server")
+	case "none":
+		server = ""
 	}
 	return runTTFT(ctx, stdout, stderr, o, f16, server)
 }
