@@ -34,6 +34,10 @@ type Model struct {
 
 	digestOnce sync.Once
 	digest     [32]byte
+
+	// kvFree holds the KV buffers of released sequences for Reserve to
+	// reuse (see Sequence.Release).
+	kvFree kvPool
 }
 
 // layer holds one transformer block's weights; matrices are row-major

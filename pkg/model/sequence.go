@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/kvcache/kvcache/internal/half"
 )
@@ -70,6 +71,13 @@ func (s *Sequence) Truncate(n int) {
 func (s *Sequence) Reserve(tokens int) {
 	kd := s.m.cfg.KVDim()
 	want := min(tokens, s.m.cfg.ContextLen) * kd
+	if s.n == 0 && len(s.k) > 0 && cap(s.k[0]) == 0 {
+		// A fresh sequence: take released buffers that fit, already
+		// faulted in, instead of allocating (and zeroing) them again.
+		if k, v, ok := s.m.kvFree.take(want); ok {
+			s.k, s.v = k, v
+		}
+	}
 	for l := range s.k {
 		s.k[l] = reserve(s.k[l], want)
 		s.v[l] = reserve(s.v[l], want)
@@ -83,6 +91,72 @@ func reserve(x []float32, n int) []float32 {
 	y := make([]float32, len(x), n)
 	copy(y, x)
 	return y
+}
+
+// Release empties the sequence and hands its KV buffers to the model for
+// a later Reserve to reuse, so that requests in a row do not allocate and
+// zero their KV again. The caller must not use the sequence's KV (nor
+// anything still reading it) after Release; the sequence itself stays
+// usable, empty. At most kvPoolMax buffer sets are kept.
+func (s *Sequence) Release() {
+	if len(s.k) > 0 && cap(s.k[0]) > 0 {
+		s.m.kvFree.put(s.k, s.v)
+	}
+	kl := len(s.k)
+	s.k, s.v, s.n = make([][]float32, kl), make([][]float32, kl), 0
+}
+
+// kvPoolMax bounds the released KV buffer sets a model keeps: one per
+// forward pass that can run at once is enough for back-to-back requests.
+const kvPoolMax = 2
+
+// kvPool is a small bounded free list of per-layer KV buffers.
+type kvPool struct {
+	mu   sync.Mutex
+	sets []kvSet
+}
+
+type kvSet struct{ k, v [][]float32 }
+
+func (p *kvPool) put(k, v [][]float32) {
+	for l := range k {
+		k[l], v[l] = k[l][:0], v[l][:0]
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.sets) < kvPoolMax {
+		p.sets = append(p.sets, kvSet{k, v})
+		return
+	}
+	// Keep the larger buffers: they fit more requests.
+	for i := range p.sets {
+		if cap(p.sets[i].k[0]) < cap(k[0]) {
+			p.sets[i] = kvSet{k, v}
+			return
+		}
+	}
+}
+
+// take returns a set whose every buffer has room for want values.
+func (p *kvPool) take(want int) (k, v [][]float32, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, s := range p.sets {
+		if fits(s.k, want) && fits(s.v, want) {
+			p.sets = slices.Delete(p.sets, i, i+1)
+			return s.k, s.v, true
+		}
+	}
+	return nil, nil, false
+}
+
+func fits(x [][]float32, want int) bool {
+	for _, b := range x {
+		if cap(b) < want {
+			return false
+		}
+	}
+	return true
 }
 
 // ExportBlock copies full block i into k and v, each of length BlockLen(),

@@ -18,7 +18,8 @@ const putBatch = 32
 
 // appendJob is a finished sequence whose blocks [from, to) were computed
 // here and should be stored. The appender owns seq from then on: the
-// request is done with it, so exporting needs no copy on the response path.
+// request is done with it, so exporting needs no copy on the response path,
+// and releases it (Sequence.Release) when done or dropped.
 type appendJob struct {
 	ns       prefix.Namespace // the request's (namespaceFor)
 	seq      *model.Sequence
@@ -89,6 +90,7 @@ func (a *appender) enqueue(j appendJob) {
 	defer a.mu.Unlock()
 	if a.closed {
 		a.w.met.appendDropped.Add(float64(j.to - j.from))
+		j.seq.Release()
 		close(j.done)
 		return
 	}
@@ -101,6 +103,7 @@ func (a *appender) enqueue(j appendJob) {
 		a.nPending.Add(1)
 	default:
 		a.w.met.appendDropped.Add(float64(j.to - j.from))
+		j.seq.Release()
 		close(j.done)
 	}
 }
@@ -124,6 +127,7 @@ func (a *appender) loop() {
 		if err := a.store(j); err != nil {
 			a.w.cacheError("append", err)
 		}
+		j.seq.Release()
 		close(j.done)
 		a.finish()
 	}

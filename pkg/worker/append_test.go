@@ -20,9 +20,11 @@ func TestAppendNeverBlocks(t *testing.T) {
 	}
 	const jobs = 200
 	done := make(chan struct{})
+	// Each job gets its own copy: the appender releases the sequence it
+	// is given.
 	go func() {
 		for range jobs {
-			w.appendLater(w.ns, seq, prompt, nil, 0)
+			w.appendLater(w.ns, seq.Fork(), prompt, nil, 0)
 		}
 		close(done)
 	}()
@@ -37,8 +39,8 @@ func TestAppendNeverBlocks(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_ = w.Close(ctx)                         // may abandon the queued jobs
-	w.appendLater(w.ns, seq, prompt, nil, 0) // after Close: dropped, no panic
+	_ = w.Close(ctx)                                // may abandon the queued jobs
+	w.appendLater(w.ns, seq.Fork(), prompt, nil, 0) // after Close: dropped, no panic
 	if got := metricValue(t, w, "kvcache_worker_append_dropped_blocks_total", ""); got != dropped+2 {
 		t.Errorf("append after Close: dropped %v, want %v", got, dropped+2)
 	}

@@ -167,7 +167,13 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 			gen = runs[0].Tokens
 		}
 		w.keepHot(ns, seq, req.Prompt, gen, fetched)
-		w.waitAppend(ctx, w.appendLater(ns, seq, req.Prompt, gen, fetched))
+		done := w.appendLater(ns, seq, req.Prompt, gen, fetched)
+		if done == nil {
+			// Nothing queued holds seq: its KV buffers serve the next
+			// request (the appender releases a queued one when done).
+			seq.Release()
+		}
+		w.waitAppend(ctx, done)
 	}()
 	defer func() { res.collect(runs) }()
 
