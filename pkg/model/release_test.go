@@ -26,8 +26,8 @@ func TestReleaseReuse(t *testing.T) {
 	want := prefill(t, m.NewSequence(bt), toks)
 
 	tests := []struct {
-		name   string
-		imp bool
+		name string
+		imp  bool
 	}{{"prefill", false}, {"import", true}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
