@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/kvcache/kvcache/internal/buildinfo"
+	"github.com/kvcache/kvcache/internal/childproc"
 )
 
 func main() {
@@ -82,12 +83,12 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	var procs []*proc
+	var procs []*childproc.Proc
 	// Cleanup runs on every path out of run, Ctrl-C included: the signal
 	// only cancels ctx, so the deferred stops still happen.
 	defer func() {
 		for i := len(procs) - 1; i >= 0; i-- {
-			if err := procs[i].stop(5 * time.Second); err != nil {
+			if err := procs[i].Stop(5 * time.Second); err != nil {
 				fmt.Fprintln(os.Stderr, "kvdemo:", err)
 			}
 		}
@@ -144,19 +145,19 @@ type endpoint struct {
 
 // startCluster starts the nodes and then the workers, appending every
 // child to procs as soon as it runs so the caller can stop it.
-func startCluster(ctx context.Context, o options, dir string, procs *[]*proc, prog *progress) ([]endpoint, error) {
+func startCluster(ctx context.Context, o options, dir string, procs *[]*childproc.Proc, prog *progress) ([]endpoint, error) {
 	prog.printf("starting %d cache nodes and %d workers (logs in %s)", o.nodes, o.workers, dir)
 	var addrs []string
 	for i := range o.nodes {
 		name := fmt.Sprintf("node-%d", i+1)
 		data := filepath.Join(dir, name)
-		p, err := startProc(dir, name, "grpc", filepath.Join(o.bin, "cachenode"),
+		p, err := childproc.Start(dir, name, "grpc", filepath.Join(o.bin, "cachenode"),
 			"--listen", "127.0.0.1:0", "--data-listen", "127.0.0.1:0", "--metrics-listen", "", "--data", data, "--node-id", name)
 		if err != nil {
 			return nil, err
 		}
 		*procs = append(*procs, p)
-		a, err := p.waitAddr(ctx)
+		a, err := p.WaitAddr(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -166,7 +167,7 @@ func startCluster(ctx context.Context, o options, dir string, procs *[]*proc, pr
 	var eps []endpoint
 	for i := range o.workers {
 		name := fmt.Sprintf("worker-%d", i+1)
-		p, err := startProc(dir, name, "http", filepath.Join(o.bin, "worker"),
+		p, err := childproc.Start(dir, name, "http", filepath.Join(o.bin, "worker"),
 			"--listen", "127.0.0.1:0", "--cache-nodes", strings.Join(addrs, ","), "--codec", o.codec)
 		if err != nil {
 			return nil, err
@@ -176,10 +177,10 @@ func startCluster(ctx context.Context, o options, dir string, procs *[]*proc, pr
 	}
 	for i, p := range (*procs)[o.nodes:] {
 		stop := prog.during(eps[i].name + ": loading the model")
-		a, err := p.waitAddr(ctx)
+		a, err := p.WaitAddr(ctx)
 		if err == nil {
 			eps[i].url = "http://" + a
-			err = waitHealthy(ctx, eps[i].url)
+			err = childproc.WaitHTTP(ctx, eps[i].url+"/healthz")
 		}
 		stop()
 		if err != nil {
@@ -188,24 +189,6 @@ func startCluster(ctx context.Context, o options, dir string, procs *[]*proc, pr
 		prog.printf("%s ready on %s", eps[i].name, eps[i].url)
 	}
 	return eps, nil
-}
-
-// waitHealthy polls /healthz until it answers 200.
-func waitHealthy(ctx context.Context, url string) error {
-	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/healthz", nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s not healthy: %w", url, ctx.Err())
-		case <-time.After(delay):
-		}
-	}
 }
 
 type served struct {

@@ -29,14 +29,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/kvcache/kvcache/internal/childproc"
 )
 
 // ttftSample is one request as the client saw it, with what the server
@@ -232,20 +231,20 @@ func runTTFT(ctx context.Context, stdout, stderr io.Writer, o options, path, lla
 		return err
 	}
 	defer os.RemoveAll(dir)
-	var procs []*child
+	var procs []*childproc.Proc
 	defer func() {
 		for _, p := range procs {
-			p.stop()
+			_ = p.Stop(10 * time.Second)
 		}
 	}()
 	fmt.Fprintf(stderr, "TTFT: starting a cache node, three workers%s (logs in %s)\n", map[bool]string{true: " and llama-server", false: ""}[llamaServer != ""], dir)
-	node, err := startChild(dir, "cachenode", "grpc", cachenode, "--listen", "127.0.0.1:0", "--data-listen", "127.0.0.1:0",
+	node, err := childproc.Start(dir, "cachenode", "grpc", cachenode, "--listen", "127.0.0.1:0", "--data-listen", "127.0.0.1:0",
 		"--metrics-listen", "", "--data", filepath.Join(dir, "node"), "--capacity", "2GiB")
 	if err != nil {
 		return err
 	}
 	procs = append(procs, node)
-	nodeAddr, err := node.waitAddr(ctx)
+	nodeAddr, err := node.WaitAddr(ctx)
 	if err != nil {
 		return err
 	}
@@ -259,17 +258,17 @@ func runTTFT(ctx context.Context, stdout, stderr io.Writer, o options, path, lla
 		if name == "worker-c" {
 			args = append(slices.Clip(wargs), "--hot-cache-bytes", "0")
 		}
-		p, err := startChild(dir, name, "http", worker, args...)
+		p, err := childproc.Start(dir, name, "http", worker, args...)
 		if err != nil {
 			return err
 		}
 		procs = append(procs, p)
-		a, err := p.waitAddr(ctx)
+		a, err := p.WaitAddr(ctx)
 		if err != nil {
 			return err
 		}
 		urls[i] = "http://" + a
-		if err := waitOK(ctx, urls[i]+"/healthz"); err != nil {
+		if err := childproc.WaitHTTP(ctx, urls[i]+"/healthz"); err != nil {
 			return err
 		}
 	}
@@ -279,15 +278,15 @@ func runTTFT(ctx context.Context, stdout, stderr io.Writer, o options, path, lla
 		if err != nil {
 			return err
 		}
-		p, err := startChild(dir, "llama-server", "", llamaServer, "-m", path, "-t", strconv.Itoa(o.threads),
+		p, err := childproc.Start(dir, "llama-server", "", llamaServer, "-m", path, "-t", strconv.Itoa(o.threads),
 			"--host", "127.0.0.1", "--port", strconv.Itoa(port), "-c", strconv.Itoa(BenchConfig().ContextLen), "-np", "1")
 		if err != nil {
 			return err
 		}
 		procs = append(procs, p)
 		llamaURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-		if err := waitOK(ctx, llamaURL+"/health"); err != nil {
-			return fmt.Errorf("llama-server: %w (log %s)", err, p.logPath)
+		if err := childproc.WaitHTTP(ctx, llamaURL+"/health"); err != nil {
+			return fmt.Errorf("llama-server: %w (log %s)", err, p.LogPath)
 		}
 	}
 	res := ttftResults{}
@@ -371,27 +370,6 @@ func ask(ctx context.Context, url string, body any, parse func([]byte, float64) 
 	return parse(out, wall)
 }
 
-// waitOK polls url until it answers 200 (llama-server answers 503 while
-// it loads the model).
-func waitOK(ctx context.Context, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready: %w", url, ctx.Err())
-		case <-time.After(delay):
-		}
-	}
-}
-
 // waitAppended polls the worker's append_pending gauge until its blocks
 // are stored on the node.
 func waitAppended(ctx context.Context, url string) error {
@@ -436,86 +414,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// child is a started process whose output goes to a log file; the
-// kvcache binaries log JSON to stderr, and addrKey names the attribute
-// carrying the address they bound (port 0, so no free-port race).
-type child struct {
-	cmd     *exec.Cmd
-	logPath string
-	addr    chan string
-	exited  chan struct{}
-	err     error
-}
-
-func startChild(dir, name, addrKey, bin string, args ...string) (*child, error) {
-	logPath := filepath.Join(dir, name+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout = logf
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		logf.Close()
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	c := &child{cmd: cmd, logPath: logPath, addr: make(chan string, 1), exited: make(chan struct{})}
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		var once sync.Once
-		sc := bufio.NewScanner(io.TeeReader(stderr, logf))
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var line map[string]any
-			if addrKey == "" || json.Unmarshal(sc.Bytes(), &line) != nil {
-				continue
-			}
-			if a, ok := line[addrKey].(string); ok && a != "" {
-				once.Do(func() { c.addr <- a })
-			}
-		}
-		_, _ = io.Copy(logf, stderr)
-	}()
-	go func() {
-		<-scanned
-		c.err = cmd.Wait()
-		logf.Close()
-		close(c.exited)
-	}()
-	return c, nil
-}
-
-func (c *child) waitAddr(ctx context.Context) (string, error) {
-	select {
-	case a := <-c.addr:
-		return a, nil
-	case <-c.exited:
-		return "", fmt.Errorf("%s exited before serving (%v); log %s", c.cmd.Path, c.err, c.logPath)
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
-}
-
-// stop sends SIGTERM and kills the process if it has not exited in 10 s.
-func (c *child) stop() {
-	select {
-	case <-c.exited:
-		return
-	default:
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(10 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.exited
-	}
 }
