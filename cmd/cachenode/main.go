@@ -37,11 +37,11 @@ func run() error {
 		streams  uint
 	)
 	flag.StringVar(&cfg.Listen, "listen", ":7070", "gRPC listen address")
-	flag.StringVar(&cfg.DataListen, "data-listen", ":7071", "TCP address of the bulk data plane, advertised to clients by port (empty to disable; default: port 7071 on the host of --listen)")
+	flag.StringVar(&cfg.DataListen, "data-listen", ":7071", "TCP address of the bulk data plane, advertised to clients by port (empty to disable; default: the host of --listen, its port + 1: :7071 for :7070)")
 	flag.StringVar(&cfg.Data, "data", "./data", "directory for the block store file")
 	flag.StringVar(&capacity, "capacity", "0", "byte budget of the store, e.g. 20GiB (0 = unlimited)")
 	flag.StringVar(&maxBlock, "max-block", "64MiB", "largest block accepted")
-	flag.StringVar(&cfg.MetricsListen, "metrics-listen", ":9090", "HTTP address for /metrics and /healthz (empty to disable; default: port 9090 on the host of --listen)")
+	flag.StringVar(&cfg.MetricsListen, "metrics-listen", ":9090", "HTTP address for /metrics and /healthz (empty to disable; default: the host of --listen, its port + 2020: :9090 for :7070)")
 	sec := &cfg.Security
 	flag.StringVar(&sec.TLSCert, "tls-cert", "", "PEM certificate: TLS on gRPC, the data plane and metrics (reloaded on change and SIGHUP)")
 	flag.StringVar(&sec.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
@@ -69,10 +69,10 @@ func run() error {
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if !set["data-listen"] {
-		cfg.DataListen = cachenode.HostPort(cfg.Listen, "7071")
+		cfg.DataListen = cachenode.DerivedAddr(cfg.Listen, cachenode.DataPortOffset, "7071")
 	}
 	if !set["metrics-listen"] {
-		cfg.MetricsListen = cachenode.HostPort(cfg.Listen, "9090")
+		cfg.MetricsListen = cachenode.DerivedAddr(cfg.Listen, cachenode.MetricsPortOffset, "9090")
 	}
 
 	if os.Getenv("GOGC") == "" {

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -205,4 +206,27 @@ func HostPort(listen, port string) string {
 		host = ""
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// Default port offsets from --listen's port (as Redis puts its cluster
+// bus at port+10000): the defaults 7070, 7071 and 9090, and a second node
+// on --listen :7080 gets 7081 and 9100 instead of colliding with the first.
+const (
+	DataPortOffset    = 1
+	MetricsPortOffset = 2020
+)
+
+// DerivedAddr is the default address of a listener beside listen's:
+// listen's host, and its port plus offset. Port 0 (any free port) stays 0;
+// a port that is not a number, or would pass 65535, gives fallback.
+func DerivedAddr(listen string, offset int, fallback string) string {
+	_, p, err := net.SplitHostPort(listen)
+	port, perr := strconv.Atoi(p)
+	switch {
+	case err != nil || perr != nil || port < 0 || port+offset > 65535:
+		return HostPort(listen, fallback)
+	case port == 0:
+		return HostPort(listen, "0")
+	}
+	return HostPort(listen, strconv.Itoa(port+offset))
 }

@@ -469,3 +469,25 @@ func TestAttacksBeforeAuth(t *testing.T) {
 		t.Fatalf("attacker's delete %d, %v; want 8", d.GetDeleted(), err)
 	}
 }
+
+func TestDerivedAddr(t *testing.T) {
+	for _, c := range []struct {
+		listen string
+		offset int
+		want   string
+	}{
+		{":7070", cachenode.DataPortOffset, ":7071"},
+		{":7070", cachenode.MetricsPortOffset, ":9090"},
+		{"127.0.0.1:7080", cachenode.DataPortOffset, "127.0.0.1:7081"},
+		{"127.0.0.1:7080", cachenode.MetricsPortOffset, "127.0.0.1:9100"},
+		{"[::1]:7070", cachenode.DataPortOffset, "[::1]:7071"},
+		{"127.0.0.1:0", cachenode.DataPortOffset, "127.0.0.1:0"},
+		{"127.0.0.1:65535", cachenode.DataPortOffset, "127.0.0.1:fb"},
+		{"localhost:grpc", cachenode.DataPortOffset, "localhost:fb"},
+		{"no-port", cachenode.DataPortOffset, ":fb"},
+	} {
+		if got := cachenode.DerivedAddr(c.listen, c.offset, "fb"); got != c.want {
+			t.Errorf("DerivedAddr(%q, %d) = %q; want %q", c.listen, c.offset, got, c.want)
+		}
+	}
+}
