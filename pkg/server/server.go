@@ -194,15 +194,14 @@ func (s *Server) Lookup(ctx context.Context, req *kvcachev1.LookupRequest) (*kvc
 
 // Get implements kvcachev1.KVCacheServiceServer.
 //
-// Blocks are sent straight out of bbolt's memory map: with Codec installed
-// (GRPCOptions) a message references the mapped bytes and the transport
-// copies them once, into its write buffer. Mapped bytes are valid only while
-// their read transaction is open, so a transaction ends only after the
-// transport has released every buffer sent from it (sendTracker); it is
-// also ended and a new one begun every getWindowBytes, so one long Get
-// never pins a transaction (and the pages it sees) for long. Without Codec,
-// Send copies each message before returning and the same code is merely
-// conservative.
+// Each block is copied out of the store (Store.Get, one short read
+// transaction) before it is streamed: a read transaction keeps every page
+// freed while it is open from being reused, so one held for as long as a
+// slow client takes to read would let the files grow past the capacity
+// with whatever is written meanwhile. With Codec installed (GRPCOptions) a
+// message references the copy and the transport copies it once more, into
+// its write buffer; the copy is reused for the next block once the
+// transport has released it (sendTracker), else a new one is taken.
 func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCacheService_GetServer) error {
 	ctx := stream.Context()
 	ns, keys, err := s.parseKeys(ctx, req.GetNamespace(), req.GetKeys())
@@ -216,74 +215,44 @@ func (s *Server) Get(req *kvcachev1.GetRequest, stream kvcachev1.KVCacheService_
 	}
 	track := newSendTracker()
 	msg := &chunk{track: track}
-	for start := 0; start < len(keys); {
-		sent := 0
-		next, stop := start, false
-		// The store's View stops between keys when its context ends, which
-		// would close the transaction with buffers in flight; it gets a
-		// context that does not end, and fn checks ctx itself.
-		err := s.st.View(context.WithoutCancel(ctx), ns, keys[start:], func(j int, block []byte, found bool) (err error) {
-			i := start + j
-			defer func() {
-				// Every way out of the transaction waits for the transport.
-				if err != nil || i == len(keys)-1 {
-					track.wait(ctx)
-				}
-			}()
-			if err := ctx.Err(); err != nil {
+	var buf []byte
+	for i, k := range keys {
+		if track.out.Load() > 0 {
+			buf = nil // the transport still holds the previous block
+		}
+		block, err := s.st.Get(ctx, ns, k, buf)
+		msg.GetResponse = kvcachev1.GetResponse{Index: uint32(i)}
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			tu.Misses.Add(1)
+			msg.Missing = true
+			if err := stream.SendMsg(msg); err != nil {
 				return err
 			}
-			next = i + 1
-			msg.GetResponse = kvcachev1.GetResponse{Index: uint32(i)}
-			if !found {
-				tu.Misses.Add(1)
-				msg.Missing = true
-				if err := stream.SendMsg(msg); err != nil {
-					return err
-				}
-				if req.GetStopAtMiss() {
-					stop = true
-					return errWindow
-				}
+			if req.GetStopAtMiss() {
 				return nil
 			}
-			tu.Hits.Add(1)
-			msg.BlockSize = uint32(len(block))
-			for off := 0; off < len(block) || off == 0; off += chunkBytes {
-				end := min(off+chunkBytes, len(block))
-				msg.Offset, msg.Data = uint32(off), block[off:end]
-				if err := stream.SendMsg(msg); err != nil {
-					return err
-				}
-				if end == len(block) {
-					break
-				}
-			}
-			msg.Data = nil
-			if sent += len(block); sent >= getWindowBytes {
-				return errWindow
-			}
-			return nil
-		})
-		switch {
-		case errors.Is(err, errWindow) && !stop:
-		case errors.Is(err, errWindow):
-			return nil
+			continue
 		case err != nil:
 			return toStatus(err)
 		}
-		start = next
+		buf = block
+		tu.Hits.Add(1)
+		msg.BlockSize = uint32(len(block))
+		for off := 0; off < len(block) || off == 0; off += chunkBytes {
+			end := min(off+chunkBytes, len(block))
+			msg.Offset, msg.Data = uint32(off), block[off:end]
+			if err := stream.SendMsg(msg); err != nil {
+				return err
+			}
+			if end == len(block) {
+				break
+			}
+		}
+		msg.Data = nil
 	}
 	return nil
 }
-
-// getWindowBytes is how many block bytes Get sends from one read
-// transaction before it waits for the transport and begins another.
-const getWindowBytes = 64 << 20
-
-// errWindow ends a Get read transaction early (window full, or a miss with
-// stop_at_miss).
-var errWindow = errors.New("server: end of read window")
 
 // Delete implements kvcachev1.KVCacheServiceServer.
 func (s *Server) Delete(ctx context.Context, req *kvcachev1.DeleteRequest) (*kvcachev1.DeleteResponse, error) {
