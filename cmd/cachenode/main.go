@@ -39,7 +39,7 @@ func run() error {
 	flag.StringVar(&cfg.Listen, "listen", ":7070", "gRPC listen address")
 	flag.StringVar(&cfg.DataListen, "data-listen", ":7071", "TCP address of the bulk data plane, advertised to clients by port (empty to disable; default: the host of --listen, its port + 1: :7071 for :7070)")
 	flag.StringVar(&cfg.Data, "data", "./data", "directory for the block store file")
-	flag.StringVar(&capacity, "capacity", "0", "byte budget of the store, e.g. 20GiB (0 = unlimited)")
+	flag.StringVar(&capacity, "capacity", "0", "byte budget of the store, in bytes of blocks; its files stay within it + 10% on disk (0 = unlimited), e.g. 20GiB")
 	flag.StringVar(&maxBlock, "max-block", "64MiB", "largest block accepted")
 	flag.StringVar(&cfg.MetricsListen, "metrics-listen", ":9090", "HTTP address for /metrics and /healthz (empty to disable; default: the host of --listen, its port + 2020: :9090 for :7070)")
 	sec := &cfg.Security

@@ -39,6 +39,11 @@ type DB struct {
 
 	hits, misses, evictions, puts, putBytes atomic.Int64
 	commits, batchedOps                     atomic.Int64 // group-commit efficiency, for benchmarks
+
+	guard         *diskGuard // keeps the files within the disk bound (disk.go)
+	gates         [commitShards]readGate
+	overshoots    atomic.Int64 // commits that had to take the files past it
+	diskEvictions atomic.Int64 // blocks evicted for it beyond Capacity
 }
 
 var _ Store = (*DB)(nil)
@@ -89,6 +94,7 @@ func open(path string, cfg config) (*DB, error) {
 		}
 		db.shards = append(db.shards, b)
 	}
+	db.guard = newDiskGuard(cfg.capacity, db.shards)
 	db.idx = newIndex(cfg.quotas)
 	var dups [commitShards][]blockID
 	for i, b := range db.shards {
@@ -145,14 +151,18 @@ func openShard(path string, cfg *config) (*bbolt.DB, error) {
 		return nil, err
 	}
 	// Grow the file in 64 MiB steps (default 16 MiB): each growth is a
-	// truncate plus fsync inside a commit.
-	b.AllocSize = 64 << 20
+	// truncate plus fsync inside a commit. Commits near the disk bound use
+	// smaller steps (disk.go).
+	b.AllocSize = defaultAllocSize
 	if err := b.Update(initLayout); err != nil {
 		b.Close()
 		return nil, err
 	}
 	return b, nil
 }
+
+// defaultAllocSize is how far a file grows at once (bbolt's AllocSize).
+const defaultAllocSize = 64 << 20
 
 // read runs fn in read transactions of every shard, with their blocks
 // buckets, taken in shard order (so two readers never wait on each other).
@@ -169,6 +179,8 @@ func (db *DB) read(ctx context.Context, fn func(blocks []*bbolt.Bucket) error) e
 		if i == len(db.shards) {
 			return fn(blocks)
 		}
+		g := &db.gates[i]
+		defer g.exit(g.enter())
 		return db.shards[i].View(func(tx *bbolt.Tx) error {
 			blocks = append(blocks, tx.Bucket(bucketBlocks))
 			return view(i + 1)

@@ -12,3 +12,9 @@ func OpenCommitHook(path string, opts *Options, hook func(shard int)) (*DB, erro
 	cfg.committed = hook
 	return open(path, cfg)
 }
+
+// DiskCounts returns how many commits took db's files past the disk bound
+// and how many blocks it evicted beyond Capacity to stay within it.
+func DiskCounts(db *DB) (overshoots, evictions int64) {
+	return db.overshoots.Load(), db.diskEvictions.Load()
+}

@@ -297,12 +297,15 @@ type leafHeap struct {
 	slot int
 }
 
-func (h leafHeap) Len() int { return len(h.es) }
-func (h leafHeap) Less(i, j int) bool {
-	if h.es[i].access != h.es[j].access {
-		return h.es[i].access < h.es[j].access
+func (h leafHeap) Len() int           { return len(h.es) }
+func (h leafHeap) Less(i, j int) bool { return h.less(h.es[i], h.es[j]) }
+
+// less orders two entries as the heap does.
+func (leafHeap) less(a, b *entry) bool {
+	if a.access != b.access {
+		return a.access < b.access
 	}
-	return h.es[i].seq < h.es[j].seq
+	return a.seq < b.seq
 }
 func (h leafHeap) Swap(i, j int) {
 	h.es[i], h.es[j] = h.es[j], h.es[i]

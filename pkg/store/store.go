@@ -101,9 +101,16 @@ type TenantStats struct {
 type Options struct {
 	// Capacity is the hard budget, in bytes of stored blocks (the sum of
 	// len(block); bbolt's pages, bucket headers and the ~50-byte metadata
-	// record per block are not counted, and neither is file space freed by
-	// evictions, which bbolt reuses but never returns to the file system).
-	// Zero means unlimited.
+	// record per block are not counted). Zero means unlimited.
+	//
+	// DB also keeps its files within Capacity + 10% on disk when Capacity
+	// is 2.5 MiB or more (disk.go): the space bbolt adds (whole pages per
+	// block, metadata pages, pages freed by evictions but not yet
+	// reusable) comes out of that 10%, and when it would not, DB evicts a
+	// few more least recently used leaves of the file being written than
+	// Capacity asks. The bound holds for blocks of many pages (the rounding
+	// to 4 KiB pages alone is 25% for 16 KiB blocks); files written before
+	// it, or by a workload it cannot hold, are not shrunk.
 	Capacity int64
 
 	// MaxBlockBytes is the largest block Put accepts; bigger blocks fail
@@ -124,13 +131,9 @@ type Options struct {
 	// commit starts as soon as the previous one ends and takes every Put
 	// waiting, up to this many bytes and MaxBatchOps operations; there is no
 	// timer. Zero means 1/64 of Capacity, between 64 KiB and 256 MiB (256 MiB
-	// when Capacity is 0). It does not by itself bound the files' size on
-	// disk: a commit cannot reuse the pages its own evictions free, each
-	// block rounds up to whole pages (2-3% for blocks of 66-100 KB), the
-	// blocks of the two files drift apart under the global LRU order (the
-	// writer evens them out past Capacity/64) and pages freed while a read
-	// transaction is open wait for it to end. cachenode's TestSoak measures
-	// 9.4-10.4 MiB on disk at an 8 MiB Capacity.
+	// when Capacity is 0). Smaller batches leave less slack per commit in
+	// the files (the pages a commit's own evictions free are reusable only
+	// by the file's next commit), which the disk bound (Capacity) needs.
 	MaxBatchBytes int
 
 	// MaxBatchOps caps the number of Puts and Deletes in one group commit

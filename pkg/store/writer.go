@@ -52,6 +52,7 @@ type op struct {
 	state     atomic.Int32
 	entry     *entry // set by the writer once planned
 	deferred  int64  // when the writer first put it off to wait for its parent (unix ns)
+	moved     bool   // its first shard had no room for it within the disk bound (disk.go)
 
 	// Delete
 	ids []blockID
@@ -174,6 +175,7 @@ type job struct {
 	puts    []*op    // taken Puts (and failed plans, whose err is set)
 	acts    []action // in order: deferred evictions of the shard, then the plan
 	evicted int
+	moved   bool  // its Puts did not fit its file (disk.go): only its deletions were committed
 	err     error // the commit's, set by commitJob
 }
 
@@ -188,6 +190,10 @@ type writer struct {
 	busy     int    // commits in flight
 	results  chan *job
 	later    [][]blockID // per shard: evicted blocks to delete in its next commit
+	// carry holds Puts planned for a shard whose file had no room for
+	// them within the disk bound; the next commit, of the other shard,
+	// writes them.
+	carry []*op
 }
 
 // run is the writer goroutine.
@@ -211,6 +217,10 @@ func (db *DB) run() {
 		var ops <-chan *op
 		var wait <-chan time.Time
 		var timer *time.Timer
+		var carry <-chan struct{}
+		if len(w.carry) > 0 && !w.inflight[w.next] {
+			carry = ready
+		}
 		if !w.inflight[w.next] && !flushDue {
 			ops = db.ops
 			if len(deferred) > 0 {
@@ -220,17 +230,24 @@ func (db *DB) run() {
 				wait = timer.C
 			}
 		}
+		launch := false // batch holds the deferred Puts: plan a commit
 		select {
 		case j := <-w.results:
 			w.complete(j)
 		case o := <-ops:
 			batch = append(append(batch[:0], deferred...), o)
+			launch = true
 		case <-wait:
 			batch = append(batch[:0], deferred...)
+			launch = true
+		case <-carry:
+			batch = append(batch[:0], deferred...)
+			launch = true
 		case <-tick:
 			flushDue = true
 		case <-db.closing:
 			w.quiesce()
+			w.failCarry(ErrClosed)
 			db.failQueued(deferred, ErrClosed)
 			db.flushAccess()
 			w.flushLater()
@@ -239,7 +256,7 @@ func (db *DB) run() {
 		if timer != nil {
 			timer.Stop()
 		}
-		if len(batch) == 0 {
+		if !launch || len(batch) == 0 && len(w.carry) == 0 {
 			continue
 		}
 		deferred = deferred[:0]
@@ -272,7 +289,7 @@ func (db *DB) run() {
 			w.quiesce()
 			w.delete(dels)
 		}
-		if len(puts) > 0 {
+		if len(puts) > 0 || len(w.carry) > 0 {
 			j := &job{shard: w.next}
 			deferred = w.plan(j, puts, deferred)
 			w.next = db.nextShard(j.shard)
@@ -421,6 +438,20 @@ func (w *writer) plan(j *job, puts []*op, deferred []*op) []*op {
 	w.later[j.shard] = nil
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	for _, o := range w.carry {
+		e := o.entry
+		if db.idx.entries[o.id] != e { // deleted meanwhile
+			o.entry = nil
+			j.puts = append(j.puts, o)
+			continue
+		}
+		db.idx.shardUsed[e.shard] -= e.size
+		e.shard = uint8(j.shard)
+		db.idx.shardUsed[e.shard] += e.size
+		j.puts = append(j.puts, o)
+		j.acts = append(j.acts, action{id: o.id, block: o.block, meta: encodeMeta(e)})
+	}
+	w.carry = nil
 	for _, o := range puts {
 		if db.deferOrphan(o) {
 			deferred = append(deferred, o)
@@ -457,7 +488,7 @@ func (w *writer) plan(j *job, puts []*op, deferred []*op) []*op {
 // goroutine; nothing else writes to the shard meanwhile.
 func (db *DB) commitJob(j *job) *job {
 	if len(j.acts) > 0 {
-		j.err = db.shards[j.shard].Update(func(tx *bbolt.Tx) error { return writeActions(tx, j.acts) })
+		j.err = db.commitActs(j)
 	}
 	if j.err == nil && db.cfg.committed != nil {
 		db.cfg.committed(j.shard)
@@ -489,6 +520,10 @@ func (w *writer) complete(j *job) {
 	w.busy--
 	w.inflight[j.shard] = false
 	if j.err == nil {
+		if j.moved {
+			w.carry = append(w.carry, w.db.ackMoved(j)...)
+			return
+		}
 		w.db.ack(j)
 		return
 	}
@@ -497,17 +532,37 @@ func (w *writer) complete(j *job) {
 		k := <-w.results
 		w.busy--
 		w.inflight[k.shard] = false
-		if k.err != nil {
+		switch {
+		case k.err != nil:
 			failed = append(failed, k)
-		} else {
+		case k.moved:
+			w.carry = append(w.carry, w.db.ackMoved(k)...)
+		default:
 			w.db.ack(k)
 		}
 	}
 	w.reload()
+	w.failCarry(failed[0].err)
 	for _, f := range failed {
 		w.db.ack(f)
 	}
 }
+
+// failCarry fails the Puts waiting in carry (Close, or a reload, which
+// dropped their entries).
+func (w *writer) failCarry(err error) {
+	w.db.mu.Lock()
+	for _, o := range w.carry {
+		o.err = err
+		delete(w.db.inflight, o.id)
+		close(o.done)
+	}
+	w.db.mu.Unlock()
+	w.carry = nil
+}
+
+// ready is always ready to receive from.
+var ready = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // quiesce waits for every commit in flight.
 func (w *writer) quiesce() {
@@ -548,7 +603,9 @@ func (db *DB) ack(j *job) {
 		db.evictions.Add(int64(j.evicted))
 	}
 	for _, o := range j.puts {
-		if o.err == nil {
+		if o.err == nil && o.entry == nil {
+			// carried, and deleted before its commit: as if stored and deleted
+		} else if o.err == nil {
 			if j.err != nil {
 				o.err = j.err
 			} else {
@@ -561,6 +618,26 @@ func (db *DB) ack(j *job) {
 		delete(db.inflight, o.id)
 		close(o.done)
 	}
+}
+
+// ackMoved handles a finished job whose Puts did not fit its file: it
+// counts its evictions, acknowledges its failed plans and returns the
+// Puts to carry to the next commit.
+func (db *DB) ackMoved(j *job) []*op {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	db.evictions.Add(int64(j.evicted))
+	var carry []*op
+	for _, o := range j.puts {
+		if o.err == nil && o.entry != nil {
+			o.moved = true
+			carry = append(carry, o)
+			continue
+		}
+		delete(db.inflight, o.id)
+		close(o.done)
+	}
+	return carry
 }
 
 // delete runs Deletes, with every shard idle: the removals, and the
@@ -596,6 +673,7 @@ func (w *writer) delete(dels []*op) {
 			o.n, o.err = 0, err
 		}
 	}
+	db.guard.refresh(db.shards)
 	for _, o := range dels {
 		close(o.done)
 	}
@@ -689,4 +767,5 @@ func (db *DB) flushAccess() {
 		}
 		db.mu.Unlock()
 	}
+	db.guard.refresh(db.shards)
 }
