@@ -230,12 +230,12 @@ func (n *dataNode) fetch(ctx context.Context, addr string, ns prefix.Namespace, 
 }
 
 // lookup asks, over one data connection to addr, which of keys[idx] the
-// node holds.
-func (n *dataNode) lookup(ctx context.Context, addr string, ns prefix.Namespace, keys []prefix.Key, idx []int) ([]bool, error) {
+// node holds, appended to dst[:0].
+func (n *dataNode) lookup(ctx context.Context, addr string, ns prefix.Namespace, keys []prefix.Key, idx []int, dst []bool) ([]bool, error) {
 	dc, err := n.get(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
 	defer n.put(dc, addr)
-	return dc.Lookup(ctx, ns, keys, idx, nil)
+	return dc.Lookup(ctx, ns, keys, idx, dst)
 }

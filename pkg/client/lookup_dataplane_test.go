@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -150,6 +151,58 @@ func TestLookupFallsBackToGRPC(t *testing.T) {
 	if got := oldRefused.Load(); got != 1 {
 		t.Fatalf("old node refused %d lookups, want 1", got)
 	}
+}
+
+// Concurrent lookups of different lengths over three nodes with two
+// replicas each get their own answer (a lookup's pooled memory is never
+// shared with another's), before and after a node is lost: with a second
+// replica of every key, a lost node costs no hit.
+func TestConcurrentLookupsAcrossNodes(t *testing.T) {
+	nodes, addrs := testnode.Cluster(t, 3, cachenode.Config{DataListen: "127.0.0.1:0"})
+	c, err := client.New(client.Config{Nodes: addrs, Replicas: 2, Logger: quiet(), CallTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := ctxT(t)
+	ns := prefix.Namespace{33}
+	blocks, _ := chain(t, ns, 80, 33)
+	const stored = 60 // and 70..79, after a gap
+	if err := c.Put(ctx, ns, blocks[:stored]); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Put(ctx, ns, blocks[70:]); err != nil {
+		t.Fatal(err)
+	}
+	keys := keysOf(blocks)
+	check := func(phase string) {
+		t.Helper()
+		errs := make(chan error, 4)
+		for g := range 4 {
+			go func() {
+				for r := range 40 {
+					n := 1 + (g*37+r*13)%len(keys)
+					from := (g + r) % 3 * 5 // some lookups start mid-chain
+					from = min(from, n-1)
+					got, err := c.Lookup(ctx, ns, keys[from:n])
+					want := max(min(n, stored)-from, 0)
+					if err != nil || got != want {
+						errs <- fmt.Errorf("%s: Lookup of keys[%d:%d] = %d, %v; want %d", phase, from, n, got, err, want)
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	check("three nodes")
+	nodes[1].Stop(t)
+	check("one node lost")
 }
 
 // BenchmarkLookup512 compares Lookup of 512 present keys on one node over
