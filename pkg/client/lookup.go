@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	kvcachev1 "github.com/kvcache/kvcache/proto/kvcache/v1"
 
@@ -84,8 +85,8 @@ func (op *lookupOp) want(dst []int) []int { return unresolved(dst, op.present, o
 func (op *lookupOp) call(ctx context.Context, node string, idx []int, _ bool, _ *progress) (a lookupAns, err error) {
 	// A lookup is one small answer: silence is all the hedge needs to
 	// know.
-	err = op.c.calls.attempt(ctx, node, func(ctx context.Context, n *peer) (err error) {
-		a, err = op.c.lookupNode(ctx, n, op.ns, op.keys, idx)
+	err = op.c.calls.attemptUntil(ctx, node, func(ctx context.Context, dl time.Time, n *peer) (err error) {
+		a, err = op.c.lookupNode(ctx, dl, n, op.ns, op.keys, idx)
 		return err
 	})
 	return a, err
@@ -135,35 +136,69 @@ func prefixLen(present []bool) int {
 }
 
 // lookupNode answers one Lookup call on one node: the presence of
-// keys[idx[j]] for each j. Over the node's data plane when it has one
+// keys[idx[j]] for each j, by dl (ctx holds only the caller's deadline:
+// see caller.attemptUntil). Over the node's data plane when it has one
 // that knows lookups, else (or when the data plane fails) over gRPC, as
-// fetchNode does.
-func (c *Client) lookupNode(ctx context.Context, n *peer, ns prefix.Namespace, keys []prefix.Key, idx []int) (lookupAns, error) {
-	addr := c.dataAddr(ctx, n)
-	if addr == "" || len(idx) > dataplane.MaxKeysLimit || !n.data.lookupOK() {
-		p, err := lookupGRPC(ctx, n.stub, ns, keys, idx)
-		return lookupAns{p: p}, err
+// fetchNode does. The common case, a known data address and an idle
+// connection, derives no context.
+func (c *Client) lookupNode(ctx context.Context, dl time.Time, n *peer, ns prefix.Namespace, keys []prefix.Key, idx []int) (lookupAns, error) {
+	derived := false
+	addr := ""
+	if !c.dataOff.Load() {
+		addr = n.data.knownAddr()
 	}
+	if addr == "" {
+		// Learning the address (the first time in the foreground) and
+		// gRPC take the deadline in a context.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl)
+		defer cancel()
+		derived = true
+		addr = c.dataAddr(ctx, n)
+	}
+	if addr != "" && len(idx) <= dataplane.MaxKeysLimit && n.data.lookupOK() {
+		a, err := c.lookupData(ctx, dl, n, addr, ns, keys, idx)
+		if err == nil || !c.lookupFallBack(ctx, dl, n, addr, err) {
+			return a, err
+		}
+	}
+	if !derived {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl)
+		defer cancel()
+	}
+	p, err := lookupGRPC(ctx, n.stub, ns, keys, idx)
+	return lookupAns{p: p}, err
+}
+
+// lookupData asks over the data plane at addr, into a pooled buffer.
+func (c *Client) lookupData(ctx context.Context, dl time.Time, n *peer, addr string, ns prefix.Namespace, keys []prefix.Key, idx []int) (lookupAns, error) {
 	bp := presenceBufs.Get().(*[]bool)
-	p, err := n.data.lookup(ctx, addr, ns, keys, idx, *bp)
-	if err == nil {
-		*bp = p
-		return lookupAns{p, bp}, nil
+	p, err := n.data.lookup(ctx, dl, addr, ns, keys, idx, *bp)
+	if err != nil {
+		presenceBufs.Put(bp)
+		return lookupAns{}, err
 	}
-	presenceBufs.Put(bp)
+	*bp = p
+	return lookupAns{p, bp}, nil
+}
+
+// lookupFallBack reports whether a lookup the data plane failed with err
+// should be asked over gRPC, and notes the failure on the node.
+func (c *Client) lookupFallBack(ctx context.Context, dl time.Time, n *peer, addr string, err error) bool {
 	switch {
 	case errors.Is(err, dataplane.ErrNoLookup):
 		// A node older than the lookup extension: its data plane still
 		// serves fetches; lookups go over gRPC for a while.
 		n.data.refuseLookup()
-	case ctx.Err() != nil:
-		return lookupAns{}, err
+	case ctx.Err() != nil || !time.Now().Before(dl):
+		// Out of time on this node: it counts as the node failing.
+		return false
 	default:
 		c.log.Debug("data-plane lookup failed, asking over gRPC", "node", n.addr, "addr", addr, "err", err)
 		n.data.fail()
 	}
-	p, err = lookupGRPC(ctx, n.stub, ns, keys, idx)
-	return lookupAns{p: p}, err
+	return true
 }
 
 // lookupGRPC asks a node which of keys[idx] it holds. A node that answers

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -259,4 +260,57 @@ func smallChain(b *testing.B, ns prefix.Namespace, n int) []client.Block {
 		kvs[i] = kv
 	}
 	return encodeChain(b, ns, 0, kvs)
+}
+
+// silentData is a data plane that reads requests and never answers.
+func silentData(t *testing.T) string {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	go func() {
+		for {
+			nc, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { nc.Close() })
+			go func() { _, _ = io.Copy(io.Discard, nc) }()
+		}
+	}()
+	return lis.Addr().String()
+}
+
+// A data plane that never answers a lookup costs its hits, bounded by
+// the call timeout (the exchange's own deadline, with no context of its
+// own), and is not asked again over gRPC once the attempt is out of time.
+func TestSilentDataPlaneLookupTimesOut(t *testing.T) {
+	ns := prefix.Namespace{34}
+	blocks, _ := chain(t, ns, 3, 34)
+	served := map[prefix.Key][]byte{}
+	for _, b := range blocks {
+		served[b.Key] = b.Data
+	}
+	f := &lookupFake{dataFake: &dataFake{dataAddr: silentData(t), blocks: served}}
+	c, err := client.New(client.Config{Nodes: []string{serveFake(t, f)}, Logger: quiet(), CallTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if n, err := c.Lookup(ctxT(t), ns, keysOf(blocks)); err != nil || n != 0 {
+			t.Errorf("Lookup from a silent data plane = %d, %v; want 0, nil", n, err)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second): // a hang guard, not a latency bound
+		t.Fatal("Lookup from a silent data plane did not give up")
+	}
+	if got := f.lookups.Load(); got != 0 {
+		t.Errorf("%d gRPC lookups after the attempt ran out of time", got)
+	}
 }
