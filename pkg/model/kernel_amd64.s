@@ -904,3 +904,75 @@ r8done:
 	SETEQ  finite+24(FP)
 	VZEROUPPER
 	RET
+
+// Importing f16 KV: convert little-endian IEEE binary16 words to float32
+// (exact) and report whether every word is finite, i.e. has an exponent
+// other than all ones (Inf and NaN would poison attention). The check is
+// the same integer test as the portable halfTo: (w & 0x7c00) == 0x7c00.
+// Sixteen words per iteration; the result is the AND over all of them.
+
+// HALFCHECK ORs into Y14 a 0xffff word wherever the 16 words of Y1 have an
+// all-ones exponent (Y15 holds 0x7c00 in every word). Clobbers Y2.
+#define HALFCHECK \
+	VPAND    Y15, Y1, Y2 \
+	VPCMPEQW Y15, Y2, Y2 \
+	VPOR     Y2, Y14, Y14
+
+// func halfToF32AVX512(dst *float32, src *byte, n16 int) (finite bool)
+TEXT ·halfToF32AVX512(SB), NOSPLIT, $0-25
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n16+16(FP), CX
+	MOVL         $0x7c00, AX
+	VMOVD        AX, X15
+	VPBROADCASTW X15, Y15
+	VPXOR        Y14, Y14, Y14
+	TESTQ        CX, CX
+	JZ           hi16done
+
+hi16loop:
+	VMOVDQU   (SI), Y1
+	HALFCHECK
+	VCVTPH2PS Y1, Z0
+	VMOVUPS   Z0, (DI)
+	ADDQ      $32, SI
+	ADDQ      $64, DI
+	DECQ      CX
+	JNZ       hi16loop
+
+hi16done:
+	VPTEST  Y14, Y14
+	SETEQ   finite+24(FP)
+	VZEROUPPER
+	RET
+
+// func halfToF32F16C(dst *float32, src *byte, n16 int) (finite bool)
+TEXT ·halfToF32F16C(SB), NOSPLIT, $0-25
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n16+16(FP), CX
+	MOVL         $0x7c00, AX
+	VMOVD        AX, X15
+	VPBROADCASTW X15, Y15
+	VPXOR        Y14, Y14, Y14
+	TESTQ        CX, CX
+	JZ           hi8done
+
+hi8loop:
+	VMOVDQU      (SI), Y1
+	HALFCHECK
+	VCVTPH2PS    X1, Y0
+	VEXTRACTI128 $1, Y1, X3
+	VCVTPH2PS    X3, Y3
+	VMOVUPS      Y0, (DI)
+	VMOVUPS      Y3, 32(DI)
+	ADDQ         $32, SI
+	ADDQ         $64, DI
+	DECQ         CX
+	JNZ          hi8loop
+
+hi8done:
+	VPTEST  Y14, Y14
+	SETEQ   finite+24(FP)
+	VZEROUPPER
+	RET

@@ -63,6 +63,10 @@ type kernels struct {
 	// prefix of src and returns its length and whether every rounded
 	// value is finite; dst may be src.
 	round func(dst, src []float32) (int, bool)
+	// half converts a prefix of src, little-endian f16 words, into dst
+	// (as halfTo) and returns its length in values and whether every word
+	// converted is finite.
+	half func(dst []float32, src []byte) (int, bool)
 }
 
 // quantizeQ8 quantizes a row to Q8_0 (see the portable quantizeQ8).
