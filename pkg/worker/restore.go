@@ -60,24 +60,15 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 		return 0
 	}
 
+	// Each block is imported as soon as it arrives, while the next ones
+	// are still on their way: the import overlaps the fetch.
 	t1 := time.Now()
-	defer func() { t.FetchMS = msSince(t1) }()
-	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchTimeout+time.Duration(n)*w.cfg.FetchPerBlock)
-	var blocks [][]byte
-	if from == 0 {
-		blocks, err = w.cfg.Cache.FetchRaw(fctx, ns, rest[:n], nil)
-	} else {
-		blocks, err = w.cfg.Cache.FetchRawAfter(fctx, ns, keys[from-1], rest[:n], nil)
-	}
-	cancel()
-	if err != nil {
-		w.cacheError("fetch", err)
-		return 0
-	}
-	t2 := time.Now()
-	defer func() { t.ImportMS = msSince(t2) }()
 	var kv kvblock.KV
-	for j, blk := range blocks {
+	var importDur time.Duration
+	var bad error
+	imp := func(j int, blk []byte) error {
+		ti := time.Now()
+		defer func() { importDur += time.Since(ti) }()
 		i := from + j
 		h, err := kvblock.Inspect(blk)
 		if err == nil {
@@ -87,12 +78,30 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 			err = importBlock(seq, i, &h, blk, &kv)
 		}
 		if err != nil {
-			w.cacheError("decode", err)
-			break
+			bad = err
+			return err
 		}
-		w.hot.put(ns, keys[i], &h, blk) // FetchRaw gave it its own buffer
+		w.hot.put(ns, keys[i], &h, blk) // the fetch gave it its own buffer
 		t.FetchedBlocks++
 		t.FetchedBytes += len(blk)
+		return nil
+	}
+	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchTimeout+time.Duration(n)*w.cfg.FetchPerBlock)
+	if from == 0 {
+		_, err = w.cfg.Cache.FetchRawFunc(fctx, ns, rest[:n], nil, imp)
+	} else {
+		_, err = w.cfg.Cache.FetchRawAfterFunc(fctx, ns, keys[from-1], rest[:n], nil, imp)
+	}
+	cancel()
+	t.FetchMS = msSince(t1)
+	t.ImportMS = float64(importDur.Nanoseconds()) / 1e6
+	switch {
+	case bad != nil:
+		w.cacheError("decode", bad)
+	case err != nil:
+		// The blocks imported before the failure stay: it only shortens
+		// the prefix.
+		w.cacheError("fetch", err)
 	}
 	return t.FetchedBlocks
 }
@@ -101,10 +110,11 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 // i of this prompt. It guards the engine against a block that is intact but
 // wrong (another shape, another position); values outside f16, which would
 // poison attention, are refused by the import (importBlock), in the pass
-// that converts them. Its parent is not checked here: Cache.FetchRaw checks
-// it, in the one place that sees every fetched block (pkg/client receive.go).
-// Inspect does check the checksum again: the worker does not trust bytes
-// handed over an interface (a test damages them after the client).
+// that converts them. Its parent is not checked here: Cache.FetchRawFunc
+// checks it, in the one place that sees every fetched block (pkg/client
+// receive.go). Inspect does check the checksum again: the worker does not
+// trust bytes handed over an interface (a test damages them after the
+// client).
 func (w *Worker) checkBlock(h *kvblock.Header, kv *kvblock.KV, i int) error {
 	switch {
 	case h.Shape != w.shape:
