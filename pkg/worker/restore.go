@@ -74,12 +74,12 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 		ti := time.Now()
 		defer func() { importDur += time.Since(ti) }()
 		i := from + j
-		h, err := kvblock.Decode(blk, &kv)
+		h, err := kvblock.Inspect(blk)
 		if err == nil {
 			err = w.checkBlock(&h, &kv, i)
 		}
 		if err == nil {
-			err = seq.ImportBlock(i, kv.K, kv.V)
+			err = importBlock(seq, i, &h, blk, &kv)
 		}
 		if err != nil {
 			bad = err
@@ -128,14 +128,15 @@ func (w *Worker) lendFetchBufs(n int) [][]byte {
 	return dst
 }
 
-// checkBlock rejects a decoded block that cannot be block i of this
-// prompt. It guards the engine against a block that is intact but wrong
-// (another shape, another position); values outside f16, which would
-// poison attention, are refused by ImportBlock, in the pass that rounds
-// them. Its parent is not checked here: Cache.FetchRawFunc checks it,
-// in the one place that sees every fetched block (pkg/client receive.go).
-// Decode does check the checksum again: the worker does not trust bytes
-// handed over an interface (a test damages them after the client).
+// checkBlock rejects a block (h its verified header) that cannot be block
+// i of this prompt. It guards the engine against a block that is intact but
+// wrong (another shape, another position); values outside f16, which would
+// poison attention, are refused by the import (importBlock), in the pass
+// that converts them. Its parent is not checked here: Cache.FetchRawFunc
+// checks it, in the one place that sees every fetched block (pkg/client
+// receive.go). Inspect does check the checksum again: the worker does not
+// trust bytes handed over an interface (a test damages them after the
+// client).
 func (w *Worker) checkBlock(h *kvblock.Header, kv *kvblock.KV, i int) error {
 	switch {
 	case h.Shape != w.shape:
