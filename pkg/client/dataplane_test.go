@@ -74,14 +74,13 @@ func TestFetchOverDataPlane(t *testing.T) {
 		}
 		dst = raw
 	}
+	// The node counts a request after its answer is sent, which can land
+	// just after the client has read it.
+	waitFor(t, 5*time.Second, "3 data-plane requests for 3 fetches", func() bool { return dataRequests(t, node) >= 3 })
 	// Decoding works the same.
 	if n, err := c.Fetch(ctx, ns, keys, newKVs(len(keys))); err != nil || n != 4 {
 		t.Fatalf("Fetch = %d, %v", n, err)
 	}
-	// The node counts a request after its answer is sent, which can land
-	// just after the client has read it: wait for all four (the Fetch's
-	// too, or it could land after "before" below and look like the
-	// gRPC-only fetch's).
 	waitFor(t, 5*time.Second, "4 data-plane requests for 4 fetches", func() bool { return dataRequests(t, node) >= 4 })
 	// Switched off, the same fetch goes over gRPC.
 	before := dataRequests(t, node)
