@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,6 +71,13 @@ func TestAuthErrorsHaveTheirOwnSentinels(t *testing.T) {
 				t.Fatalf("err %v, want %v", err, tc.want)
 			case errors.Is(err, client.ErrUnavailable):
 				t.Fatalf("err %v also matches ErrUnavailable", err)
+			}
+			// The sentinel's words once, not "unauthenticated: unauthenticated:".
+			if tc.want != nil {
+				word := strings.TrimPrefix(tc.want.Error(), "kvcache: ")
+				if c := strings.Count(err.Error(), word); c != 1 {
+					t.Errorf("err %q says %q %d times, want once", err, word, c)
+				}
 			}
 		})
 	}

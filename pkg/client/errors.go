@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -68,7 +69,11 @@ func wrapRPC(node string, err error) error {
 		return fmt.Errorf("node %s: %w", node, err)
 	}
 	s, _ := status.FromError(err)
-	return fmt.Errorf("node %s: %w: %s", node, fromCode(s.Code()), s.Message())
+	sent := fromCode(s.Code())
+	// The node's message often opens with the code's own words
+	// ("unauthenticated: unknown or revoked token"): say them once.
+	msg := strings.TrimPrefix(s.Message(), strings.TrimPrefix(sent.Error(), "kvcache: ")+": ")
+	return fmt.Errorf("node %s: %w: %s", node, sent, msg)
 }
 
 // retryable reports whether a failed idempotent call may succeed on another

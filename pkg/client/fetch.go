@@ -45,6 +45,66 @@ func (c *Client) FetchRawAfter(ctx context.Context, ns prefix.Namespace, parent 
 	return got, err
 }
 
+// FetchRawFunc is FetchRaw delivering each block as soon as it can be
+// used, while the blocks after it are still on their way: it calls fn
+// with block 0, 1, ... in chain order, each once it and every block
+// before it have arrived and passed FetchRaw's checks (header, checksum,
+// position in the chain, parent key), and returns how many blocks fn
+// took. The prefix ends where FetchRaw's would.
+//
+// fn runs on the caller's goroutine, one block at a time. It owns blk:
+// the client never touches it again, so fn may keep it. dst, when given,
+// lends its buffers (block i is read into dst[i] when it fits), so a
+// caller that keeps no block can reuse them; blk then aliases dst[i].
+// An error from fn ends the fetch: FetchRawFunc stops what is still in
+// flight and returns fn's error with the count of blocks before it.
+//
+// Like FetchRaw it fails otherwise only when ctx ends or the request is
+// invalid; then it returns the error with the count of blocks fn took
+// before. Anything else shortens the prefix.
+func (c *Client) FetchRawFunc(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst [][]byte, fn func(i int, blk []byte) error) (int, error) {
+	return c.fetchFunc(ctx, ns, nil, keys, dst, fn)
+}
+
+// FetchRawAfterFunc is FetchRawFunc for keys that continue a chain after
+// parent, as FetchRawAfter is FetchRaw's.
+func (c *Client) FetchRawAfterFunc(ctx context.Context, ns prefix.Namespace, parent prefix.Key, keys []prefix.Key, dst [][]byte, fn func(i int, blk []byte) error) (int, error) {
+	return c.fetchFunc(ctx, ns, &parent, keys, dst, fn)
+}
+
+// fetchFunc runs the fetch on another goroutine, which publishes each
+// verified block into a stream (the first verified copy of a key wins,
+// whichever call or transport brought it), and hands the stream's blocks
+// to fn in order on this one.
+func (c *Client) fetchFunc(ctx context.Context, ns prefix.Namespace, parent *prefix.Key, keys []prefix.Key, dst [][]byte, fn func(int, []byte) error) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := newStream(len(keys))
+	go func() {
+		_, _, err := c.fetchBlocks(fctx, ns, true, parent, keys, dst, s)
+		s.finish(err)
+	}()
+	for n := 0; n < len(keys); n++ {
+		blk, err := s.wait(n)
+		if blk == nil {
+			return n, err // the fetch is over: the prefix ends here
+		}
+		if err = ctx.Err(); err == nil {
+			err = fn(n, blk)
+		}
+		if err != nil {
+			cancel()
+			s.wait(len(keys)) // the fetch has returned: nothing outlives us
+			return n, err
+		}
+	}
+	_, err := s.wait(len(keys)) // let the fetch end on its own: it may schedule read repairs
+	return len(keys), err
+}
+
 // Fetch fetches the longest intact cached prefix of keys and decodes block
 // i into kvs[i], reusing its buffers. It returns how many blocks were
 // decoded. A block that fails to decode ends the prefix there.
@@ -72,12 +132,14 @@ func (c *Client) Fetch(ctx context.Context, ns prefix.Namespace, keys []prefix.K
 // fetch is FetchRaw (parent nil) or FetchRawAfter, also returning the
 // verified header of each block.
 func (c *Client) fetch(ctx context.Context, ns prefix.Namespace, parent *prefix.Key, keys []prefix.Key, dst [][]byte) ([][]byte, []kvblock.Header, error) {
-	return c.fetchBlocks(ctx, ns, true, parent, keys, dst)
+	return c.fetchBlocks(ctx, ns, true, parent, keys, dst, nil)
 }
 
 // fetchBlocks is fetch; with chained false, blocks are only checked to be
-// intact and well-formed, not to sit in a chain (GetBlock).
-func (c *Client) fetchBlocks(ctx context.Context, ns prefix.Namespace, chained bool, parent *prefix.Key, keys []prefix.Key, dst [][]byte) ([][]byte, []kvblock.Header, error) {
+// intact and well-formed, not to sit in a chain (GetBlock). With a
+// stream, each verified block is handed to it as it completes instead of
+// being returned (got is then nil).
+func (c *Client) fetchBlocks(ctx context.Context, ns prefix.Namespace, chained bool, parent *prefix.Key, keys []prefix.Key, dst [][]byte, pub *stream) ([][]byte, []kvblock.Header, error) {
 	got := make([][]byte, len(keys))
 	hdrs := make([]kvblock.Header, len(keys))
 	ok := make([]bool, len(keys))
@@ -86,12 +148,15 @@ func (c *Client) fetchBlocks(ctx context.Context, ns prefix.Namespace, chained b
 		rep      repairs
 		firstErr error
 	)
-	fanout(ctx, c.cfg.HedgeAfter, c.members.suspect, c.readOwners(keys), func() []int { return unresolved(ok, firstErr) },
-		func(ctx context.Context, node string, idx []int, first bool, prog *progress) (*blockSet, error) {
+	var pl placement
+	c.readOwners(keys, &pl)
+	fanout(ctx, c.cfg.HedgeAfter, c.members.suspect, &pl, funcJob[*blockSet]{
+		wantF: func(dst []int) []int { return unresolved(dst, ok, firstErr) },
+		callF: func(ctx context.Context, node string, idx []int, first bool, prog *progress) (*blockSet, error) {
 			// Each call fills its own blockSet: a hedged key may be in two
 			// calls at once. Only the first call for a key borrows dst.
 			bs := newBlockSet(keys, idx, chained, c.log, prog)
-			bs.parent = parent
+			bs.parent, bs.pub, bs.node = parent, pub, node
 			if first {
 				for _, i := range idx {
 					if i < len(dst) {
@@ -104,11 +169,13 @@ func (c *Client) fetchBlocks(ctx context.Context, ns prefix.Namespace, chained b
 			})
 			return bs, err
 		},
-		func(node string, idx []int, bs *blockSet, err error) {
+		mergeF: func(node string, idx []int, bs *blockSet, err error) {
 			// Blocks received whole count even if the stream broke later.
 			for _, i := range idx {
 				switch {
 				case bs.ok[i] && !ok[i]:
+					// With a stream, the block (this one or another
+					// call's copy) went to it.
 					got[i], hdrs[i], ok[i], from[i] = bs.got[i], bs.hdr[i], true, node
 				case !bs.ok[i] && !bs.wrong[i] && err == nil:
 					// The node answered: keys it did not deliver it lacks
@@ -123,7 +190,8 @@ func (c *Client) fetchBlocks(ctx context.Context, ns prefix.Namespace, chained b
 			case err != nil:
 				c.log.Debug("fetch from node failed", "node", node, "err", err)
 			}
-		})
+		},
+	}, nil)
 	if firstErr != nil {
 		return nil, nil, firstErr
 	}

@@ -12,7 +12,7 @@ import (
 // chain, so it finds only first blocks). found is false when no owner has
 // it. For tools (kvctl get); an engine restoring a prefix uses FetchRaw.
 func (c *Client) GetBlock(ctx context.Context, ns prefix.Namespace, key prefix.Key) (block []byte, found bool, err error) {
-	got, _, err := c.fetchBlocks(ctx, ns, false, nil, []prefix.Key{key}, nil)
+	got, _, err := c.fetchBlocks(ctx, ns, false, nil, []prefix.Key{key}, nil, nil)
 	if err != nil || len(got) == 0 {
 		return nil, false, err
 	}

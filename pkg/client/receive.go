@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"log/slog"
+	"sync"
 
 	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/prefix"
@@ -33,6 +34,10 @@ type blockSet struct {
 	wrong []bool
 	log   *slog.Logger
 	prog  *progress
+	// pub, when set, takes each verified block as it completes
+	// (FetchRawFunc); node is where the blocks come from.
+	pub  *stream
+	node string
 
 	cur int // key index of the block being received, or -1
 	sum kvblock.Checksum
@@ -102,6 +107,9 @@ func (bs *blockSet) end(j int) {
 		return
 	}
 	bs.hdr[i], bs.ok[i] = h, true
+	if bs.pub != nil && bs.pub.publish(i, bs.got[i]) {
+		bs.got[i] = nil // the stream's now: never read into again
+	}
 }
 
 // inChain reports whether block i's header names the parent the chain
@@ -124,4 +132,66 @@ func (bs *blockSet) reset() {
 		bs.ok[i], bs.wrong[i] = false, false
 	}
 	bs.cur = -1
+}
+
+// stream is where the calls of a FetchRawFunc publish verified blocks as
+// they complete, and where its caller waits for them in order.
+type stream struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	got    [][]byte // by key index: the first verified copy, until handed over
+	have   []bool   // by key index: a copy was taken
+	done   bool     // the fetch has returned
+	err    error    // and failed so
+	waitAt int      // the key the caller waits for, or -1
+}
+
+func newStream(n int) *stream {
+	s := &stream{got: make([][]byte, n), have: make([]bool, n), waitAt: -1}
+	s.cond.L = &s.mu
+	return s
+}
+
+// publish offers block i and reports whether the stream took it (it had
+// no copy yet). A block taken belongs to the stream's caller.
+func (s *stream) publish(i int, b []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.have[i] || s.done {
+		return false
+	}
+	s.got[i], s.have[i] = b, true
+	if s.waitAt == i {
+		s.cond.Signal()
+	}
+	return true
+}
+
+// finish records that the fetch returned, with its error.
+func (s *stream) finish(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done, s.err = true, err
+	s.cond.Signal()
+}
+
+// wait returns block i once it is published, or nil and the fetch's error
+// once the fetch has returned without it (i >= the key count: waits for
+// the fetch to return).
+func (s *stream) wait(i int) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if i < len(s.got) && s.have[i] {
+			b := s.got[i]
+			s.got[i] = nil // handed over: the stream keeps no reference
+			return b, nil
+		}
+		if s.done {
+			return nil, s.err
+		}
+		s.waitAt = i
+		s.cond.Wait()
+		s.waitAt = -1
+	}
 }

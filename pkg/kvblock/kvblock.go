@@ -221,6 +221,27 @@ func DecodeVerified(h *Header, block []byte, kv *KV) error {
 	return nil
 }
 
+// F16Payload returns the K and V codes of a verified f16 block (h is the
+// header Inspect, VerifySum or Decode returned for it): each Shape.Elements()
+// little-endian IEEE binary16 words in KV's element order, the exact values
+// Decode would give, without decoding them. They alias block. ok is false,
+// and the caller decodes instead, for any other codec, for a block with
+// sink exceptions (they override some of the codes), and when block is not
+// the size h describes.
+func F16Payload(h *Header, block []byte) (k, v []byte, ok bool) {
+	if h.Codec != F16 || h.SinkTokens() != 0 || len(block) != h.Size() {
+		return nil, nil, false
+	}
+	L := h.layout()
+	if L.total != h.PayloadLen {
+		return nil, nil, false
+	}
+	p := block[HeaderSize:]
+	a, b := L.kCodes()
+	c, d := L.vCodes()
+	return p[a:b:b], p[c:d:d], true
+}
+
 // decodePayload decodes the payload of block, whose header h is valid.
 func decodePayload(h *Header, block []byte, kv *KV) {
 	L := h.layout()

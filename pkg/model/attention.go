@@ -43,17 +43,36 @@ func (ks *kernels) attention(out, q, kc, vc []float32, p0, n, heads, kvHeads, he
 		}
 		s, acc := (*buf)[:rows*nk], (*buf)[rows*nk:need]
 		clear(acc)
-		// Scores of every row against the tile's keys; keys after a
-		// row's own position are computed but not used.
-		ks.f32Block(s, nk, q[t0*qd+h*headDim:], qd, rows, headDim, kc[off:], kvDim, 0, nk)
+		var mx [tile]float32
+		if ks.qk1 != nil && rows < tile && headDim%16 == 0 {
+			// Decode (and a short last tile): each row's own keys,
+			// scaled, with their maximum, in one vector pass.
+			for r := range rows {
+				row := s[r*nk : r*nk+p0+t0+r+1]
+				_ = kc[off+(len(row)-1)*kvDim+headDim-1]
+				qr := q[(t0+r)*qd+h*headDim : (t0+r)*qd+(h+1)*headDim]
+				m, ordered := ks.qk1(&qr[0], &kc[off], kvDim, headDim/16, len(row), scale, &row[0])
+				if !ordered || m == 0 {
+					m = rowMax(row) // Go's max: NaN wins, +0 over -0
+				}
+				mx[r] = m
+			}
+		} else {
+			// Scores of every row against the tile's keys; keys after a
+			// row's own position are computed but not used.
+			ks.f32Block(s, nk, q[t0*qd+h*headDim:], qd, rows, headDim, kc[off:], kvDim, 0, nk)
+			for r := range rows {
+				row := s[r*nk : r*nk+p0+t0+r+1]
+				for j := range row {
+					row[j] *= scale
+				}
+				mx[r] = rowMax(row)
+			}
+		}
 		var inv [tile]float32
 		for r := range rows {
 			row := s[r*nk : r*nk+p0+t0+r+1]
-			m := float32(math.Inf(-1))
-			for j := range row {
-				row[j] *= scale
-				m = max(m, row[j])
-			}
+			m := mx[r]
 			ks.expAffine(row, row, 1, -m)
 			var sum float64
 			for _, e := range row {
@@ -87,6 +106,15 @@ func (ks *kernels) attention(out, q, kc, vc []float32, p0, n, heads, kvHeads, he
 			}
 		}
 	})
+}
+
+// rowMax returns the largest of row, -Inf for none, NaN if any is NaN.
+func rowMax(row []float32) float32 {
+	m := float32(math.Inf(-1))
+	for _, x := range row {
+		m = max(m, x)
+	}
+	return m
 }
 
 // pvRef is the canonical weighted value sum: acc[d] += p[j]*v[j*vs+d] with

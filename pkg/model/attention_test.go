@@ -126,3 +126,105 @@ func TestExpKernels(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeAttentionMatchesTiles checks the one-row score kernel (qk1,
+// used for decode and short tiles) against the tile path it replaces, bit
+// for bit, on every kernel set that has it: grouped heads, head dims that
+// are and are not multiples of 16 and 64 (the latter fall back), key
+// counts around the 16-key groups, sliding windows, and scores that are
+// all zero (the sign of the maximum) or NaN (an infinite key).
+func TestDecodeAttentionMatchesTiles(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	type shape struct{ p0, n, heads, kvHeads, hd, window int }
+	var shapes []shape
+	for _, g := range [][2]int{{12, 4}, {4, 4}, {8, 1}, {6, 2}} {
+		for _, hd := range []int{16, 32, 48, 64, 80, 128, 8, 6} {
+			for _, p0 := range []int{0, 14, 16, 17, 100} {
+				for _, n := range []int{1, 2, 5} {
+					shapes = append(shapes, shape{p0, n, g[0], g[1], hd, 0})
+				}
+			}
+		}
+	}
+	shapes = append(shapes, shape{1023, 1, 12, 4, 64, 0}, shape{1000, 3, 12, 4, 64, 0},
+		shape{40, 1, 4, 2, 64, 16}, shape{40, 3, 4, 2, 64, 7}, shape{100, 2, 12, 4, 32, 33}, shape{5, 6, 4, 2, 64, 4})
+	for _, ks := range kernelSets() {
+		if ks.qk1 == nil {
+			continue
+		}
+		tiles := *ks
+		tiles.qk1 = nil
+		for _, tc := range shapes {
+			keys := tc.p0 + tc.n
+			qd, kvd := tc.heads*tc.hd, tc.kvHeads*tc.hd
+			kc, vc := randSlice(r, keys*kvd), randSlice(r, keys*kvd)
+			for _, special := range []string{"", "zero", "negzero", "inf"} {
+				q := randSlice(r, tc.n*qd)
+				switch special {
+				case "zero":
+					clear(q)
+				case "negzero":
+					for i := range q {
+						q[i] = float32(math.Copysign(0, -1))
+					}
+				case "inf":
+					kc2 := append([]float32(nil), kc...)
+					kc2[r.IntN(len(kc2))] = float32(math.Inf(1))
+					kc = kc2
+				}
+				want, got := make([]float32, len(q)), make([]float32, len(q))
+				withKernels(&tiles, func() {
+					attentionWindow(want, q, kc, vc, tc.p0, tc.n, tc.heads, tc.kvHeads, tc.hd, tc.window)
+				})
+				withKernels(ks, func() {
+					attentionWindow(got, q, kc, vc, tc.p0, tc.n, tc.heads, tc.kvHeads, tc.hd, tc.window)
+				})
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) && !(got[i] != got[i] && want[i] != want[i]) {
+						t.Fatalf("%s %+v %s: element %d = %v, tile path %v", ks.name, tc, special, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// The score kernel's scores and maximum, directly: every key count from 1
+// to 40 (groups of 16 and the single-key tail) and head dims 16 to 128.
+func TestQK1Scores(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 18))
+	for _, ks := range kernelSets() {
+		if ks.qk1 == nil {
+			continue
+		}
+		for _, hd := range []int{16, 32, 64, 128} {
+			for nk := 1; nk <= 40; nk++ {
+				const stride = 3 // keys of another head between rows
+				q := randSlice(r, hd)
+				kc := randSlice(r, nk*stride*hd)
+				out := make([]float32, nk+1)
+				out[nk] = 42 // must stay
+				scale := float32(1 / math.Sqrt(float64(hd)))
+				m, ordered := ks.qk1(&q[0], &kc[0], stride*hd, hd/16, nk, scale, &out[0])
+				if !ordered {
+					t.Fatalf("%s hd %d nk %d: finite scores reported NaN", ks.name, hd, nk)
+				}
+				wm := float32(math.Inf(-1))
+				for j := range nk {
+					want := dotF32(q, kc[j*stride*hd:]) * scale
+					if math.Float32bits(out[j]) != math.Float32bits(want) {
+						t.Fatalf("%s hd %d nk %d: score %d = %v, want %v", ks.name, hd, nk, j, out[j], want)
+					}
+					wm = max(wm, want)
+				}
+				if m != wm || out[nk] != 42 {
+					t.Fatalf("%s hd %d nk %d: max %v, want %v (guard %v)", ks.name, hd, nk, m, wm, out[nk])
+				}
+				kc[r.IntN(nk)*stride*hd] = float32(math.NaN())
+				if _, ordered := ks.qk1(&q[0], &kc[0], stride*hd, hd/16, nk, scale, &out[0]); ordered {
+					t.Fatalf("%s hd %d nk %d: NaN score not reported", ks.name, hd, nk)
+				}
+			}
+		}
+	}
+}

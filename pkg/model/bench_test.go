@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"testing"
 )
@@ -56,6 +57,7 @@ func BenchmarkDecode(b *testing.B) {
 	if _, err := s.Prefill(ctx, prompt(256)); err != nil {
 		b.Fatal(err)
 	}
+	cpu0 := cpuTime()
 	for b.Loop() {
 		if s.Len() >= m.Config().ContextLen {
 			s.Truncate(256)
@@ -65,4 +67,33 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+	reportCPU(b, cpu0)
+}
+
+// BenchmarkDecodeAttention is one layer of a decode step's attention at
+// position 1024 on the bench model's shape (12 heads, 4 KV heads of 64):
+// tiles is the 4-key tile path (f32Block, then Go loops for scale and
+// max), qk1 the one-row score kernel. Alternate them with -count.
+func BenchmarkDecodeAttention(b *testing.B) {
+	const p0, heads, kvHeads, hd = 1024, 12, 4, 64
+	r := rand.New(rand.NewPCG(1, 2))
+	q := randSlice(r, heads*hd)
+	kc := randSlice(r, (p0+1)*kvHeads*hd)
+	vc := randSlice(r, (p0+1)*kvHeads*hd)
+	out := make([]float32, heads*hd)
+	tiles := *active
+	tiles.qk1 = nil
+	for _, ks := range []*kernels{&tiles, active} {
+		name := "qk1"
+		if ks.qk1 == nil {
+			name = "tiles"
+		}
+		b.Run(name, func(b *testing.B) {
+			cpu0 := cpuTime()
+			for b.Loop() {
+				ks.attention(out, q, kc, vc, p0, 1, heads, kvHeads, hd)
+			}
+			reportCPU(b, cpu0)
+		})
+	}
 }

@@ -904,3 +904,265 @@ r8done:
 	SETEQ  finite+24(FP)
 	VZEROUPPER
 	RET
+
+// Importing f16 KV: convert little-endian IEEE binary16 words to float32
+// (exact) and report whether every word is finite, i.e. has an exponent
+// other than all ones (Inf and NaN would poison attention). The check is
+// the same integer test as the portable halfTo: (w & 0x7c00) == 0x7c00.
+// Sixteen words per iteration; the result is the AND over all of them.
+
+// HALFCHECK ORs into Y14 a 0xffff word wherever the 16 words of Y1 have an
+// all-ones exponent (Y15 holds 0x7c00 in every word). Clobbers Y2.
+#define HALFCHECK \
+	VPAND    Y15, Y1, Y2 \
+	VPCMPEQW Y15, Y2, Y2 \
+	VPOR     Y2, Y14, Y14
+
+// func halfToF32AVX512(dst *float32, src *byte, n16 int) (finite bool)
+TEXT ·halfToF32AVX512(SB), NOSPLIT, $0-25
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n16+16(FP), CX
+	MOVL         $0x7c00, AX
+	VMOVD        AX, X15
+	VPBROADCASTW X15, Y15
+	VPXOR        Y14, Y14, Y14
+	TESTQ        CX, CX
+	JZ           hi16done
+
+hi16loop:
+	VMOVDQU   (SI), Y1
+	HALFCHECK
+	VCVTPH2PS Y1, Z0
+	VMOVUPS   Z0, (DI)
+	ADDQ      $32, SI
+	ADDQ      $64, DI
+	DECQ      CX
+	JNZ       hi16loop
+
+hi16done:
+	VPTEST  Y14, Y14
+	SETEQ   finite+24(FP)
+	VZEROUPPER
+	RET
+
+// func halfToF32F16C(dst *float32, src *byte, n16 int) (finite bool)
+TEXT ·halfToF32F16C(SB), NOSPLIT, $0-25
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n16+16(FP), CX
+	MOVL         $0x7c00, AX
+	VMOVD        AX, X15
+	VPBROADCASTW X15, Y15
+	VPXOR        Y14, Y14, Y14
+	TESTQ        CX, CX
+	JZ           hi8done
+
+hi8loop:
+	VMOVDQU      (SI), Y1
+	HALFCHECK
+	VCVTPH2PS    X1, Y0
+	VEXTRACTI128 $1, Y1, X3
+	VCVTPH2PS    X3, Y3
+	VMOVUPS      Y0, (DI)
+	VMOVUPS      Y3, 32(DI)
+	ADDQ         $32, SI
+	ADDQ         $64, DI
+	DECQ         CX
+	JNZ          hi8loop
+
+hi8done:
+	VPTEST  Y14, Y14
+	SETEQ   finite+24(FP)
+	VZEROUPPER
+	RET
+
+// Decode attention's scores: one query row against many keys. For key j,
+// out[j] = dot(q, key j) * scale, the dot in the canonical order (lane l
+// of a 16-lane accumulator takes elements l, l+16, ... with one fused
+// multiply-add each, the lanes then summed by the tree of REDUCE16) and
+// then rounded times scale, exactly as f32Block then attention's Go loop
+// compute it. Sixteen keys per iteration: each chunk of 16 query elements
+// is loaded once and multiplied into sixteen accumulators, and the sixteen
+// lane trees are summed together, four levels of shuffles and adds that
+// each add exactly the pairs REDUCE16 adds (lane i + lane i+8, then +4,
+// +2, +1) for all keys at once.
+//
+// Accumulator Z(4p+b) takes key 4b+p: the four levels leave accumulator
+// 4p+b's sum in lane 4b+p, so this assignment puts key i's score in lane i.
+
+// QKFMA16 accumulates one 16-element chunk of the query (Z16) with the
+// sixteen keys; AX, BX, R12, R13 point at keys 0, 4, 8 and 12 of the group
+// (plus the chunk's offset), R10 is the key stride in bytes, R11 three
+// times that.
+#define QKFMA16 \
+	VFMADD231PS (AX), Z16, Z0 \
+	VFMADD231PS (BX), Z16, Z1 \
+	VFMADD231PS (R12), Z16, Z2 \
+	VFMADD231PS (R13), Z16, Z3 \
+	VFMADD231PS (AX)(R10*1), Z16, Z4 \
+	VFMADD231PS (BX)(R10*1), Z16, Z5 \
+	VFMADD231PS (R12)(R10*1), Z16, Z6 \
+	VFMADD231PS (R13)(R10*1), Z16, Z7 \
+	VFMADD231PS (AX)(R10*2), Z16, Z8 \
+	VFMADD231PS (BX)(R10*2), Z16, Z9 \
+	VFMADD231PS (R12)(R10*2), Z16, Z10 \
+	VFMADD231PS (R13)(R10*2), Z16, Z11 \
+	VFMADD231PS (AX)(R11*1), Z16, Z12 \
+	VFMADD231PS (BX)(R11*1), Z16, Z13 \
+	VFMADD231PS (R12)(R11*1), Z16, Z14 \
+	VFMADD231PS (R13)(R11*1), Z16, Z15
+
+// PAIR8 sets D to [A's lanes i + i+8 (i < 8), B's lanes i + i+8].
+#define PAIR8(A, B, D) \
+	VSHUFF32X4 $0x44, B, A, Z19 \
+	VSHUFF32X4 $0xee, B, A, Z20 \
+	VADDPS     Z20, Z19, D
+
+// PAIR4 takes A and B as PAIR8 left them (two sums of 8 lanes each) and
+// sets D to the four sums of 4 lanes (i + i+4), one per 128-bit block.
+#define PAIR4(A, B, D) \
+	VSHUFF32X4 $0x88, B, A, Z19 \
+	VSHUFF32X4 $0xdd, B, A, Z20 \
+	VADDPS     Z20, Z19, D
+
+// PAIR2 adds elements i and i+2 of every 4-lane block of A and B: per
+// block [A's two sums, B's two sums].
+#define PAIR2(A, B, D) \
+	VSHUFPS $0x44, B, A, Z19 \
+	VSHUFPS $0xee, B, A, Z20 \
+	VADDPS  Z20, Z19, D
+
+// PAIR1 adds the two sums of each key: per block [A0, A1, B0, B1].
+#define PAIR1(A, B, D) \
+	VSHUFPS $0x88, B, A, Z19 \
+	VSHUFPS $0xdd, B, A, Z20 \
+	VADDPS  Z20, Z19, D
+
+// func qk1AVX512(q *float32, k *float32, ks int, n16 int, nk int, scale float32, out *float32) (m float32, ordered bool)
+// Scores of nk keys (stride ks elements) over n16*16 dimensions into
+// out[0:nk]. Returns the largest score (as VMAXPS finds it: the caller
+// recomputes it when it is zero, where the sign may differ from Go's max)
+// and whether no score is NaN (if one is, m means nothing).
+TEXT ·qk1AVX512(SB), NOSPLIT, $0-61
+	MOVQ         q+0(FP), SI
+	MOVQ         k+8(FP), DI
+	MOVQ         ks+16(FP), R10
+	SHLQ         $2, R10
+	LEAQ         (R10)(R10*2), R11
+	MOVQ         n16+24(FP), R8
+	MOVQ         nk+32(FP), R9
+	VBROADCASTSS scale+40(FP), Z18
+	MOVQ         out+48(FP), DX
+	MOVL         $0xff800000, AX
+	VPBROADCASTD AX, Z17 // running max, from -Inf
+	KXORW        K2, K2, K2 // lanes that saw a NaN
+	CMPQ         R9, $16
+	JLT          qktail
+
+qkgroup:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ   DI, AX
+	LEAQ   (DI)(R10*4), BX
+	LEAQ   (BX)(R10*4), R12
+	LEAQ   (R12)(R10*4), R13
+	MOVQ   SI, R14
+	MOVQ   R8, CX
+
+qkchunk:
+	VMOVUPS (R14), Z16
+	QKFMA16
+	ADDQ    $64, R14
+	ADDQ    $64, AX
+	ADDQ    $64, BX
+	ADDQ    $64, R12
+	ADDQ    $64, R13
+	DECQ    CX
+	JNZ     qkchunk
+
+	PAIR8(Z0, Z1, Z0)
+	PAIR8(Z2, Z3, Z1)
+	PAIR8(Z4, Z5, Z2)
+	PAIR8(Z6, Z7, Z3)
+	PAIR8(Z8, Z9, Z4)
+	PAIR8(Z10, Z11, Z5)
+	PAIR8(Z12, Z13, Z6)
+	PAIR8(Z14, Z15, Z7)
+	PAIR4(Z0, Z1, Z0)
+	PAIR4(Z2, Z3, Z1)
+	PAIR4(Z4, Z5, Z2)
+	PAIR4(Z6, Z7, Z3)
+	PAIR2(Z0, Z1, Z0)
+	PAIR2(Z2, Z3, Z1)
+	PAIR1(Z0, Z1, Z0)
+	VMULPS   Z18, Z0, Z0
+	VMOVUPS  Z0, (DX)
+	VMAXPS   Z0, Z17, Z17
+	VCMPPS   $3, Z0, Z0, K1
+	KORW     K1, K2, K2
+	ADDQ     $64, DX
+	LEAQ     (DI)(R10*8), DI
+	LEAQ     (DI)(R10*8), DI // 16 keys on
+	SUBQ     $16, R9
+	CMPQ     R9, $16
+	JGE      qkgroup
+
+qktail:
+	TESTQ R9, R9
+	JZ    qkdone
+
+qkone:
+	VPXORD Z0, Z0, Z0
+	MOVQ   DI, AX
+	MOVQ   SI, R14
+	MOVQ   R8, CX
+
+qkonechunk:
+	VMOVUPS     (R14), Z16
+	VFMADD231PS (AX), Z16, Z0
+	ADDQ        $64, R14
+	ADDQ        $64, AX
+	DECQ        CX
+	JNZ         qkonechunk
+
+	REDUCE16(Z0, Y0, X0, (DX))
+	VMULSS       (DX), X18, X0
+	VMOVSS       X0, (DX)
+	VBROADCASTSS X0, Z0
+	VMAXPS       Z0, Z17, Z17
+	VCMPPS       $3, Z0, Z0, K1
+	KORW         K1, K2, K2
+	ADDQ         $4, DX
+	ADDQ         R10, DI
+	DECQ         R9
+	JNZ          qkone
+
+qkdone:
+	VEXTRACTF32X8 $1, Z17, Y0
+	VMAXPS        Y0, Y17, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VMAXPS        X1, X0, X0
+	VMOVHLPS      X0, X0, X1
+	VMAXPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VMAXSS        X1, X0, X0
+	VMOVSS        X0, m+56(FP)
+	KORTESTW      K2, K2
+	SETEQ         ordered+60(FP)
+	VZEROUPPER
+	RET

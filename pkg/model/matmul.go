@@ -52,6 +52,11 @@ type kernels struct {
 	// row over hd64*64 dimensions (see pvRef).
 	pv4 func(p *float32, ps int, nk int, v *float32, vs int, out *float32, os int, hd64 int)
 	pv1 func(p *float32, nk int, v *float32, vs int, out *float32, hd64 int)
+	// qk1 computes attention's scaled scores of one query row against nk
+	// keys (stride ks) over n16*16 dimensions, out[j] = dot·scale with
+	// the canonical dot, and returns their maximum (its sign unspecified
+	// when it is zero) and whether no score is NaN.
+	qk1 func(q *float32, k *float32, ks int, n16 int, nk int, scale float32, out *float32) (float32, bool)
 	// exp computes dst[i] = exp32(src[i]*a + b) for a prefix of src and
 	// returns its length.
 	exp func(dst, src []float32, a, b float32) int
@@ -63,6 +68,10 @@ type kernels struct {
 	// prefix of src and returns its length and whether every rounded
 	// value is finite; dst may be src.
 	round func(dst, src []float32) (int, bool)
+	// half converts a prefix of src, little-endian f16 words, into dst
+	// (as halfTo) and returns its length in values and whether every word
+	// converted is finite.
+	half func(dst []float32, src []byte) (int, bool)
 }
 
 // quantizeQ8 quantizes a row to Q8_0 (see the portable quantizeQ8).

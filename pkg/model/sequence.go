@@ -208,6 +208,65 @@ func (s *Sequence) ImportBlock(i int, k, v []float32) error {
 	return nil
 }
 
+// ImportBlockHalf is ImportBlock for a block given as f16 words: k and v
+// hold 2*BlockLen() bytes each, little-endian IEEE binary16 in ExportBlock's
+// layout (the f16 codec's K and V payload, docs/block-format.md). Each word
+// converts exactly into the sequence's KV in one pass, so the result is the
+// bits ImportBlock gives for the same values decoded to float32. A word
+// that is an infinity or a NaN (exponent all ones) fails it with
+// ErrBadBlock and imports nothing.
+func (s *Sequence) ImportBlockHalf(i int, k, v []byte) error {
+	bl := s.BlockLen()
+	if i < 0 || i*s.block != s.n {
+		return fmt.Errorf("%w: import of block %d at length %d (want length %d)", ErrBadBlock, i, s.n, i*s.block)
+	}
+	if len(k) != 2*bl || len(v) != 2*bl {
+		return fmt.Errorf("%w: import buffers have %d/%d bytes, want %d", ErrBadBlock, len(k), len(v), 2*bl)
+	}
+	if s.n+s.block > s.m.cfg.ContextLen {
+		return fmt.Errorf("%w: %d + %d tokens > %d", ErrContextFull, s.n, s.block, s.m.cfg.ContextLen)
+	}
+	per := s.block * s.m.cfg.KVDim()
+	for l := range s.k {
+		var okK, okV bool
+		s.k[l], okK = appendHalf(s.k[l], k[2*l*per:2*(l+1)*per])
+		s.v[l], okV = appendHalf(s.v[l], v[2*l*per:2*(l+1)*per])
+		if !okK || !okV {
+			s.Truncate(s.n) // drops this block's layers imported so far
+			return fmt.Errorf("%w: block %d has infinite or NaN values", ErrBadBlock, i)
+		}
+	}
+	s.n += s.block
+	return nil
+}
+
+// appendHalf appends the f16 words of src converted to float32 to dst and
+// reports whether every word is finite.
+func appendHalf(dst []float32, src []byte) ([]float32, bool) {
+	n := len(dst)
+	dst = slices.Grow(dst, len(src)/2)[:n+len(src)/2]
+	return dst, active.halfTo(dst[n:], src)
+}
+
+// halfTo sets dst[i] to the float32 value of the little-endian f16 word
+// src[2i:2i+2] (len(dst) words) and reports whether every word is finite:
+// F16C where the CPU has it, else the conversion table.
+func (ks *kernels) halfTo(dst []float32, src []byte) bool {
+	src = src[:2*len(dst)]
+	i, finite := 0, true
+	if ks.half != nil {
+		i, finite = ks.half(dst, src)
+	}
+	for ; i < len(dst); i++ {
+		w := uint16(src[2*i]) | uint16(src[2*i+1])<<8
+		if w&0x7c00 == 0x7c00 {
+			finite = false
+		}
+		dst[i] = half.ToFloat32(w)
+	}
+	return finite
+}
+
 // appendRounded appends src to dst rounded to f16, in one pass, and
 // reports whether every rounded value is finite.
 func appendRounded(dst, src []float32) ([]float32, bool) {

@@ -36,12 +36,12 @@ func (g *gateCache) Lookup(ctx context.Context, _ prefix.Namespace, _ []prefix.K
 	}
 }
 
-func (g *gateCache) FetchRaw(context.Context, prefix.Namespace, []prefix.Key, [][]byte) ([][]byte, error) {
-	return nil, nil
+func (g *gateCache) FetchRawFunc(context.Context, prefix.Namespace, []prefix.Key, [][]byte, func(int, []byte) error) (int, error) {
+	return 0, nil
 }
 
-func (g *gateCache) FetchRawAfter(context.Context, prefix.Namespace, prefix.Key, []prefix.Key, [][]byte) ([][]byte, error) {
-	return nil, nil
+func (g *gateCache) FetchRawAfterFunc(context.Context, prefix.Namespace, prefix.Key, []prefix.Key, [][]byte, func(int, []byte) error) (int, error) {
+	return 0, nil
 }
 
 func (g *gateCache) Put(context.Context, prefix.Namespace, []client.Block) error { return nil }

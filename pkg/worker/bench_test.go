@@ -161,18 +161,33 @@ func BenchmarkCodecQuality(b *testing.B) {
 }
 
 // BenchmarkHotImport weighs what the hot tier could keep: encoded blocks
-// (what it does: decode, the checksum already trusted, then import) at
+// (what it does: importBlock, the checksum already trusted; twopass-f16 is
+// the decode-then-import it did for f16 before ImportBlockHalf) at
 // half the memory of f16 or less, against decoded float32 blocks (import
 // only), for a 1024-token prefix of the default model into a sequence
-// reserved for it, as restore does. ns/op is one whole prefix; cpu_ms/op
+// reserved for it, as restore does, from the model's pool of released KV
+// buffers, as back-to-back requests do. ns/op is one whole prefix; cpu_ms/op
 // is the figure to compare on a loaded machine. Here the prefix stays in
 // the CPU caches, which favours float32; on the 125M model (enginebench
-// -ttft) the memory traffic decides, for f16 (hot.go).
+// -ttft) the memory traffic decides, for f16 (hot.go). kv-125m is that
+// model's KV shape (kvShapeOf125M): 12.6 MB of f16 per prefix.
 func BenchmarkHotImport(b *testing.B) {
-	m := defaultModel(b)
+	b.Run("default", func(b *testing.B) { benchHotImport(b, defaultModel(b), textPrompt(9, 1024)) })
+	m, err := model.Synthetic("kv-125m", kvShapeOf125M(), 7)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prompt := make([]int, 1024)
+	for i := range prompt {
+		prompt[i] = (i*37 + 11) % 512
+	}
+	b.Run("kv-125m", func(b *testing.B) { benchHotImport(b, m, prompt) })
+}
+
+func benchHotImport(b *testing.B, m *model.Model, prompt []int) {
 	const bt = DefaultBlockTokens
 	seq := m.NewSequence(bt)
-	if _, err := seq.Prefill(context.Background(), textPrompt(9, 1024)); err != nil {
+	if _, err := seq.Prefill(context.Background(), prompt); err != nil {
 		b.Fatal(err)
 	}
 	bl := seq.BlockLen()
@@ -205,6 +220,27 @@ func BenchmarkHotImport(b *testing.B) {
 				dst := m.NewSequence(bt)
 				dst.Reserve(1024)
 				for i := range n {
+					if err := importBlock(dst, i, &hdrs[i], encoded[i], &kv); err != nil {
+						b.Fatal(err)
+					}
+				}
+				dst.Release()
+			}
+			b.ReportMetric(float64(len(encoded[0])*n)/1e6, "MB_held")
+			reportCPU(b, cpu0)
+		})
+		if codec != kvblock.F16 {
+			continue
+		}
+		// What the tier did for f16 before ImportBlockHalf: decode to a
+		// float32 scratch, then import (round) that.
+		b.Run("twopass-f16", func(b *testing.B) {
+			var kv kvblock.KV
+			cpu0 := cpuTime()
+			for b.Loop() {
+				dst := m.NewSequence(bt)
+				dst.Reserve(1024)
+				for i := range n {
 					if err := kvblock.DecodeVerified(&hdrs[i], encoded[i], &kv); err != nil {
 						b.Fatal(err)
 					}
@@ -212,8 +248,8 @@ func BenchmarkHotImport(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				dst.Release()
 			}
-			b.ReportMetric(float64(len(encoded[0])*n)/1e6, "MB_held")
 			reportCPU(b, cpu0)
 		})
 	}
@@ -227,6 +263,7 @@ func BenchmarkHotImport(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			dst.Release()
 		}
 		b.ReportMetric(float64(8*bl*n)/1e6, "MB_held")
 		reportCPU(b, cpu0)

@@ -25,14 +25,19 @@ const DefaultBlockTokens = 16
 type Cache interface {
 	// Lookup returns how many keys, from the first, are cached.
 	Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) (int, error)
-	// FetchRaw returns the longest intact prefix of keys as encoded blocks,
-	// each verified to sit in the chain: block i's parent is keys[i-1] and
-	// only block 0 has none. The worker does not check that again.
-	FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst [][]byte) ([][]byte, error)
-	// FetchRawAfter is FetchRaw for keys continuing a chain after parent:
-	// block 0's parent must be parent. The worker fetches the part of a
-	// prefix after the blocks its hot tier holds with it.
-	FetchRawAfter(ctx context.Context, ns prefix.Namespace, parent prefix.Key, keys []prefix.Key, dst [][]byte) ([][]byte, error)
+	// FetchRawFunc hands the longest intact prefix of keys, as encoded
+	// blocks, to fn in order, each as soon as it and the blocks before it
+	// have arrived, while the rest are still arriving; it returns how many
+	// fn took. Each block is verified to sit in the chain: block i's
+	// parent is keys[i-1] and only block 0 has none. The worker does not
+	// check that again. fn owns blk (it may keep it); dst, when given,
+	// lends buffers (blk then aliases dst[i]). An error from fn stops the
+	// fetch and is returned.
+	FetchRawFunc(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst [][]byte, fn func(i int, blk []byte) error) (int, error)
+	// FetchRawAfterFunc is FetchRawFunc for keys continuing a chain after
+	// parent: block 0's parent must be parent. The worker fetches the
+	// part of a prefix after the blocks its hot tier holds with it.
+	FetchRawAfterFunc(ctx context.Context, ns prefix.Namespace, parent prefix.Key, keys []prefix.Key, dst [][]byte, fn func(i int, blk []byte) error) (int, error)
 	// Put stores encoded blocks.
 	Put(ctx context.Context, ns prefix.Namespace, blocks []client.Block) error
 }

@@ -38,37 +38,42 @@ func (f *faultyCache) Lookup(ctx context.Context, ns prefix.Namespace, keys []pr
 	return f.Cache.Lookup(ctx, ns, keys)
 }
 
-func (f *faultyCache) FetchRaw(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst [][]byte) ([][]byte, error) {
-	blocks, err := f.Cache.FetchRaw(ctx, ns, keys, dst)
-	return f.damage(blocks, err)
+func (f *faultyCache) FetchRawFunc(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst [][]byte, fn func(int, []byte) error) (int, error) {
+	return f.Cache.FetchRawFunc(ctx, ns, keys, dst, f.damaging(fn))
 }
 
-func (f *faultyCache) FetchRawAfter(ctx context.Context, ns prefix.Namespace, parent prefix.Key, keys []prefix.Key, dst [][]byte) ([][]byte, error) {
-	blocks, err := f.Cache.FetchRawAfter(ctx, ns, parent, keys, dst)
-	return f.damage(blocks, err)
+func (f *faultyCache) FetchRawAfterFunc(ctx context.Context, ns prefix.Namespace, parent prefix.Key, keys []prefix.Key, dst [][]byte, fn func(int, []byte) error) (int, error) {
+	return f.Cache.FetchRawAfterFunc(ctx, ns, parent, keys, dst, f.damaging(fn))
 }
 
-func (f *faultyCache) damage(blocks [][]byte, err error) ([][]byte, error) {
-	if err != nil || len(blocks) < 3 {
-		return blocks, err
+// damaging wraps fn so that block 2 reaches it damaged.
+func (f *faultyCache) damaging(fn func(int, []byte) error) func(int, []byte) error {
+	return func(i int, blk []byte) error {
+		if i == 2 {
+			blk = f.damage(blk)
+		}
+		return fn(i, blk)
 	}
+}
+
+func (f *faultyCache) damage(blk []byte) []byte {
 	switch fault(f.mode.Load()) {
 	case flipByte:
-		blocks[2][len(blocks[2])-1] ^= 0x40
+		blk[len(blk)-1] ^= 0x40
 	case wrongShape:
 		s := kvblock.Shape{Tokens: 8, Layers: 1, KVHeads: 1, HeadDim: 16}
 		kv := kvblock.KV{Shape: s, K: make([]float32, s.Elements()), V: make([]float32, s.Elements())}
-		h, _ := kvblock.ParseHeader(blocks[2])
+		h, _ := kvblock.ParseHeader(blk)
 		b, err := kvblock.Encode(nil, &kv, kvblock.Meta{Codec: kvblock.F16, StartPos: h.StartPos, RoPE: true, Parent: h.Parent, HasParent: true, Sinks: -1})
 		if err != nil {
 			panic(err)
 		}
-		blocks[2] = b
+		blk = b
 	case infValue:
 		// The encoders saturate, so forge it: an f16 block whose last
 		// value (of V) is +Inf, with a correct checksum.
 		var kv kvblock.KV
-		h, err := kvblock.Decode(blocks[2], &kv)
+		h, err := kvblock.Decode(blk, &kv)
 		if err != nil {
 			panic(err)
 		}
@@ -80,9 +85,9 @@ func (f *faultyCache) damage(blocks [][]byte, err error) ([][]byte, error) {
 		var sum kvblock.Checksum
 		sum.Write(b)
 		binary.LittleEndian.PutUint32(b[60:], sum.Sum32())
-		blocks[2] = b
+		blk = b
 	}
-	return blocks, nil
+	return blk
 }
 
 // blackhole accepts TCP connections and never answers.

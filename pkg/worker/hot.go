@@ -16,8 +16,9 @@ import (
 //
 // A bounded LRU (internal/hotcache, Config.HotCacheBytes) shared by every
 // request keeps verified encoded blocks with their parsed headers. A hit
-// costs no network and no checksum or header check, only the codec's
-// decode and the engine's import, and needs nothing from the cluster at
+// costs no network and no checksum or header check, only the engine's
+// import (f16 blocks convert straight into the sequence, importBlock; other
+// codecs are decoded first), and needs nothing from the cluster at
 // all: a system prompt every request starts with is fetched once per
 // worker, or computed once, and then served from RAM, also while the
 // cache nodes are down.
@@ -127,7 +128,7 @@ func (h *hotTier) restore(ns prefix.Namespace, seq *model.Sequence, keys []prefi
 	n := 0
 	for ; n < len(keys); n++ {
 		b, ok := h.c.Get(hotKey{ns, keys[n]})
-		if !ok || kvblock.DecodeVerified(&b.hdr, b.data, &kv) != nil || seq.ImportBlock(n, kv.K, kv.V) != nil {
+		if !ok || importBlock(seq, n, &b.hdr, b.data, &kv) != nil {
 			// Decode and import fail only on a block that was not
 			// verified for this position, which the tier never holds:
 			// every path is a miss.
@@ -139,6 +140,20 @@ func (h *hotTier) restore(ns prefix.Namespace, seq *model.Sequence, keys []prefi
 	t.HotBlocks = n
 	t.HotMS = msSince(t0)
 	return n
+}
+
+// importBlock imports the verified block blk (h is its header) into seq
+// as block i. An f16 block without sinks goes in straight from its words,
+// in one pass (Sequence.ImportBlockHalf); any other is decoded into kv
+// first. Either way a value that is not a finite f16 fails it.
+func importBlock(seq *model.Sequence, i int, h *kvblock.Header, blk []byte, kv *kvblock.KV) error {
+	if k, v, ok := kvblock.F16Payload(h, blk); ok {
+		return seq.ImportBlockHalf(i, k, v)
+	}
+	if err := kvblock.DecodeVerified(h, blk, kv); err != nil {
+		return err
+	}
+	return seq.ImportBlock(i, kv.K, kv.V)
 }
 
 // put inserts a verified block (h is its header); the tier owns data from

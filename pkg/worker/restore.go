@@ -60,51 +60,83 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 		return 0
 	}
 
+	// Each block is imported as soon as it arrives, while the next ones
+	// are still on their way: the import overlaps the fetch.
 	t1 := time.Now()
-	defer func() { t.FetchMS = msSince(t1) }()
-	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchTimeout+time.Duration(n)*w.cfg.FetchPerBlock)
-	var blocks [][]byte
-	if from == 0 {
-		blocks, err = w.cfg.Cache.FetchRaw(fctx, ns, rest[:n], nil)
-	} else {
-		blocks, err = w.cfg.Cache.FetchRawAfter(fctx, ns, keys[from-1], rest[:n], nil)
+	var dst [][]byte
+	if w.hot == nil {
+		dst = w.lendFetchBufs(n)
 	}
-	cancel()
-	if err != nil {
-		w.cacheError("fetch", err)
-		return 0
-	}
-	t2 := time.Now()
-	defer func() { t.ImportMS = msSince(t2) }()
 	var kv kvblock.KV
-	for j, blk := range blocks {
+	var importDur time.Duration
+	var bad error
+	imp := func(j int, blk []byte) error {
+		ti := time.Now()
+		defer func() { importDur += time.Since(ti) }()
 		i := from + j
-		h, err := kvblock.Decode(blk, &kv)
+		h, err := kvblock.Inspect(blk)
 		if err == nil {
 			err = w.checkBlock(&h, &kv, i)
 		}
 		if err == nil {
-			err = seq.ImportBlock(i, kv.K, kv.V)
+			err = importBlock(seq, i, &h, blk, &kv)
 		}
 		if err != nil {
-			w.cacheError("decode", err)
-			break
+			bad = err
+			return err
 		}
-		w.hot.put(ns, keys[i], &h, blk) // FetchRaw gave it its own buffer
 		t.FetchedBlocks++
 		t.FetchedBytes += len(blk)
+		if w.hot == nil {
+			w.fetchBufs.Put(&blk) // imported: nothing refers to it any more
+		} else {
+			w.hot.put(ns, keys[i], &h, blk) // the fetch gave it its own buffer
+		}
+		return nil
+	}
+	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchTimeout+time.Duration(n)*w.cfg.FetchPerBlock)
+	if from == 0 {
+		_, err = w.cfg.Cache.FetchRawFunc(fctx, ns, rest[:n], dst, imp)
+	} else {
+		_, err = w.cfg.Cache.FetchRawAfterFunc(fctx, ns, keys[from-1], rest[:n], dst, imp)
+	}
+	cancel()
+	t.FetchMS = msSince(t1)
+	t.ImportMS = float64(importDur.Nanoseconds()) / 1e6
+	switch {
+	case bad != nil:
+		w.cacheError("decode", bad)
+	case err != nil:
+		// The blocks imported before the failure stay: it only shortens
+		// the prefix.
+		w.cacheError("fetch", err)
 	}
 	return t.FetchedBlocks
 }
 
-// checkBlock rejects a decoded block that cannot be block i of this
-// prompt. It guards the engine against a block that is intact but wrong
-// (another shape, another position); values outside f16, which would
-// poison attention, are refused by ImportBlock, in the pass that rounds
-// them. Its parent is not checked here: Cache.FetchRaw checks it,
-// in the one place that sees every fetched block (pkg/client receive.go).
-// Decode does check the checksum again: the worker does not trust bytes
-// handed over an interface (a test damages them after the client).
+// lendFetchBufs returns n recycled block buffers (nil where the pool
+// has none) for a fetch to read into.
+func (w *Worker) lendFetchBufs(n int) [][]byte {
+	dst := make([][]byte, n)
+	for j := range dst {
+		p, _ := w.fetchBufs.Get().(*[]byte)
+		if p == nil {
+			break
+		}
+		dst[j] = *p
+	}
+	return dst
+}
+
+// checkBlock rejects a block (h its verified header) that cannot be block
+// i of this prompt. It guards the engine against a block that is intact but
+// wrong (another shape, another position); values outside f16, which would
+// poison attention, are refused by the import (importBlock), in the pass
+// that converts them. Its parent is not checked here: Cache.FetchRawFunc
+// checks it, in the one place that sees every fetched block (pkg/client
+// receive.go). Inspect does check the checksum again: the worker does not
+// trust bytes handed over an interface (a test damages them after the
+// client).
 func (w *Worker) checkBlock(h *kvblock.Header, kv *kvblock.KV, i int) error {
 	switch {
 	case h.Shape != w.shape:

@@ -7,8 +7,10 @@ import (
 
 	"github.com/kvcache/kvcache/internal/cachenode"
 	"github.com/kvcache/kvcache/internal/testnode"
+	"github.com/kvcache/kvcache/pkg/client"
 	"github.com/kvcache/kvcache/pkg/kvblock"
 	"github.com/kvcache/kvcache/pkg/model"
+	"github.com/kvcache/kvcache/pkg/prefix"
 )
 
 // kvShapeOf125M has the KV shape of internal/enginebench's 125M model (12
@@ -22,9 +24,15 @@ func kvShapeOf125M() model.Config {
 // BenchmarkRestoreRemote is the remote full hit of issue 13 without the
 // one-token prefill: lookup, fetch over a real node's data plane on
 // loopback, decode and import of a 1024-token prefix (64 blocks) of the
-// 125M model's KV shape, for each codec a worker may use.
+// 125M model's KV shape, for each codec a worker may use. The sequence
+// is released after each restore, as a request releases it.
 //
-//	go test -run XXX -bench RestoreRemote -cpuprofile cpu.out ./pkg/worker/
+// For each codec, "batch" is the restore before issue 13's overlap (fetch
+// every block with FetchRaw, then import them), kept here as the baseline
+// the worker's path ("stream": each block imported as it arrives) is
+// measured against in the same run; -count alternates them:
+//
+//	go test -run XXX -bench RestoreRemote/f16 -count 5 -cpuprofile cpu.out ./pkg/worker/
 func BenchmarkRestoreRemote(b *testing.B) {
 	m, err := model.Synthetic("kv-125m", kvShapeOf125M(), 7)
 	if err != nil {
@@ -44,24 +52,106 @@ func BenchmarkRestoreRemote(b *testing.B) {
 				b.Fatal(err)
 			}
 			flush(b, w)
-			var t Timings
-			var lookup, fetch, imp float64
-			start := time.Now()
-			for b.Loop() {
-				t = Timings{}
-				if got := w.restore(context.Background(), w.ns, m.NewSequence(w.BlockTokens()), prompt, &t); got != n/w.BlockTokens() {
+			one := func(b *testing.B, batch bool, t *Timings) {
+				*t = Timings{}
+				seq := m.NewSequence(w.BlockTokens())
+				var got int
+				if batch {
+					got = restoreBatch(b, w, c, seq, prompt, t)
+				} else {
+					got = w.restore(context.Background(), w.ns, seq, prompt, t)
+				}
+				if got != n/w.BlockTokens() {
 					b.Fatalf("restored %d blocks", got)
 				}
-				lookup += t.LookupMS
-				fetch += t.FetchMS
-				imp += t.ImportMS
+				seq.Release() // as a request does: the next one reuses its KV buffers
 			}
-			el := time.Since(start)
-			b.ReportMetric(lookup/float64(b.N), "lookup_ms")
-			b.ReportMetric(fetch/float64(b.N), "fetch_ms")
-			b.ReportMetric(imp/float64(b.N), "import_ms")
-			b.ReportMetric(float64(t.FetchedBytes)/1e6, "MB")
-			b.ReportMetric(float64(t.FetchedBytes*b.N)/el.Seconds()/1e6, "MB/s")
+			for _, mode := range []string{"batch", "stream"} {
+				b.Run(mode, func(b *testing.B) {
+					var t Timings
+					var lookup, fetch, imp float64
+					start, cpu0 := time.Now(), cpuTime()
+					for b.Loop() {
+						one(b, mode == "batch", &t)
+						lookup += t.LookupMS
+						fetch += t.FetchMS
+						imp += t.ImportMS
+					}
+					el := time.Since(start)
+					b.ReportMetric(lookup/float64(b.N), "lookup_ms")
+					b.ReportMetric(fetch/float64(b.N), "fetch_ms")
+					b.ReportMetric(imp/float64(b.N), "import_ms")
+					b.ReportMetric(ms(cpuTime()-cpu0)/float64(b.N), "cpu_ms")
+					b.ReportMetric(float64(t.FetchedBytes)/1e6, "MB")
+					b.ReportMetric(float64(t.FetchedBytes*b.N)/el.Seconds()/1e6, "MB/s")
+				})
+			}
+			// Both in turn, one restore each per iteration, so that a
+			// loaded machine's drift hits both alike: wall and process
+			// CPU time (user + system, the node's included) of each.
+			b.Run("alternate", func(b *testing.B) {
+				var t Timings
+				var wall, cpu [2]time.Duration
+				for b.Loop() {
+					for k, batch := range []bool{true, false} {
+						t0, c0 := time.Now(), cpuTime()
+						one(b, batch, &t)
+						wall[k] += time.Since(t0)
+						cpu[k] += cpuTime() - c0
+					}
+				}
+				per := func(d time.Duration) float64 { return ms(d) / float64(b.N) }
+				b.ReportMetric(per(wall[0]), "batch_ms")
+				b.ReportMetric(per(wall[1]), "stream_ms")
+				b.ReportMetric(per(cpu[0]), "batch_cpu_ms")
+				b.ReportMetric(per(cpu[1]), "stream_cpu_ms")
+				b.ReportMetric(float64(wall[1])/float64(wall[0]), "stream/batch")
+			})
 		})
 	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+// restoreBatch is restore's remote path as it was before the overlap:
+// lookup, FetchRaw of every block, then decode, check and import of each.
+func restoreBatch(b *testing.B, w *Worker, c *client.Client, seq *model.Sequence, prompt []int, t *Timings) int {
+	bt := w.cfg.BlockTokens
+	keys := prefix.BlockKeys(w.ns, toU32(prompt[:len(prompt)/bt*bt]), bt)
+	seq.Reserve(len(prompt) + 1)
+	ctx := context.Background()
+	t0 := time.Now()
+	n, err := c.Lookup(ctx, w.ns, keys)
+	t.LookupMS = msSince(t0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t1 := time.Now()
+	blocks, err := c.FetchRaw(ctx, w.ns, keys[:n], nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t2 := time.Now()
+	var kv kvblock.KV
+	for i, blk := range blocks {
+		h, err := kvblock.Decode(blk, &kv)
+		if err == nil {
+			err = w.checkBlock(&h, &kv, i)
+		}
+		if err == nil {
+			err = seq.ImportBlock(i, kv.K, kv.V)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.hot.put(w.ns, keys[i], &h, blk)
+		t.FetchedBlocks++
+		t.FetchedBytes += len(blk)
+	}
+	t.ImportMS = msSince(t2)
+	t.FetchMS = msSince(t1)
+	if seq.Len() == len(prompt) {
+		seq.Truncate(len(prompt) - 1)
+	}
+	return len(blocks)
 }
