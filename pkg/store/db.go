@@ -45,6 +45,7 @@ type DB struct {
 	gates         [commitShards]readGate
 	overshoots    atomic.Int64 // commits that had to take the files past it
 	diskEvictions atomic.Int64 // blocks evicted for it beyond Capacity
+	carried       atomic.Int64 // Puts moved to the other file for it
 }
 
 var _ Store = (*DB)(nil)

@@ -43,9 +43,9 @@ import (
 //   - if they still do not fit (the file has no leaf left to evict: its
 //     blocks are parents of blocks in the other file), the commit ends
 //     with its deletions only and the writer carries its Puts to the next
-//     commit, of the other file (writer.carry). A Put carried once that
-//     does not fit there either lets the file grow past the bound (an
-//     overshoot). A shard that overshoots overshootRun times in a row (a
+//     commit, of the other file (writer.carry). A Put carried back and
+//     forth maxMoves times that still does not fit lets the file grow
+//     past the bound (an overshoot). A shard that overshoots overshootRun times in a row (a
 //     workload whose bbolt overhead exceeds the slack: blocks of one or
 //     two pages) commits without the guard for a while.
 //
@@ -62,8 +62,8 @@ const (
 	minDiskSlack   = 256 << 10 // below this slack (Capacity < 2.5 MiB) there is no guard
 	overshootPause = 64        // commits of a shard without the guard after overshootRun overshoots in a row
 	overshootRun   = 4
-	evictRounds    = 3                     // evictions for the bound per commit, at most
-	readerWait     = 50 * time.Millisecond // longest wait for the readers that pin freed pages
+	evictRounds    = 4                      // evictions for the bound per commit, at most
+	readerWait     = 250 * time.Millisecond // longest wait for the readers that pin freed pages
 )
 
 // diskGuard shares the disk bound between the shards' commits, which run
@@ -124,9 +124,11 @@ func filePages(b *bbolt.DB) int64 {
 }
 
 // reserve returns how many pages shard's file may reach in its next
-// commit (0: no limit), need being the pages its new blocks take at most,
-// and reserves them against the bound.
-func (g *diskGuard) reserve(shard int, size, need int64) int64 {
+// commit of Puts and in one of deletions only (0: no limit), need being
+// the pages its new blocks take at most, and reserves them against the
+// bound. Deletions get delPages more: they rewrite a few leaves, and
+// failing them would only mean going past the bound.
+func (g *diskGuard) reserve(shard int, size, need int64) (puts, dels int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.bound == 0 || g.pause[shard] > 0 {
@@ -134,7 +136,7 @@ func (g *diskGuard) reserve(shard int, size, need int64) int64 {
 			g.pause[shard]--
 		}
 		g.reserved[shard] = size
-		return 0
+		return 0, 0
 	}
 	// One page more per file for what its file system may add meanwhile.
 	others := g.extra[shard] + 1
@@ -143,11 +145,16 @@ func (g *diskGuard) reserve(shard int, size, need int64) int64 {
 			others += r + g.extra[i] + 1
 		}
 	}
-	limit := max(size, min(g.bound-others, size+need))
-	g.reserved[shard] = limit
+	room := g.bound - others
+	puts = max(size, min(room-delPages, size+need))
+	dels = max(size, min(room, puts+delPages))
+	g.reserved[shard] = dels
 	g.busy[shard] = true
-	return limit
+	return puts, dels
 }
+
+// delPages is the headroom of a commit of deletions (see reserve).
+const delPages = 12
 
 // waitIdle waits until no other shard is committing, so that their
 // reservations are their files' sizes, unless another shard is itself
@@ -243,7 +250,7 @@ func (db *DB) commitActs(j *job) error {
 		}
 	}
 	size := filePages(db.shards[j.shard])
-	limit := g.reserve(j.shard, size, need)
+	limit, delLimit := g.reserve(j.shard, size, need)
 	size, err := db.commitBounded(j.shard, j.acts, limit)
 	if !errors.Is(err, berrors.ErrMaxSizeReached) {
 		g.release(j.shard, size, false)
@@ -258,7 +265,7 @@ func (db *DB) commitActs(j *job) error {
 		}
 	}
 	if len(dels) > 0 {
-		if size, err = db.commitSmall(j.shard, dels, limit); err != nil {
+		if size, err = db.commitSmall(j.shard, dels, delLimit); err != nil {
 			g.release(j.shard, size, false)
 			return err
 		}
@@ -272,14 +279,14 @@ func (db *DB) commitActs(j *job) error {
 	g.release(j.shard, size, false)
 	g.waitIdle(j.shard)
 	db.gates[j.shard].wait(readerWait)
-	limit = g.reserve(j.shard, size, need)
+	limit, delLimit = g.reserve(j.shard, size, need)
 	size, err = db.commitBounded(j.shard, puts, limit)
 	// The pages the file needs are in the other file, split by small
 	// allocations, or were pinned by a reader: evict from this file,
 	// leaf-first by last access, beyond what Capacity asks, commit that
 	// first and retry, a few rounds.
 	for round := 0; round < evictRounds && errors.Is(err, berrors.ErrMaxSizeReached); round++ {
-		ids := db.evictFrom(j.shard, need-metaPagesPerCommit)
+		ids := db.evictFrom(j.shard, need)
 		if len(ids) == 0 {
 			break
 		}
@@ -287,13 +294,13 @@ func (db *DB) commitActs(j *job) error {
 		for i, id := range ids {
 			acts[i] = action{id: id}
 		}
-		if size, err = db.commitSmall(j.shard, acts, limit); err != nil {
+		if size, err = db.commitSmall(j.shard, acts, delLimit); err != nil {
 			g.release(j.shard, size, false)
 			return err
 		}
 		g.release(j.shard, size, false)
 		db.gates[j.shard].wait(readerWait)
-		limit = g.reserve(j.shard, size, need)
+		limit, delLimit = g.reserve(j.shard, size, need)
 		size, err = db.commitBounded(j.shard, puts, limit)
 	}
 	if errors.Is(err, berrors.ErrMaxSizeReached) && len(db.shards) > 1 && !carried(j) {
@@ -351,16 +358,21 @@ func (g *readGate) wait(timeout time.Duration) bool {
 	return true
 }
 
-// carried reports whether a Put of j was carried from the other shard
-// already: carried once, a Put does not move again.
+// carried reports whether a Put of j was carried between the files
+// maxMoves times already: then it does not move again.
 func carried(j *job) bool {
 	for _, o := range j.puts {
-		if o.moved {
+		if o.moves >= maxMoves {
 			return true
 		}
 	}
 	return false
 }
+
+// maxMoves bounds how often a Put goes back and forth between the files
+// while neither has room for it (each time, the pages freed meanwhile in
+// the other one become reusable).
+const maxMoves = 4
 
 // evictFrom removes from the index the least recently used leaves held by
 // shard's file, at least pages pages of them, and returns their ids for

@@ -13,8 +13,9 @@ func OpenCommitHook(path string, opts *Options, hook func(shard int)) (*DB, erro
 	return open(path, cfg)
 }
 
-// DiskCounts returns how many commits took db's files past the disk bound
-// and how many blocks it evicted beyond Capacity to stay within it.
-func DiskCounts(db *DB) (overshoots, evictions int64) {
-	return db.overshoots.Load(), db.diskEvictions.Load()
+// DiskCounts returns how many commits took db's files past the disk bound,
+// how many blocks it evicted beyond Capacity and how many Puts it moved
+// to the other file to stay within it.
+func DiskCounts(db *DB) (overshoots, evictions, carried int64) {
+	return db.overshoots.Load(), db.diskEvictions.Load(), db.carried.Load()
 }

@@ -52,7 +52,7 @@ type op struct {
 	state     atomic.Int32
 	entry     *entry // set by the writer once planned
 	deferred  int64  // when the writer first put it off to wait for its parent (unix ns)
-	moved     bool   // its first shard had no room for it within the disk bound (disk.go)
+	moves     int    // times a shard had no room for it within the disk bound (disk.go)
 
 	// Delete
 	ids []blockID
@@ -630,8 +630,9 @@ func (db *DB) ackMoved(j *job) []*op {
 	var carry []*op
 	for _, o := range j.puts {
 		if o.err == nil && o.entry != nil {
-			o.moved = true
+			o.moves++
 			carry = append(carry, o)
+			db.carried.Add(1)
 			continue
 		}
 		delete(db.inflight, o.id)
