@@ -275,3 +275,37 @@ func benchHotImport(b *testing.B, m *model.Model, prompt []int) {
 func reportCPU(b *testing.B, since time.Duration) {
 	b.ReportMetric(float64(cpuTime()-since)/1e6/float64(b.N), "cpu_ms/op")
 }
+
+// BenchmarkTierHitF16 is issue 13's worker-tier hit without the weight
+// streaming: a 1024-token prompt whose every block the hot tier holds in
+// f16, on the 125M model's KV shape with tiny other dimensions
+// (kvShapeOf125M), so that what is timed is the import, the one-token
+// step's attention over 1024 keys and the request's overhead.
+//
+//	go test -run XXX -bench TierHitF16 -cpuprofile cpu.out ./pkg/worker/
+func BenchmarkTierHitF16(b *testing.B) {
+	m, err := model.Synthetic("kv-125m", kvShapeOf125M(), 7)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := newWorker(b, Config{Model: m, Codec: kvblock.F16, HotCacheBytes: 256 << 20})
+	prompt := make([]int, 1024)
+	for i := range prompt {
+		prompt[i] = (i*37 + 11) % 512
+	}
+	if _, err := w.Generate(context.Background(), Request{Prompt: prompt, MaxTokens: 1}); err != nil {
+		b.Fatal(err)
+	}
+	var imp float64
+	cpu0 := cpuTime()
+	for b.Loop() {
+		res, err := w.Generate(context.Background(), Request{Prompt: prompt, MaxTokens: 1})
+		if err != nil || res.Timings.HotBlocks != 1024/w.BlockTokens() {
+			b.Fatalf("tier hit: %v, %+v", err, res.Timings)
+		}
+		imp += res.Timings.HotMS
+	}
+	b.ReportMetric(b.Elapsed().Seconds()*1e3/float64(b.N), "ttft_ms")
+	b.ReportMetric(imp/float64(b.N), "import_ms")
+	reportCPU(b, cpu0)
+}
