@@ -1166,3 +1166,36 @@ qkdone:
 	SETEQ         ordered+60(FP)
 	VZEROUPPER
 	RET
+
+// func f32ToHalfF16C(dst *byte, src *float32, n8 int) (finite bool)
+// Converts 8*n8 float32 to little-endian f16 words (round to nearest even,
+// exact for the KV's f16 values) and reports whether every word is finite
+// (the caller redoes the conversion, saturating, when one is not).
+TEXT ·f32ToHalfF16C(SB), NOSPLIT, $0-25
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n8+16(FP), CX
+	MOVL         $0x7c00, AX
+	VMOVD        AX, X15
+	VPBROADCASTW X15, X15
+	VPXOR        X14, X14, X14
+	TESTQ        CX, CX
+	JZ           th8done
+
+th8loop:
+	VMOVUPS   (SI), Y0
+	VCVTPS2PH $0, Y0, X1
+	VMOVDQU   X1, (DI)
+	VPAND     X15, X1, X2
+	VPCMPEQW  X15, X2, X2
+	VPOR      X2, X14, X14
+	ADDQ      $32, SI
+	ADDQ      $16, DI
+	DECQ      CX
+	JNZ       th8loop
+
+th8done:
+	VPTEST  X14, X14
+	SETEQ   finite+24(FP)
+	VZEROUPPER
+	RET

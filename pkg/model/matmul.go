@@ -72,6 +72,10 @@ type kernels struct {
 	// (as halfTo) and returns its length in values and whether every word
 	// converted is finite.
 	half func(dst []float32, src []byte) (int, bool)
+	// halfOut converts a prefix of src to little-endian f16 words (round
+	// to nearest even) and returns its length in values and whether every
+	// word is finite.
+	halfOut func(dst []byte, src []float32) (int, bool)
 }
 
 // quantizeQ8 quantizes a row to Q8_0 (see the portable quantizeQ8).

@@ -309,3 +309,47 @@ func BenchmarkTierHitF16(b *testing.B) {
 	b.ReportMetric(imp/float64(b.N), "import_ms")
 	reportCPU(b, cpu0)
 }
+
+// BenchmarkKeepComputed is what a miss of 1024 tokens on the 125M model's
+// KV shape spends putting its 64 computed blocks in the hot tier: half is
+// keepComputed (f16 words out of the sequence, EncodeHalf), f32 the float32
+// export and Encode it did before.
+func BenchmarkKeepComputed(b *testing.B) {
+	m, err := model.Synthetic("kv-125m", kvShapeOf125M(), 7)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := newWorker(b, Config{Model: m, Codec: kvblock.F16, HotCacheBytes: 256 << 20})
+	prompt := make([]int, 1024)
+	for i := range prompt {
+		prompt[i] = (i*37 + 11) % 512
+	}
+	seq := m.NewSequence(w.BlockTokens())
+	if _, err := seq.Prefill(context.Background(), prompt); err != nil {
+		b.Fatal(err)
+	}
+	to := seq.FullBlocks()
+	b.Run("f32", func(b *testing.B) {
+		n := w.shape.Elements()
+		kv := kvblock.KV{Shape: w.shape, K: make([]float32, n), V: make([]float32, n)}
+		cpu0 := cpuTime()
+		for b.Loop() {
+			for i := range to {
+				if err := seq.ExportBlock(i, kv.K, kv.V); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := kvblock.Encode(nil, &kv, kvblock.Meta{Codec: kvblock.F16, StartPos: uint32(i * w.BlockTokens()), RoPE: true, Sinks: -1}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		reportCPU(b, cpu0)
+	})
+	b.Run("half", func(b *testing.B) {
+		cpu0 := cpuTime()
+		for b.Loop() {
+			w.hot.keepComputed(w.ns, seq, w.shape, prompt, 0, to)
+		}
+		reportCPU(b, cpu0)
+	})
+}
