@@ -81,6 +81,7 @@ func TestFetchOverDataPlane(t *testing.T) {
 	if n, err := c.Fetch(ctx, ns, keys, newKVs(len(keys))); err != nil || n != 4 {
 		t.Fatalf("Fetch = %d, %v", n, err)
 	}
+	waitFor(t, 5*time.Second, "4 data-plane requests for 4 fetches", func() bool { return dataRequests(t, node) >= 4 })
 	// Switched off, the same fetch goes over gRPC.
 	before := dataRequests(t, node)
 	c.UseDataPlane(false)

@@ -106,7 +106,7 @@ type Timings struct {
 	QueueMS          float64 `json:"queue_ms"`         // waiting for admission and the first forward-pass slot
 	LookupMS         float64 `json:"lookup_ms"`        // cache Lookup
 	FetchMS          float64 `json:"fetch_ms"`         // cache fetch, decode and import
-	ImportMS         float64 `json:"import_ms"`        // the part of fetch_ms spent decoding and importing the fetched blocks
+	ImportMS         float64 `json:"import_ms"`        // the part of fetch_ms spent decoding and importing the fetched blocks (as they arrive: it overlaps the transfer)
 	FetchedBlocks    int     `json:"fetched_blocks"`   // blocks imported from the cache
 	FetchedBytes     int     `json:"fetched_bytes"`    // encoded bytes received for them
 	HotMS            float64 `json:"hot_cache_ms"`     // looking up and importing blocks of the worker's hot tier

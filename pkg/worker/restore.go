@@ -63,6 +63,10 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 	// Each block is imported as soon as it arrives, while the next ones
 	// are still on their way: the import overlaps the fetch.
 	t1 := time.Now()
+	var dst [][]byte
+	if w.hot == nil {
+		dst = w.lendFetchBufs(n)
+	}
 	var kv kvblock.KV
 	var importDur time.Duration
 	var bad error
@@ -81,16 +85,20 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 			bad = err
 			return err
 		}
-		w.hot.put(ns, keys[i], &h, blk) // the fetch gave it its own buffer
 		t.FetchedBlocks++
 		t.FetchedBytes += len(blk)
+		if w.hot == nil {
+			w.fetchBufs.Put(&blk) // imported: nothing refers to it any more
+		} else {
+			w.hot.put(ns, keys[i], &h, blk) // the fetch gave it its own buffer
+		}
 		return nil
 	}
 	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchTimeout+time.Duration(n)*w.cfg.FetchPerBlock)
 	if from == 0 {
-		_, err = w.cfg.Cache.FetchRawFunc(fctx, ns, rest[:n], nil, imp)
+		_, err = w.cfg.Cache.FetchRawFunc(fctx, ns, rest[:n], dst, imp)
 	} else {
-		_, err = w.cfg.Cache.FetchRawAfterFunc(fctx, ns, keys[from-1], rest[:n], nil, imp)
+		_, err = w.cfg.Cache.FetchRawAfterFunc(fctx, ns, keys[from-1], rest[:n], dst, imp)
 	}
 	cancel()
 	t.FetchMS = msSince(t1)
@@ -104,6 +112,20 @@ func (w *Worker) restoreRemote(ctx context.Context, ns prefix.Namespace, seq *mo
 		w.cacheError("fetch", err)
 	}
 	return t.FetchedBlocks
+}
+
+// lendFetchBufs returns n recycled block buffers (nil where the pool
+// has none) for a fetch to read into.
+func (w *Worker) lendFetchBufs(n int) [][]byte {
+	dst := make([][]byte, n)
+	for j := range dst {
+		p, _ := w.fetchBufs.Get().(*[]byte)
+		if p == nil {
+			break
+		}
+		dst[j] = *p
+	}
+	return dst
 }
 
 // checkBlock rejects a block (h its verified header) that cannot be block

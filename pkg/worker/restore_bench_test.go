@@ -52,24 +52,27 @@ func BenchmarkRestoreRemote(b *testing.B) {
 				b.Fatal(err)
 			}
 			flush(b, w)
+			one := func(b *testing.B, batch bool, t *Timings) {
+				*t = Timings{}
+				seq := m.NewSequence(w.BlockTokens())
+				var got int
+				if batch {
+					got = restoreBatch(b, w, c, seq, prompt, t)
+				} else {
+					got = w.restore(context.Background(), w.ns, seq, prompt, t)
+				}
+				if got != n/w.BlockTokens() {
+					b.Fatalf("restored %d blocks", got)
+				}
+				seq.Release() // as a request does: the next one reuses its KV buffers
+			}
 			for _, mode := range []string{"batch", "stream"} {
 				b.Run(mode, func(b *testing.B) {
 					var t Timings
 					var lookup, fetch, imp float64
-					start := time.Now()
+					start, cpu0 := time.Now(), cpuTime()
 					for b.Loop() {
-						t = Timings{}
-						seq := m.NewSequence(w.BlockTokens())
-						var got int
-						if mode == "batch" {
-							got = restoreBatch(b, w, c, seq, prompt, &t)
-						} else {
-							got = w.restore(context.Background(), w.ns, seq, prompt, &t)
-						}
-						if got != n/w.BlockTokens() {
-							b.Fatalf("restored %d blocks", got)
-						}
-						seq.Release() // as a request does: the next one reuses its KV buffers
+						one(b, mode == "batch", &t)
 						lookup += t.LookupMS
 						fetch += t.FetchMS
 						imp += t.ImportMS
@@ -78,13 +81,37 @@ func BenchmarkRestoreRemote(b *testing.B) {
 					b.ReportMetric(lookup/float64(b.N), "lookup_ms")
 					b.ReportMetric(fetch/float64(b.N), "fetch_ms")
 					b.ReportMetric(imp/float64(b.N), "import_ms")
+					b.ReportMetric(ms(cpuTime()-cpu0)/float64(b.N), "cpu_ms")
 					b.ReportMetric(float64(t.FetchedBytes)/1e6, "MB")
 					b.ReportMetric(float64(t.FetchedBytes*b.N)/el.Seconds()/1e6, "MB/s")
 				})
 			}
+			// Both in turn, one restore each per iteration, so that a
+			// loaded machine's drift hits both alike: wall and process
+			// CPU time (user + system, the node's included) of each.
+			b.Run("alternate", func(b *testing.B) {
+				var t Timings
+				var wall, cpu [2]time.Duration
+				for b.Loop() {
+					for k, batch := range []bool{true, false} {
+						t0, c0 := time.Now(), cpuTime()
+						one(b, batch, &t)
+						wall[k] += time.Since(t0)
+						cpu[k] += cpuTime() - c0
+					}
+				}
+				per := func(d time.Duration) float64 { return ms(d) / float64(b.N) }
+				b.ReportMetric(per(wall[0]), "batch_ms")
+				b.ReportMetric(per(wall[1]), "stream_ms")
+				b.ReportMetric(per(cpu[0]), "batch_cpu_ms")
+				b.ReportMetric(per(cpu[1]), "stream_cpu_ms")
+				b.ReportMetric(float64(wall[1])/float64(wall[0]), "stream/batch")
+			})
 		})
 	}
 }
+
+func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
 // restoreBatch is restore's remote path as it was before the overlap:
 // lookup, FetchRaw of every block, then decode, check and import of each.

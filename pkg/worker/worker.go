@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -32,6 +33,9 @@ type Worker struct {
 	reg      *prometheus.Registry
 	met      *metrics
 	hot      *hotTier // nil when disabled
+	// fetchBufs recycles fetched blocks' buffers (*[]byte) when the hot
+	// tier is off: then nothing keeps a block past its import.
+	fetchBufs sync.Pool
 }
 
 // New builds a worker. It computes the model's weights digest (the cache
