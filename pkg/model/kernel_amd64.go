@@ -59,6 +59,9 @@ func pv4AVX512(p *float32, ps int, nk int, v *float32, vs int, out *float32, os 
 func qk1AVX512(q *float32, k *float32, ks int, n16 int, nk int, scale float32, out *float32) (m float32, ordered bool)
 
 //go:noescape
+func pv1SumAVX512(p *float32, nk int, v *float32, vs int, out *float32, hd64 int) (sum float64)
+
+//go:noescape
 func pv1AVX512(p *float32, nk int, v *float32, vs int, out *float32, hd64 int)
 
 // kernelSets lists the kernel sets this CPU can run, fastest first; the
@@ -68,7 +71,7 @@ func kernelSets() []*kernels {
 	x := cpu.X86
 	if x.HasAVX512F && x.HasAVX512DQ && x.HasAVX512BW && x.HasAVX512VL && x.HasFMA && x.HasF16C {
 		k := &kernels{name: "avx512", f32x4x4: f32x4x4AVX512, f32x1x4: f32x1x4AVX512, f16: f16x16AVX512,
-			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512, qk1: qk1AVX512, exp: exp16AVX512, quant: quantQ8x32AVX512, round: round8F16C,
+			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512, qk1: qk1AVX512, pv1sum: pv1SumAVX512, exp: exp16AVX512, quant: quantQ8x32AVX512, round: round8F16C,
 			half: half16AVX512, halfOut: toHalf8F16C}
 		if x.HasAVX512VNNI {
 			k.name = "avx512vnni"

@@ -1199,3 +1199,54 @@ th8done:
 	SETEQ   finite+24(FP)
 	VZEROUPPER
 	RET
+
+// func pv1SumAVX512(p *float32, nk int, v *float32, vs int, out *float32, hd64 int) (sum float64)
+// pv1AVX512 that also returns the float64 sum of p[0:nk] in increasing j
+// (attention's softmax denominator): one scalar add chain per key, beside
+// the four multiply-add chains that bound the loop anyway.
+TEXT ·pv1SumAVX512(SB), NOSPLIT, $0-56
+	MOVQ p+0(FP), SI
+	MOVQ nk+8(FP), R9
+	MOVQ v+16(FP), DI
+	MOVQ vs+24(FP), R10
+	SHLQ $2, R10
+	MOVQ out+32(FP), DX
+	MOVQ hd64+40(FP), R12
+
+pvschunk:
+	VMOVUPS (DX), Z0
+	VMOVUPS 64(DX), Z1
+	VMOVUPS 128(DX), Z2
+	VMOVUPS 192(DX), Z3
+	VXORPD  X5, X5, X5 // the sum, recomputed by every chunk
+	MOVQ   SI, AX
+	MOVQ   DI, BX
+	MOVQ   R9, CX
+	TESTQ  CX, CX
+	JZ     pvsstore
+
+pvsloop:
+	VBROADCASTSS (AX), Z20
+	VCVTSS2SD    (AX), X6, X6
+	VADDSD       X6, X5, X5
+	VFMADD231PS  (BX), Z20, Z0
+	VFMADD231PS  64(BX), Z20, Z1
+	VFMADD231PS  128(BX), Z20, Z2
+	VFMADD231PS  192(BX), Z20, Z3
+	ADDQ         $4, AX
+	ADDQ         R10, BX
+	DECQ         CX
+	JNZ          pvsloop
+
+pvsstore:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, 128(DX)
+	VMOVUPS Z3, 192(DX)
+	ADDQ    $256, DI
+	ADDQ    $256, DX
+	DECQ    R12
+	JNZ     pvschunk
+	VMOVSD  X5, sum+48(FP)
+	VZEROUPPER
+	RET
