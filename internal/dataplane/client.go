@@ -140,11 +140,12 @@ type Sink struct {
 // Conn is one client connection to a node's data plane. It carries one
 // request at a time; it is not safe for concurrent use.
 type Conn struct {
-	nc     net.Conn
-	rr     ResponseReader
-	req    []byte // the last request, its capacity reused
-	resp   []byte // the last lookup's response frame, its capacity reused
-	broken bool
+	nc        net.Conn
+	interrupt func() // cuts the exchange in progress (an AfterFunc of its ctx)
+	rr        ResponseReader
+	req       []byte // the last request, its capacity reused
+	resp      []byte // the last lookup's response frame, its capacity reused
+	broken    bool
 }
 
 // DialOptions tune client connections.
@@ -213,7 +214,8 @@ func NewConn(nc net.Conn, o DialOptions) *Conn {
 	if o.MaxBlock <= 0 {
 		o.MaxBlock = 256 << 20
 	}
-	return &Conn{nc: nc, rr: ResponseReader{R: nc, MaxBlock: o.MaxBlock, Chunk: o.Chunk}}
+	return &Conn{nc: nc, rr: ResponseReader{R: nc, MaxBlock: o.MaxBlock, Chunk: o.Chunk},
+		interrupt: func() { _ = nc.SetDeadline(time.Unix(1, 0)) }}
 }
 
 // Broken reports whether the connection is unusable (a request failed
@@ -234,7 +236,7 @@ func (c *Conn) Get(ctx context.Context, flags uint8, ns prefix.Namespace, keys [
 	if flags&FlagLookup != 0 {
 		return errors.New("dataplane: Get with FlagLookup (use Lookup)")
 	}
-	ex, err := c.begin(ctx)
+	ex, err := c.begin(ctx, time.Time{})
 	if err != nil {
 		return err
 	}
@@ -280,23 +282,25 @@ type exchange struct {
 	stop func() bool
 }
 
-// begin sets the connection's deadline from ctx and arranges for a
-// cancellation of ctx to interrupt the exchange.
-func (c *Conn) begin(ctx context.Context) (exchange, error) {
+// begin sets the connection's deadline, the earlier of ctx's and dl (zero:
+// none), and arranges for a cancellation of ctx to interrupt the exchange.
+func (c *Conn) begin(ctx context.Context, dl time.Time) (exchange, error) {
 	if c.broken {
 		return exchange{}, errors.New("dataplane: connection is broken")
 	}
 	if err := ctx.Err(); err != nil {
 		return exchange{}, err
 	}
-	dl, _ := ctx.Deadline()
+	if cdl, ok := ctx.Deadline(); ok && (dl.IsZero() || cdl.Before(dl)) {
+		dl = cdl
+	}
 	if err := c.nc.SetDeadline(dl); err != nil { // zero: none
 		c.broken = true
 		return exchange{}, err
 	}
 	var stop func() bool
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+		stop = context.AfterFunc(ctx, c.interrupt)
 	}
 	return exchange{dl: dl, stop: stop}, nil
 }
@@ -325,6 +329,14 @@ func (c *Conn) end(ctx context.Context, ex exchange, err error) error {
 // are as for Get. A node without the lookup extension fails it with an
 // error matching ErrNoLookup (and closes the connection).
 func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, idx []int, dst []bool) (present []bool, err error) {
+	return c.LookupUntil(ctx, time.Time{}, ns, keys, idx, dst)
+}
+
+// LookupUntil is Lookup that also gives up at dl (zero: only at ctx's
+// deadline), as if ctx had that deadline, without deriving a context for
+// it: the error says context.DeadlineExceeded when either deadline cut
+// the exchange.
+func (c *Conn) LookupUntil(ctx context.Context, dl time.Time, ns prefix.Namespace, keys []prefix.Key, idx []int, dst []bool) (present []bool, err error) {
 	n := len(keys)
 	if idx != nil {
 		n = len(idx)
@@ -332,7 +344,7 @@ func (c *Conn) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Ke
 	if n < 1 || n > MaxKeysLimit {
 		return nil, fmt.Errorf("dataplane: lookup of %d keys, 1 to %d allowed", n, MaxKeysLimit)
 	}
-	ex, err := c.begin(ctx)
+	ex, err := c.begin(ctx, dl)
 	if err != nil {
 		return nil, err
 	}

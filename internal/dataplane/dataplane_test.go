@@ -288,3 +288,68 @@ func TestResponseLimits(t *testing.T) {
 		}
 	}
 }
+
+// LookupUntil gives up at its own deadline, the earlier of it and ctx's,
+// and on ctx's cancellation, each as if ctx had ended.
+func TestLookupUntilDeadline(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	asked := make(chan struct{}, 10)
+	go func() { // a node that reads requests and never answers
+		for {
+			nc, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			defer nc.Close()
+			go func() {
+				var b [1]byte
+				if _, err := nc.Read(b[:]); err == nil {
+					asked <- struct{}{}
+				}
+			}()
+		}
+	}()
+	ns, keys := storetest.Namespace("x"), []prefix.Key{storetest.Key("x")}
+	far := time.Now().Add(time.Hour)
+	for _, tc := range []struct {
+		name   string
+		ctx    func() (context.Context, context.CancelFunc)
+		dl     time.Time
+		cancel bool // cancel ctx while the lookup waits
+		want   error
+	}{
+		{"own deadline", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) },
+			time.Now().Add(100 * time.Millisecond), false, context.DeadlineExceeded},
+		{"ctx's earlier deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 100*time.Millisecond)
+		}, far, false, context.DeadlineExceeded},
+		{"cancelled", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) },
+			far, true, context.Canceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dc, err := dataplane.Dial(ctxT(t), lis.Addr().String(), dataplane.DialOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dc.Close()
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			errc := make(chan error, 1)
+			go func() {
+				_, err := dc.LookupUntil(ctx, tc.dl, ns, keys, nil, nil)
+				errc <- err
+			}()
+			<-asked // the request is out: an interruption breaks the connection
+			if tc.cancel {
+				cancel()
+			}
+			if err := <-errc; !errors.Is(err, tc.want) || !dc.Broken() {
+				t.Fatalf("LookupUntil from a silent node: %v (broken %v), want %v", err, dc.Broken(), tc.want)
+			}
+		})
+	}
+}

@@ -27,6 +27,12 @@ type Blocks interface {
 	Contains(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) ([]bool, error)
 }
 
+// appendContainer is Blocks whose Contains can answer into the caller's
+// buffer (pkg/store's DB): a lookup then allocates nothing on the node.
+type appendContainer interface {
+	AppendContains(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst []bool) ([]bool, error)
+}
+
 // ServerOptions tune a Server. Zero values mean defaults.
 type ServerOptions struct {
 	// MaxConns bounds concurrent connections. A connection over the limit
@@ -82,6 +88,7 @@ type ServerOptions struct {
 // Server serves a store's blocks over the data-plane protocol.
 type Server struct {
 	st   Blocks
+	ac   appendContainer // st, when it is one
 	opts ServerOptions
 	log  *slog.Logger
 	ctx  context.Context // ends on Close
@@ -131,7 +138,8 @@ func NewServer(st Blocks, o *ServerOptions) *Server {
 		log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{st: st, opts: opts, log: log, ctx: ctx, stop: cancel,
+	ac, _ := st.(appendContainer)
+	return &Server{st: st, ac: ac, opts: opts, log: log, ctx: ctx, stop: cancel,
 		lis: map[net.Listener]struct{}{}, conns: map[net.Conn]*connSlot{}, perAddr: map[string]int{}}
 }
 
@@ -301,6 +309,7 @@ type conn struct {
 	iov  [2][]byte
 	one  [1]prefix.Key
 	out  []byte // a lookup's response frame, reused
+	has  []bool // a lookup's presence from the store, reused
 
 	cert     *x509.Certificate // verified TLS client certificate, if any
 	token    string            // from the hello frame
@@ -373,11 +382,12 @@ func (s *Server) serveConn(nc net.Conn, slot *connSlot) {
 		if !s.authorize(c) {
 			return
 		}
-		serve := s.serveRequest
 		if c.req.Lookup() {
-			serve = s.serveLookup
+			err = s.serveLookup(c)
+		} else {
+			err = s.serveRequest(c)
 		}
-		if err := serve(c); err != nil {
+		if err != nil {
 			return
 		}
 	}
@@ -418,7 +428,14 @@ func (s *Server) serveLookup(c *conn) (err error) {
 	if s.opts.OnRequest != nil {
 		defer func() { s.opts.OnRequest(len(req.Keys), 0, 0, err) }()
 	}
-	present, cerr := s.st.Contains(s.ctx, req.Namespace, req.Keys)
+	var present []bool
+	var cerr error
+	if s.ac != nil {
+		present, cerr = s.ac.AppendContains(s.ctx, req.Namespace, req.Keys, c.has)
+		c.has = present[:0]
+	} else {
+		present, cerr = s.st.Contains(s.ctx, req.Namespace, req.Keys)
+	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 	if cerr != nil {
 		return s.keyError(c, cerr)

@@ -20,15 +20,29 @@ type caller struct {
 // attempt runs an idempotent call against one node with a per-attempt
 // deadline, retrying transient failures with a short backoff.
 func (k *caller) attempt(ctx context.Context, addr string, call func(context.Context, *peer) error) error {
+	return k.attemptUntil(ctx, addr, func(ctx context.Context, dl time.Time, n *peer) error {
+		actx, cancel := context.WithDeadline(ctx, dl)
+		defer cancel()
+		return call(actx, n)
+	})
+}
+
+// attemptUntil is attempt for a call that takes its attempt's deadline
+// as dl instead of in ctx (which holds only the caller's): it must give
+// up by dl. A data-plane exchange sets it on its socket, which saves the
+// context, timer and cancel func of a context.WithDeadline per attempt.
+func (k *caller) attemptUntil(ctx context.Context, addr string, call func(ctx context.Context, dl time.Time, n *peer) error) error {
 	n, err := k.peers.get(addr)
 	if err != nil {
 		return err
 	}
 	backoff := 10 * time.Millisecond
 	for try := 0; ; try++ {
-		actx, cancel := context.WithTimeout(ctx, k.timeout)
-		err = wrapRPC(addr, call(actx, n))
-		cancel()
+		dl := time.Now().Add(k.timeout)
+		if cdl, ok := ctx.Deadline(); ok && cdl.Before(dl) {
+			dl = cdl
+		}
+		err = wrapRPC(addr, call(ctx, dl, n))
 		if err == nil || !retryable(err) || try >= k.retries || ctx.Err() != nil {
 			if ctx.Err() != nil && err != nil {
 				// A caller's deadline that ran out on this node (not a

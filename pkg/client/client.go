@@ -182,25 +182,6 @@ func (c *Client) owners(keys []prefix.Key) [][]string {
 	return out
 }
 
-// readOwners returns, for each key, the nodes reads ask in order; with
-// the default picker that applies slow start and demotes suspect nodes.
-func (c *Client) readOwners(keys []prefix.Key) [][]string {
-	rp, ok := c.picker.(ReadPicker)
-	if !ok {
-		return c.owners(keys)
-	}
-	// One backing array for every key's owners (at most 2 per replica:
-	// ready ones, then the rest in rank order); a longer list than that
-	// just grows its own.
-	per := 2 * max(c.cfg.Replicas, 1)
-	buf := make([]string, len(keys)*per)
-	out := make([][]string, len(keys))
-	for i, k := range keys {
-		out[i] = rp.ReadOwners(k, buf[i*per:i*per:(i+1)*per])
-	}
-	return out
-}
-
 func keyBytes(keys []prefix.Key, idx []int) [][]byte {
 	out := make([][]byte, len(idx))
 	for j, i := range idx {

@@ -171,15 +171,23 @@ func (n *dataNode) close() {
 
 // get returns an idle connection to addr or dials one.
 func (n *dataNode) get(ctx context.Context, addr string) (*dataplane.Conn, error) {
-	n.mu.Lock()
-	if k := len(n.idle); k > 0 {
-		dc := n.idle[k-1]
-		n.idle = n.idle[:k-1]
-		n.mu.Unlock()
+	if dc := n.idleConn(); dc != nil {
 		return dc, nil
 	}
-	n.mu.Unlock()
 	return dialData(ctx, addr, n.cfg)
+}
+
+// idleConn takes an idle connection, or returns nil.
+func (n *dataNode) idleConn() *dataplane.Conn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	k := len(n.idle)
+	if k == 0 {
+		return nil
+	}
+	dc := n.idle[k-1]
+	n.idle = n.idle[:k-1]
+	return dc
 }
 
 // put keeps a healthy connection for the next request.
@@ -230,12 +238,31 @@ func (n *dataNode) fetch(ctx context.Context, addr string, ns prefix.Namespace, 
 }
 
 // lookup asks, over one data connection to addr, which of keys[idx] the
-// node holds.
-func (n *dataNode) lookup(ctx context.Context, addr string, ns prefix.Namespace, keys []prefix.Key, idx []int) ([]bool, error) {
-	dc, err := n.get(ctx, addr)
-	if err != nil {
-		return nil, err
+// node holds, appended to dst[:0]; it gives up at dl (ctx holds only the
+// caller's deadline, see caller.attemptUntil). An idle connection asks
+// with no context derived; a dial gets one.
+func (n *dataNode) lookup(ctx context.Context, dl time.Time, addr string, ns prefix.Namespace, keys []prefix.Key, idx []int, dst []bool) ([]bool, error) {
+	dc := n.idleConn()
+	if dc == nil {
+		dctx, cancel := context.WithDeadline(ctx, dl)
+		var err error
+		dc, err = dialData(dctx, addr, n.cfg)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
 	}
 	defer n.put(dc, addr)
-	return dc.Lookup(ctx, ns, keys, idx, nil)
+	return dc.LookupUntil(ctx, dl, ns, keys, idx, dst)
+}
+
+// knownAddr is the data address when it is known (address without
+// learning it), else "".
+func (n *dataNode) knownAddr() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.known {
+		return n.addr
+	}
+	return ""
 }

@@ -148,8 +148,11 @@ func (c *Client) fetchBlocks(ctx context.Context, ns prefix.Namespace, chained b
 		rep      repairs
 		firstErr error
 	)
-	fanout(ctx, c.cfg.HedgeAfter, c.members.suspect, c.readOwners(keys), func() []int { return unresolved(ok, firstErr) },
-		func(ctx context.Context, node string, idx []int, first bool, prog *progress) (*blockSet, error) {
+	var pl placement
+	c.readOwners(keys, &pl)
+	fanout(ctx, c.cfg.HedgeAfter, c.members.suspect, &pl, funcJob[*blockSet]{
+		wantF: func(dst []int) []int { return unresolved(dst, ok, firstErr) },
+		callF: func(ctx context.Context, node string, idx []int, first bool, prog *progress) (*blockSet, error) {
 			// Each call fills its own blockSet: a hedged key may be in two
 			// calls at once. Only the first call for a key borrows dst.
 			bs := newBlockSet(keys, idx, chained, c.log, prog)
@@ -166,7 +169,7 @@ func (c *Client) fetchBlocks(ctx context.Context, ns prefix.Namespace, chained b
 			})
 			return bs, err
 		},
-		func(node string, idx []int, bs *blockSet, err error) {
+		mergeF: func(node string, idx []int, bs *blockSet, err error) {
 			// Blocks received whole count even if the stream broke later.
 			for _, i := range idx {
 				switch {
@@ -187,7 +190,8 @@ func (c *Client) fetchBlocks(ctx context.Context, ns prefix.Namespace, chained b
 			case err != nil:
 				c.log.Debug("fetch from node failed", "node", node, "err", err)
 			}
-		})
+		},
+	}, nil)
 	if firstErr != nil {
 		return nil, nil, firstErr
 	}

@@ -2,6 +2,8 @@ package client_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -152,6 +154,58 @@ func TestLookupFallsBackToGRPC(t *testing.T) {
 	}
 }
 
+// Concurrent lookups of different lengths over three nodes with two
+// replicas each get their own answer (a lookup's pooled memory is never
+// shared with another's), before and after a node is lost: with a second
+// replica of every key, a lost node costs no hit.
+func TestConcurrentLookupsAcrossNodes(t *testing.T) {
+	nodes, addrs := testnode.Cluster(t, 3, cachenode.Config{DataListen: "127.0.0.1:0"})
+	c, err := client.New(client.Config{Nodes: addrs, Replicas: 2, Logger: quiet(), CallTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := ctxT(t)
+	ns := prefix.Namespace{33}
+	blocks, _ := chain(t, ns, 80, 33)
+	const stored = 60 // and 70..79, after a gap
+	if err := c.Put(ctx, ns, blocks[:stored]); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Put(ctx, ns, blocks[70:]); err != nil {
+		t.Fatal(err)
+	}
+	keys := keysOf(blocks)
+	check := func(phase string) {
+		t.Helper()
+		errs := make(chan error, 4)
+		for g := range 4 {
+			go func() {
+				for r := range 40 {
+					n := 1 + (g*37+r*13)%len(keys)
+					from := (g + r) % 3 * 5 // some lookups start mid-chain
+					from = min(from, n-1)
+					got, err := c.Lookup(ctx, ns, keys[from:n])
+					want := max(min(n, stored)-from, 0)
+					if err != nil || got != want {
+						errs <- fmt.Errorf("%s: Lookup of keys[%d:%d] = %d, %v; want %d", phase, from, n, got, err, want)
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	check("three nodes")
+	nodes[1].Stop(t)
+	check("one node lost")
+}
+
 // BenchmarkLookup512 compares Lookup of 512 present keys on one node over
 // gRPC and over the data plane, in the same run, with latency percentiles.
 func BenchmarkLookup512(b *testing.B) {
@@ -206,4 +260,57 @@ func smallChain(b *testing.B, ns prefix.Namespace, n int) []client.Block {
 		kvs[i] = kv
 	}
 	return encodeChain(b, ns, 0, kvs)
+}
+
+// silentData is a data plane that reads requests and never answers.
+func silentData(t *testing.T) string {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	go func() {
+		for {
+			nc, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { nc.Close() })
+			go func() { _, _ = io.Copy(io.Discard, nc) }()
+		}
+	}()
+	return lis.Addr().String()
+}
+
+// A data plane that never answers a lookup costs its hits, bounded by
+// the call timeout (the exchange's own deadline, with no context of its
+// own), and is not asked again over gRPC once the attempt is out of time.
+func TestSilentDataPlaneLookupTimesOut(t *testing.T) {
+	ns := prefix.Namespace{34}
+	blocks, _ := chain(t, ns, 3, 34)
+	served := map[prefix.Key][]byte{}
+	for _, b := range blocks {
+		served[b.Key] = b.Data
+	}
+	f := &lookupFake{dataFake: &dataFake{dataAddr: silentData(t), blocks: served}}
+	c, err := client.New(client.Config{Nodes: []string{serveFake(t, f)}, Logger: quiet(), CallTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if n, err := c.Lookup(ctxT(t), ns, keysOf(blocks)); err != nil || n != 0 {
+			t.Errorf("Lookup from a silent data plane = %d, %v; want 0, nil", n, err)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second): // a hang guard, not a latency bound
+		t.Fatal("Lookup from a silent data plane did not give up")
+	}
+	if got := f.lookups.Load(); got != 0 {
+		t.Errorf("%d gRPC lookups after the attempt ran out of time", got)
+	}
 }

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"slices"
 	"time"
 
 	"github.com/kvcache/kvcache/pkg/prefix"
@@ -55,34 +54,12 @@ func (p livePicker) Owners(key prefix.Key, dst []string) []string {
 // joined (the node that the newcomer displaced).
 func (p livePicker) ReadOwners(key prefix.Key, dst []string) []string {
 	v := p.m.view.Load()
+	var ids [32]int32
 	var buf [16]ranked
-	cs := v.rank(key, buf[:])
-	var now time.Time // read only when a node is warming: a Lookup asks for every key
-	k := keyWord(key)
+	order, _ := v.readOrder(key, ids[:0], buf[:0])
 	dst = dst[:0]
-	for _, c := range cs {
-		if len(dst) == v.replicas {
-			break
-		}
-		st := v.state[c.i]
-		if st.suspect {
-			continue
-		}
-		if !st.warmFrom.IsZero() {
-			if now.IsZero() {
-				now = time.Now()
-			}
-			if !ramped(k, v.seeds[c.i], warmth(st.warmFrom, v.warmUp, now)) {
-				continue
-			}
-		}
-		dst = append(dst, v.addrs[c.i])
-	}
-	ready := len(dst)
-	for i := 0; i < len(cs) && i < v.replicas; i++ {
-		if a := v.addrs[cs[i].i]; !slices.Contains(dst[:ready], a) {
-			dst = append(dst, a)
-		}
+	for _, i := range order {
+		dst = append(dst, v.addrs[i])
 	}
 	return dst
 }

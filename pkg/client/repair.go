@@ -155,16 +155,25 @@ func (c *Client) RepairStats() RepairStats {
 // block so the owner that had it can be copied back to them.
 type repairs struct {
 	mu     sync.Mutex
-	missed map[int][]string // key index -> owners that answered "missing"
+	missed []missed
+}
+
+// missed is one owner's "missing" answer for key i.
+type missed struct {
+	i    int
+	node string
 }
 
 func (r *repairs) miss(i int, node string) {
 	r.mu.Lock()
-	if r.missed == nil {
-		r.missed = map[int][]string{}
-	}
-	r.missed[i] = append(r.missed[i], node)
+	r.missed = append(r.missed, missed{i, node})
 	r.mu.Unlock()
+}
+
+// reset forgets every miss, keeping the capacity.
+func (r *repairs) reset() {
+	clear(r.missed)
+	r.missed = r.missed[:0]
 }
 
 // flush schedules repairs for keys [0, n) found on from[i], onto the
@@ -174,15 +183,17 @@ func (r *repairer) flush(rep *repairs, picker Picker, ns prefix.Namespace, keys 
 		return
 	}
 	var owners []string
-	for i, nodes := range rep.missed {
-		if i >= n || from[i] == "" {
+	last := -1
+	for _, m := range rep.missed {
+		i := m.i
+		if i >= n || from[i] == "" || m.node == from[i] {
 			continue
 		}
-		owners = picker.Owners(keys[i], owners)
-		for _, node := range nodes {
-			if node != from[i] && slices.Contains(owners, node) {
-				r.schedule(repairJob{ns: ns, key: keys[i], src: from[i], dst: node})
-			}
+		if i != last {
+			owners, last = picker.Owners(keys[i], owners), i
+		}
+		if slices.Contains(owners, m.node) {
+			r.schedule(repairJob{ns: ns, key: keys[i], src: from[i], dst: m.node})
 		}
 	}
 }

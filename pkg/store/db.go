@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -263,7 +264,7 @@ func (db *DB) View(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, 
 // A block counts once its commit has finished (not while pending), and a
 // block being deleted or evicted stops counting when the writer plans its
 // removal, just before the commit that removes it from the file.
-func (db *DB) present(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, prefixOnly bool) ([]bool, int, error) {
+func (db *DB) present(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, prefixOnly bool, dst []bool) ([]bool, int, error) {
 	if err := checkKeys(ns, keys); err != nil {
 		return nil, 0, err
 	}
@@ -275,7 +276,8 @@ func (db *DB) present(ctx context.Context, ns prefix.Namespace, keys []prefix.Ke
 	}
 	var found []bool
 	if !prefixOnly {
-		found = make([]bool, len(keys))
+		found = slices.Grow(dst[:0], len(keys))[:len(keys)]
+		clear(found)
 	}
 	run := 0
 	broken := false
@@ -305,13 +307,20 @@ func (db *DB) present(ctx context.Context, ns prefix.Namespace, keys []prefix.Ke
 
 // Lookup implements Store.
 func (db *DB) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) (int, error) {
-	_, n, err := db.present(ctx, ns, keys, true)
+	_, n, err := db.present(ctx, ns, keys, true, nil)
 	return n, err
 }
 
 // Contains implements Store.
 func (db *DB) Contains(ctx context.Context, ns prefix.Namespace, keys []prefix.Key) ([]bool, error) {
-	found, _, err := db.present(ctx, ns, keys, false)
+	return db.AppendContains(ctx, ns, keys, nil)
+}
+
+// AppendContains is Contains into dst's storage: it returns dst[:0]
+// grown to len(keys), true where the key is present (nil on error). The
+// data plane's lookups reuse one buffer per connection with it.
+func (db *DB) AppendContains(ctx context.Context, ns prefix.Namespace, keys []prefix.Key, dst []bool) ([]bool, error) {
+	found, _, err := db.present(ctx, ns, keys, false, dst)
 	return found, err
 }
 

@@ -112,6 +112,13 @@ func TestDBReopen(t *testing.T) {
 	if fmt.Sprint(found) != "[true false true]" {
 		t.Errorf("after eviction present = %v, want [true false true]", found)
 	}
+	// AppendContains answers the same into a reused buffer, whatever
+	// was in it.
+	buf := []bool{false, true, false, true, true}
+	found, err = db.AppendContains(ctx, ns, keys, buf)
+	if fmt.Sprint(found) != "[true false true]" || err != nil || &found[0] != &buf[0] {
+		t.Errorf("AppendContains = %v, %v (own storage: %v), want [true false true] in the buffer", found, err, &found[0] == &buf[0])
+	}
 	for _, i := range []int{0, 2} {
 		got, err := db.Get(ctx, ns, keys[i], nil)
 		if err != nil || !bytes.Equal(got, blocks[i]) {
