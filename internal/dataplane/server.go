@@ -356,15 +356,13 @@ func (s *Server) serveConn(nc net.Conn, slot *connSlot) {
 		}
 		s.setIdle(slot, false)
 		_ = nc.SetReadDeadline(time.Now().Add(s.opts.ReadTimeout))
-		var pe *ProtocolError
 		if first {
 			if m, _ := c.br.Peek(len(HelloMagic)); string(m) == HelloMagic {
 				tok, err := ReadHello(c.br)
-				switch {
-				case errors.As(err, &pe):
-					s.refuse(nc, pe.Code, pe.Msg)
-					return
-				case err != nil:
+				if err != nil {
+					if pe := asProtocolError(err); pe != nil {
+						s.refuse(nc, pe.Code, pe.Msg)
+					}
 					return
 				}
 				c.token, c.hasToken = tok, true
@@ -372,11 +370,10 @@ func (s *Server) serveConn(nc net.Conn, slot *connSlot) {
 			}
 		}
 		err := ReadRequest(c.br, s.opts.MaxKeys, &c.rhdr, &c.req)
-		switch {
-		case errors.As(err, &pe):
-			s.refuse(nc, pe.Code, pe.Msg)
-			return
-		case err != nil:
+		if err != nil {
+			if pe := asProtocolError(err); pe != nil {
+				s.refuse(nc, pe.Code, pe.Msg)
+			}
 			return
 		}
 		if !s.authorize(c) {
@@ -391,6 +388,17 @@ func (s *Server) serveConn(nc net.Conn, slot *connSlot) {
 			return
 		}
 	}
+}
+
+// asProtocolError is err as a *ProtocolError, or nil. (Its target
+// escapes to the heap: kept out of serveConn's loop, it costs an
+// allocation only when a request fails, not one per request.)
+func asProtocolError(err error) *ProtocolError {
+	var pe *ProtocolError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return nil
 }
 
 // authorize identifies the caller of the request in c (again for every

@@ -22,7 +22,14 @@ func (c *Client) Lookup(ctx context.Context, ns prefix.Namespace, keys []prefix.
 		return 0, nil
 	}
 	op := lookupOps.Get().(*lookupOp)
-	defer op.release()
+	n, err := op.run(ctx, c, ns, keys)
+	// Not deferred: after a panic calls of the op may still run, so it
+	// must not go back to the pool.
+	op.release()
+	return n, err
+}
+
+func (op *lookupOp) run(ctx context.Context, c *Client, ns prefix.Namespace, keys []prefix.Key) (int, error) {
 	op.c, op.ns, op.keys = c, ns, keys
 	op.present = resize(op.present, len(keys))
 	op.from = resize(op.from, len(keys))

@@ -248,6 +248,43 @@ func BenchmarkLookup512(b *testing.B) {
 	}
 }
 
+// BenchmarkLookup512Nodes3 is BenchmarkLookup512's data-plane case over
+// three nodes with two replicas: the keys fan out to three calls.
+func BenchmarkLookup512Nodes3(b *testing.B) {
+	_, addrs := testnode.Cluster(b, 3, cachenode.Config{NoSync: true, DataListen: "127.0.0.1:0"})
+	ns := prefix.Namespace{0xb4}
+	blocks := smallChain(b, ns, 512)
+	keys := keysOf(blocks)
+	c, err := client.New(client.Config{Nodes: addrs, Replicas: 2, Logger: quiet()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Put(ctx, ns, blocks); err != nil {
+		b.Fatal(err)
+	}
+	for range 200 {
+		if _, err := c.Lookup(ctx, ns, keys); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if n, err := c.Lookup(ctx, ns, keys); err != nil || n != len(keys) {
+			b.Fatalf("Lookup = %d, %v", n, err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
 // smallChain is a chain of n tiny blocks (Lookup cost does not depend on
 // block size).
 func smallChain(b *testing.B, ns prefix.Namespace, n int) []client.Block {

@@ -29,8 +29,10 @@ func kvShapeOf125M() model.Config {
 //
 // For each codec, "batch" is the restore before issue 13's overlap (fetch
 // every block with FetchRaw, then import them), kept here as the baseline
-// the worker's path ("stream": each block imported as it arrives) is
-// measured against in the same run; -count alternates them:
+// the worker's path ("stream": each block imported as it arrives, into
+// recycled buffers as without a hot tier; "stream-tier": with a tier, so
+// fresh buffers) is measured against; "alternate" runs all three in turn
+// in each iteration, which a loaded machine's drift hits alike:
 //
 //	go test -run XXX -bench RestoreRemote/f16 -count 5 -cpuprofile cpu.out ./pkg/worker/
 func BenchmarkRestoreRemote(b *testing.B) {
@@ -52,27 +54,35 @@ func BenchmarkRestoreRemote(b *testing.B) {
 				b.Fatal(err)
 			}
 			flush(b, w)
-			one := func(b *testing.B, batch bool, t *Timings) {
+			// wt has a hot tier that refuses every block (a 1-byte
+			// budget): its restores fetch everything, into buffers of
+			// their own as with a real tier, where w (no tier) recycles
+			// them.
+			wt := newWorker(b, Config{Model: m, Cache: c, Codec: codec, HotCacheBytes: 1})
+			one := func(b *testing.B, mode string, t *Timings) {
 				*t = Timings{}
 				seq := m.NewSequence(w.BlockTokens())
 				var got int
-				if batch {
+				switch mode {
+				case "batch":
 					got = restoreBatch(b, w, c, seq, prompt, t)
-				} else {
+				case "stream":
 					got = w.restore(context.Background(), w.ns, seq, prompt, t)
+				case "stream-tier":
+					got = wt.restore(context.Background(), wt.ns, seq, prompt, t)
 				}
 				if got != n/w.BlockTokens() {
 					b.Fatalf("restored %d blocks", got)
 				}
 				seq.Release() // as a request does: the next one reuses its KV buffers
 			}
-			for _, mode := range []string{"batch", "stream"} {
+			for _, mode := range []string{"batch", "stream", "stream-tier"} {
 				b.Run(mode, func(b *testing.B) {
 					var t Timings
 					var lookup, fetch, imp float64
 					start, cpu0 := time.Now(), cpuTime()
 					for b.Loop() {
-						one(b, mode == "batch", &t)
+						one(b, mode, &t)
 						lookup += t.LookupMS
 						fetch += t.FetchMS
 						imp += t.ImportMS
@@ -91,11 +101,11 @@ func BenchmarkRestoreRemote(b *testing.B) {
 			// CPU time (user + system, the node's included) of each.
 			b.Run("alternate", func(b *testing.B) {
 				var t Timings
-				var wall, cpu [2]time.Duration
+				var wall, cpu [3]time.Duration
 				for b.Loop() {
-					for k, batch := range []bool{true, false} {
+					for k, mode := range []string{"batch", "stream", "stream-tier"} {
 						t0, c0 := time.Now(), cpuTime()
-						one(b, batch, &t)
+						one(b, mode, &t)
 						wall[k] += time.Since(t0)
 						cpu[k] += cpuTime() - c0
 					}
@@ -105,6 +115,8 @@ func BenchmarkRestoreRemote(b *testing.B) {
 				b.ReportMetric(per(wall[1]), "stream_ms")
 				b.ReportMetric(per(cpu[0]), "batch_cpu_ms")
 				b.ReportMetric(per(cpu[1]), "stream_cpu_ms")
+				b.ReportMetric(per(wall[2]), "tier_ms")
+				b.ReportMetric(per(cpu[2]), "tier_cpu_ms")
 				b.ReportMetric(float64(wall[1])/float64(wall[0]), "stream/batch")
 			})
 		})
