@@ -305,8 +305,11 @@ func (db *DB) commitActs(j *job) error {
 	}
 	if errors.Is(err, berrors.ErrMaxSizeReached) && len(db.shards) > 1 && !carried(j) {
 		// Its deletions are done; the writer's next commit, of the other
-		// file, writes the Puts (writer.carry).
+		// file, writes the Puts (writer.carry), after deleting that file's
+		// least recently used leaves to make room (this file may have none
+		// left: its blocks are parents of the other file's).
 		j.moved = true
+		j.evictOther = db.evictFrom((j.shard+1)%len(db.shards), need)
 		g.release(j.shard, size, false)
 		return nil
 	}

@@ -175,8 +175,11 @@ type job struct {
 	puts    []*op    // taken Puts (and failed plans, whose err is set)
 	acts    []action // in order: deferred evictions of the shard, then the plan
 	evicted int
-	moved   bool  // its Puts did not fit its file (disk.go): only its deletions were committed
-	err     error // the commit's, set by commitJob
+	moved   bool // its Puts did not fit its file (disk.go): only its deletions were committed
+	// evictOther, with moved, are blocks of the next shard evicted to make
+	// room for the Puts there: that shard's next commit deletes them.
+	evictOther []blockID
+	err        error // the commit's, set by commitJob
 }
 
 // writer is the state of the writer goroutine.
@@ -522,6 +525,8 @@ func (w *writer) complete(j *job) {
 	if j.err == nil {
 		if j.moved {
 			w.carry = append(w.carry, w.db.ackMoved(j)...)
+			o := (j.shard + 1) % len(w.later)
+			w.later[o] = append(w.later[o], j.evictOther...)
 			return
 		}
 		w.db.ack(j)
@@ -536,6 +541,7 @@ func (w *writer) complete(j *job) {
 		case k.err != nil:
 			failed = append(failed, k)
 		case k.moved:
+			// The reload below forgets deferred evictions (and evictOther).
 			w.carry = append(w.carry, w.db.ackMoved(k)...)
 		default:
 			w.db.ack(k)
