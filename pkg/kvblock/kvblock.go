@@ -86,22 +86,76 @@ func Encode(dst []byte, kv *KV, m Meta) ([]byte, error) {
 	if kv == nil {
 		return dst[:0], fmt.Errorf("encode: nil KV: %w", ErrInvalid)
 	}
-	s := kv.Shape
-	if err := s.check(); err != nil {
-		return dst[:0], fmt.Errorf("encode: %w", err)
+	h, err := newHeader(kv.Shape, len(kv.K), len(kv.V), m)
+	if err != nil {
+		return dst[:0], err
 	}
-	if n := s.Elements(); len(kv.K) != n || len(kv.V) != n {
-		return dst[:0], fmt.Errorf("encode: len(K)=%d len(V)=%d, shape needs %d: %w", len(kv.K), len(kv.V), n, ErrInvalid)
+	L := h.layout()
+	out := startBlock(dst, &h)
+	binary.LittleEndian.PutUint32(out[60:], encodePayload(&L, kv, out))
+	return out, nil
+}
+
+// EncodeHalf is Encode for the f16 codec with the values already f16: k
+// and v hold the K and V codes, each Elements() little-endian binary16
+// words in KV's element order (what Sequence.ExportBlockHalf writes), and
+// go into the payload as they are. m.Codec must be F16 and m.Sinks -1 or 0
+// (sink exceptions would repeat values as f16: for f16 they are never
+// written). Encode never writes an infinity or a NaN; neither may k or v
+// hold one, or the block decodes to it. Otherwise it fails as Encode does.
+func EncodeHalf(dst []byte, s Shape, k, v []byte, m Meta) ([]byte, error) {
+	if len(k) != 2*s.Elements() || len(v) != 2*s.Elements() {
+		return dst[:0], fmt.Errorf("encode half: %d/%d bytes of codes, shape needs %d: %w", len(k), len(v), 2*s.Elements(), ErrInvalid)
+	}
+	return EncodeHalfFunc(dst, s, m, func(pk, pv []byte) error {
+		copy(pk, k)
+		copy(pv, v)
+		return nil
+	})
+}
+
+// EncodeHalfFunc is EncodeHalf with the codes written in place: fill gets
+// the block's K and V code sections (2*Elements() bytes each, to be filled
+// entirely, e.g. by Sequence.ExportBlockHalf) and the checksum is computed
+// after it returns. An error from fill is returned as it is.
+func EncodeHalfFunc(dst []byte, s Shape, m Meta, fill func(k, v []byte) error) ([]byte, error) {
+	if m.Codec != F16 || (m.Sinks != -1 && m.Sinks != 0) {
+		return dst[:0], fmt.Errorf("encode half: codec %v with sinks %d: %w", m.Codec, m.Sinks, ErrInvalid)
+	}
+	h, err := newHeader(s, s.Elements(), s.Elements(), m)
+	if err != nil {
+		return dst[:0], err
+	}
+	L := h.layout()
+	out := startBlock(dst, &h)
+	p := out[HeaderSize:]
+	a, b := L.kCodes()
+	c, d := L.vCodes()
+	if err := fill(p[a:b:b], p[c:d:d]); err != nil {
+		return dst[:0], err
+	}
+	binary.LittleEndian.PutUint32(out[60:], blockCRC(out))
+	return out, nil
+}
+
+// newHeader checks a block to encode (shape s, nk and nv values of K and
+// V) and returns its header, CRC not set.
+func newHeader(s Shape, nk, nv int, m Meta) (Header, error) {
+	if err := s.check(); err != nil {
+		return Header{}, fmt.Errorf("encode: %w", err)
+	}
+	if n := s.Elements(); nk != n || nv != n {
+		return Header{}, fmt.Errorf("encode: len(K)=%d len(V)=%d, shape needs %d: %w", nk, nv, n, ErrInvalid)
 	}
 	if uint64(m.StartPos)+uint64(s.Tokens) > 1<<32 {
-		return dst[:0], fmt.Errorf("encode: start_pos %d overflows: %w", m.StartPos, ErrInvalid)
+		return Header{}, fmt.Errorf("encode: start_pos %d overflows: %w", m.StartPos, ErrInvalid)
 	}
 	sinks := m.Sinks
 	if sinks == -1 {
 		sinks = m.Codec.DefaultSinks()
 	}
 	if sinks < 0 || sinks > MaxSinks {
-		return dst[:0], fmt.Errorf("encode: sinks %d: %w", m.Sinks, ErrInvalid)
+		return Header{}, fmt.Errorf("encode: sinks %d: %w", m.Sinks, ErrInvalid)
 	}
 	h := Header{
 		Version: Version, Codec: m.Codec, RoPE: m.RoPE, Sinks: sinks, Shape: s,
@@ -111,19 +165,22 @@ func Encode(dst []byte, kv *KV, m Meta) ([]byte, error) {
 		h.Parent = m.Parent
 	}
 	h.KGroup, h.VGroup = groups(m.Codec, s)
-	L := h.layout()
-	h.PayloadLen = L.total
-	size := HeaderSize + L.total
+	h.PayloadLen = h.layout().total
+	return h, nil
+}
 
+// startBlock returns dst resized to the block of header h (a new buffer
+// when cap(dst) is short) with the header written, CRC aside.
+func startBlock(dst []byte, h *Header) []byte {
+	size := HeaderSize + h.PayloadLen
 	out := dst[:0]
 	if cap(out) < size {
 		out = make([]byte, size)
 	} else {
 		out = out[:size]
 	}
-	putHeader(out, &h)
-	binary.LittleEndian.PutUint32(out[60:], encodePayload(&L, kv, out))
-	return out, nil
+	putHeader(out, h)
+	return out
 }
 
 // encodePayload encodes kv into the payload of out, whose header bytes

@@ -2,6 +2,7 @@ package kvblock
 
 import (
 	"encoding/binary"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -77,6 +78,55 @@ func TestF16Payload(t *testing.T) {
 		}
 		if _, _, ok := F16Payload(&h, b); ok {
 			t.Errorf("%v with %d sinks: accepted", m.Codec, m.Sinks)
+		}
+	}
+}
+
+// EncodeHalf of a block's f16 words writes the bytes Encode writes for
+// those values, and refuses what Encode would and other codecs or sinks.
+func TestEncodeHalf(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	s := Shape{Tokens: 4, Layers: 3, KVHeads: 2, HeadDim: 8}
+	kv := &KV{Shape: s, K: make([]float32, s.Elements()), V: make([]float32, s.Elements())}
+	for i := range kv.K {
+		kv.K[i], kv.V[i] = RoundF16(float32(rng.NormFloat64())), RoundF16(float32(rng.NormFloat64()*100))
+	}
+	k, v := make([]byte, 2*s.Elements()), make([]byte, 2*s.Elements())
+	encodeF16(k, kv.K)
+	encodeF16(v, kv.V)
+	for _, m := range []Meta{
+		{Codec: F16, Sinks: -1},
+		{Codec: F16, Sinks: 0, StartPos: 64, RoPE: true, HasParent: true, Parent: [32]byte{1, 2, 3}},
+	} {
+		want, err := Encode(nil, kv, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := EncodeHalf(make([]byte, 7, 10), s, k, v, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Fatalf("%+v: EncodeHalf differs from Encode", m)
+		}
+		if _, err := Inspect(got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, c := range map[string]struct {
+		s    Shape
+		k, v []byte
+		m    Meta
+	}{
+		"int8":       {s, k, v, Meta{Codec: Int8, Sinks: -1}},
+		"sinks":      {s, k, v, Meta{Codec: F16, Sinks: 4}},
+		"short k":    {s, k[:len(k)-2], v, Meta{Codec: F16, Sinks: -1}},
+		"odd v":      {s, k, v[:len(v)-1], Meta{Codec: F16, Sinks: -1}},
+		"bad shape":  {Shape{Tokens: 0, Layers: 3, KVHeads: 2, HeadDim: 8}, nil, nil, Meta{Codec: F16, Sinks: -1}},
+		"start wrap": {s, k, v, Meta{Codec: F16, Sinks: -1, StartPos: 1<<32 - 2}},
+	} {
+		if _, err := EncodeHalf(nil, c.s, c.k, c.v, c.m); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}
 }

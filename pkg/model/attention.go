@@ -16,6 +16,10 @@ import (
 // in increasing key order (pvRef). Each element's arithmetic therefore
 // depends only on its own position and the keys before it, never on n, p0
 // or the tiling: the result is split-invariant.
+//
+// Rows of a tile shorter than four (decode above all) go through
+// attendRow instead, one row at a time with the one-row kernels, in the
+// same arithmetic: the same bits, in less than half the time.
 func attention(out, q, kc, vc []float32, p0, n, heads, kvHeads, headDim int) {
 	active.attention(out, q, kc, vc, p0, n, heads, kvHeads, headDim)
 }
@@ -43,42 +47,27 @@ func (ks *kernels) attention(out, q, kc, vc []float32, p0, n, heads, kvHeads, he
 		}
 		s, acc := (*buf)[:rows*nk], (*buf)[rows*nk:need]
 		clear(acc)
-		var mx [tile]float32
 		if ks.qk1 != nil && rows < tile && headDim%16 == 0 {
-			// Decode (and a short last tile): each row's own keys,
-			// scaled, with their maximum, in one vector pass.
+			// Decode (and a short last tile): row by row.
 			for r := range rows {
-				row := s[r*nk : r*nk+p0+t0+r+1]
-				_ = kc[off+(len(row)-1)*kvDim+headDim-1]
-				qr := q[(t0+r)*qd+h*headDim : (t0+r)*qd+(h+1)*headDim]
-				m, ordered := ks.qk1(&qr[0], &kc[off], kvDim, headDim/16, len(row), scale, &row[0])
-				if !ordered || m == 0 {
-					m = rowMax(row) // Go's max: NaN wins, +0 over -0
-				}
-				mx[r] = m
+				t := t0 + r
+				ks.attendRow(out[t*qd+h*headDim:t*qd+(h+1)*headDim], q[t*qd+h*headDim:t*qd+(h+1)*headDim],
+					kc[off:], vc[off:], kvDim, s[r*nk:r*nk+p0+t+1], acc[r*headDim:(r+1)*headDim], scale)
 			}
-		} else {
-			// Scores of every row against the tile's keys; keys after a
-			// row's own position are computed but not used.
-			ks.f32Block(s, nk, q[t0*qd+h*headDim:], qd, rows, headDim, kc[off:], kvDim, 0, nk)
-			for r := range rows {
-				row := s[r*nk : r*nk+p0+t0+r+1]
-				for j := range row {
-					row[j] *= scale
-				}
-				mx[r] = rowMax(row)
-			}
+			return
 		}
+		// Scores of every row against the tile's keys; keys after a row's
+		// own position are computed but not used.
+		ks.f32Block(s, nk, q[t0*qd+h*headDim:], qd, rows, headDim, kc[off:], kvDim, 0, nk)
 		var inv [tile]float32
 		for r := range rows {
 			row := s[r*nk : r*nk+p0+t0+r+1]
-			m := mx[r]
-			ks.expAffine(row, row, 1, -m)
-			var sum float64
-			for _, e := range row {
-				sum += float64(e)
+			for j := range row {
+				row[j] *= scale
 			}
-			inv[r] = float32(1 / sum)
+			m := rowMax(row)
+			ks.expAffine(row, row, 1, -m)
+			inv[r] = float32(1 / sumF64(row))
 		}
 		// Weighted values: the keys every row has first (four rows at
 		// once), then each row's own remaining keys.
@@ -106,6 +95,43 @@ func (ks *kernels) attention(out, q, kc, vc []float32, p0, n, heads, kvHeads, he
 			}
 		}
 	})
+}
+
+// attendRow is one query row q (headDim values) of attention over the
+// len(s) keys and values at kc and vc (row stride kvDim), into out, with
+// s and acc (zeroed, headDim) as scratch: the same arithmetic as the tile
+// path. The scores come from the one-row kernel (scale and maximum in the
+// same pass), the value sum and the softmax denominator from one pass of
+// pv1sum where the head dim allows.
+func (ks *kernels) attendRow(out, q, kc, vc []float32, kvDim int, s, acc []float32, scale float32) {
+	headDim, nk := len(q), len(s)
+	_ = kc[(nk-1)*kvDim+headDim-1]
+	_ = vc[(nk-1)*kvDim+headDim-1]
+	m, ordered := ks.qk1(&q[0], &kc[0], kvDim, headDim/16, nk, scale, &s[0])
+	if !ordered || m == 0 {
+		m = rowMax(s) // Go's max: NaN wins, +0 over -0
+	}
+	ks.expAffine(s, s, 1, -m)
+	var sum float64
+	if ks.pv1sum != nil && headDim%64 == 0 {
+		sum = ks.pv1sum(&s[0], nk, &vc[0], kvDim, &acc[0], headDim/64)
+	} else {
+		pvRef(s, vc, kvDim, acc)
+		sum = sumF64(s)
+	}
+	inv := float32(1 / sum)
+	for d := range out {
+		out[d] = acc[d] * inv
+	}
+}
+
+// sumF64 is the softmax denominator: the float64 sum in increasing order.
+func sumF64(x []float32) float64 {
+	var sum float64
+	for _, e := range x {
+		sum += float64(e)
+	}
+	return sum
 }
 
 // rowMax returns the largest of row, -Inf for none, NaN if any is NaN.

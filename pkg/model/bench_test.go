@@ -97,3 +97,83 @@ func BenchmarkDecodeAttention(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHitStep is the one-token step of a full cache hit: decode at
+// position 1023 of a 1024-token prompt (the KV imported, the last token
+// recomputed), on the default model, with the tile attention path and
+// with qk1. cpu_us/op is the figure on a loaded machine.
+func BenchmarkHitStep(b *testing.B) {
+	m := defaultModel()
+	ctx := context.Background()
+	s := m.NewSequence(16)
+	if _, err := s.Prefill(ctx, prompt(1023)); err != nil {
+		b.Fatal(err)
+	}
+	tiles := *active
+	tiles.qk1 = nil
+	for _, ks := range []*kernels{&tiles, active} {
+		name := "qk1"
+		if ks.qk1 == nil {
+			name = "tiles"
+		}
+		b.Run(name, func(b *testing.B) {
+			withKernels(ks, func() {
+				cpu0 := cpuTime()
+				for b.Loop() {
+					s.Truncate(1023)
+					if _, err := s.Decode(ctx, 65); err != nil {
+						b.Fatal(err)
+					}
+				}
+				reportCPU(b, cpu0)
+			})
+		})
+	}
+}
+
+// BenchmarkImportHalf weighs storing the KV as f16 (issue 13, step 3):
+// convert is what ImportBlockHalf does for a 1024-token prefix of the 125M
+// model's KV (12.6 MB of f16 words into 25 MB of float32), copy is what an
+// f16 KV would do instead (12.6 MB copied).
+func BenchmarkImportHalf(b *testing.B) {
+	const n = 1024 * 12 * 4 * 64 * 2 // K and V values
+	r := rand.New(rand.NewPCG(3, 4))
+	src := make([]byte, 2*n)
+	for i := range src {
+		src[i] = byte(r.Uint32() & 0x3b) // finite
+	}
+	f32 := make([]float32, n)
+	u16 := make([]byte, 2*n)
+	b.Run("convert", func(b *testing.B) {
+		cpu0 := cpuTime()
+		for b.Loop() {
+			active.halfTo(f32, src)
+		}
+		reportCPU(b, cpu0)
+	})
+	b.Run("copy", func(b *testing.B) {
+		cpu0 := cpuTime()
+		for b.Loop() {
+			copy(u16, src)
+		}
+		reportCPU(b, cpu0)
+	})
+}
+
+// BenchmarkDecodeAttention12 is BenchmarkDecodeAttention over 12 layers'
+// KV (25 MB), as a decode step reads it: out of the caches.
+func BenchmarkDecodeAttention12(b *testing.B) {
+	const p0, heads, kvHeads, hd, layers = 1024, 12, 4, 64, 12
+	r := rand.New(rand.NewPCG(1, 2))
+	q := randSlice(r, heads*hd)
+	n := (p0 + 1) * kvHeads * hd
+	kc, vc := randSlice(r, layers*n), randSlice(r, layers*n)
+	out := make([]float32, heads*hd)
+	cpu0 := cpuTime()
+	for b.Loop() {
+		for l := range layers {
+			attention(out, q, kc[l*n:(l+1)*n], vc[l*n:(l+1)*n], p0, 1, heads, kvHeads, hd)
+		}
+	}
+	reportCPU(b, cpu0)
+}

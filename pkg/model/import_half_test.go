@@ -181,3 +181,103 @@ func TestImportBlockHalfRefuses(t *testing.T) {
 		})
 	}
 }
+
+// toHalf writes half.FromFloat32Sat of every value on every kernel set:
+// every f16 value exactly, and values that are not finite f16s (beyond
+// ±65504, infinities, NaN) saturated, wherever they sit.
+func TestToHalfKernels(t *testing.T) {
+	var vals []float32
+	for w := range 1 << 16 {
+		if f := half.ToFloat32(uint16(w)); f == f && !math.IsInf(float64(f), 0) {
+			// The value, the tie above it and a value just above that.
+			b := math.Float32bits(f)
+			vals = append(vals, f, math.Float32frombits(b+0x1000), math.Float32frombits(b+0x1001))
+		}
+	}
+	for _, ks := range kernelSets() {
+		for _, off := range []int{0, 3} {
+			src := vals[off:]
+			got := make([]byte, 2*len(src))
+			ks.toHalf(got, src)
+			for i, f := range src {
+				if w, want := binary.LittleEndian.Uint16(got[2*i:]), half.FromFloat32Sat(f); w != want {
+					t.Fatalf("%s: %v -> %#04x, want %#04x", ks.name, f, w, want)
+				}
+			}
+		}
+		for _, n := range []int{1, 7, 8, 9, 17} {
+			for pos := range n {
+				for _, bad := range []float32{float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 65520, -1e9} {
+					src := make([]float32, n)
+					for i := range src {
+						src[i] = float32(i) - 3.5
+					}
+					src[pos] = bad
+					got := make([]byte, 2*n)
+					ks.toHalf(got, src)
+					for i, f := range src {
+						if w, want := binary.LittleEndian.Uint16(got[2*i:]), half.FromFloat32Sat(f); w != want {
+							t.Fatalf("%s: n=%d %v at %d: word %d = %#04x, want %#04x", ks.name, n, bad, pos, i, w, want)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// ExportBlockHalf writes the f16 words of what ExportBlock exports, and
+// ImportBlockHalf of them restores the same KV.
+func TestExportBlockHalf(t *testing.T) {
+	for _, mut := range []func(*Config){nil, func(c *Config) { c.HeadDim, c.Dim = 6, 24 }} {
+		m := tinyModel(t, mut)
+		for _, ks := range kernelSets() {
+			withKernels(ks, func() {
+				const B = 4
+				s := m.NewSequence(B)
+				prefill(t, s, prompt(13))
+				s.v[0][5] = float32(math.Inf(-1)) // computed beyond f16: saturates
+				bl := s.BlockLen()
+				kf, vf := make([]float32, bl), make([]float32, bl)
+				kh, vh := make([]byte, 2*bl), make([]byte, 2*bl)
+				back := m.NewSequence(B)
+				for i := range s.FullBlocks() {
+					if err := s.ExportBlock(i, kf, vf); err != nil {
+						t.Fatal(err)
+					}
+					if err := s.ExportBlockHalf(i, kh, vh); err != nil {
+						t.Fatal(err)
+					}
+					for j := range kf {
+						if w := binary.LittleEndian.Uint16(kh[2*j:]); w != half.FromFloat32Sat(kf[j]) {
+							t.Fatalf("%s block %d: K word %d = %#04x, want that of %v", ks.name, i, j, w, kf[j])
+						}
+						if w := binary.LittleEndian.Uint16(vh[2*j:]); w != half.FromFloat32Sat(vf[j]) {
+							t.Fatalf("%s block %d: V word %d = %#04x, want that of %v", ks.name, i, j, w, vf[j])
+						}
+					}
+					if err := back.ImportBlockHalf(i, kh, vh); err != nil {
+						t.Fatal(err)
+					}
+				}
+				s.v[0][5] = -65504
+				for l := range back.k {
+					if i, ok := sameBits(back.k[l], s.k[l][:len(back.k[l])]); !ok {
+						t.Fatalf("%s: layer %d K round trip differs at %d", ks.name, l, i)
+					}
+					if i, ok := sameBits(back.v[l], s.v[l][:len(back.v[l])]); !ok {
+						t.Fatalf("%s: layer %d V round trip differs at %d", ks.name, l, i)
+					}
+				}
+				for _, c := range []struct {
+					i    int
+					k, v []byte
+				}{{3, kh, vh}, {-1, kh, vh}, {0, kh[:len(kh)-2], vh}, {0, kh, nil}} {
+					if err := s.ExportBlockHalf(c.i, c.k, c.v); !errors.Is(err, ErrBadBlock) {
+						t.Fatalf("%s: export of block %d into %d/%d bytes: %v", ks.name, c.i, len(c.k), len(c.v), err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -29,6 +29,9 @@ func halfToF32AVX512(dst *float32, src *byte, n16 int) (finite bool)
 func halfToF32F16C(dst *float32, src *byte, n16 int) (finite bool)
 
 //go:noescape
+func f32ToHalfF16C(dst *byte, src *float32, n8 int) (finite bool)
+
+//go:noescape
 func roundF16F16C(dst *float32, src *float32, n8 int) (finite bool)
 
 //go:noescape
@@ -56,6 +59,9 @@ func pv4AVX512(p *float32, ps int, nk int, v *float32, vs int, out *float32, os 
 func qk1AVX512(q *float32, k *float32, ks int, n16 int, nk int, scale float32, out *float32) (m float32, ordered bool)
 
 //go:noescape
+func pv1SumAVX512(p *float32, nk int, v *float32, vs int, out *float32, hd64 int) (sum float64)
+
+//go:noescape
 func pv1AVX512(p *float32, nk int, v *float32, vs int, out *float32, hd64 int)
 
 // kernelSets lists the kernel sets this CPU can run, fastest first; the
@@ -65,8 +71,8 @@ func kernelSets() []*kernels {
 	x := cpu.X86
 	if x.HasAVX512F && x.HasAVX512DQ && x.HasAVX512BW && x.HasAVX512VL && x.HasFMA && x.HasF16C {
 		k := &kernels{name: "avx512", f32x4x4: f32x4x4AVX512, f32x1x4: f32x1x4AVX512, f16: f16x16AVX512,
-			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512, qk1: qk1AVX512, exp: exp16AVX512, quant: quantQ8x32AVX512, round: round8F16C,
-			half: half16AVX512}
+			f16x1x4: f16x1x4AVX512, pv4: pv4AVX512, pv1: pv1AVX512, qk1: qk1AVX512, pv1sum: pv1SumAVX512, exp: exp16AVX512, quant: quantQ8x32AVX512, round: round8F16C,
+			half: half16AVX512, halfOut: toHalf8F16C}
 		if x.HasAVX512VNNI {
 			k.name = "avx512vnni"
 			k.q8x4x4, k.q8x4x2, k.q8x1x4 = q8x4x4VNNI, q8x4x2VNNI, q8x1x4VNNI
@@ -74,7 +80,7 @@ func kernelSets() []*kernels {
 		ks = append(ks, k)
 	}
 	if x.HasAVX2 && x.HasFMA && x.HasF16C {
-		ks = append(ks, &kernels{name: "avx2", f32x1x4: f32x1x4AVX2, f16: f16x8F16C, round: round8F16C, half: half16F16C})
+		ks = append(ks, &kernels{name: "avx2", f32x1x4: f32x1x4AVX2, f16: f16x8F16C, round: round8F16C, half: half16F16C, halfOut: toHalf8F16C})
 	}
 	return append(ks, portable)
 }
@@ -138,4 +144,13 @@ func half16F16C(dst []float32, src []byte) (int, bool) {
 	}
 	_, _ = dst[n-1], src[2*n-1]
 	return n, halfToF32F16C(&dst[0], &src[0], n/16)
+}
+
+func toHalf8F16C(dst []byte, src []float32) (int, bool) {
+	n := min(len(dst)/2, len(src)) &^ 7
+	if n == 0 {
+		return 0, true
+	}
+	_, _ = dst[2*n-1], src[n-1]
+	return n, f32ToHalfF16C(&dst[0], &src[0], n/8)
 }

@@ -1166,3 +1166,87 @@ qkdone:
 	SETEQ         ordered+60(FP)
 	VZEROUPPER
 	RET
+
+// func f32ToHalfF16C(dst *byte, src *float32, n8 int) (finite bool)
+// Converts 8*n8 float32 to little-endian f16 words (round to nearest even,
+// exact for the KV's f16 values) and reports whether every word is finite
+// (the caller redoes the conversion, saturating, when one is not).
+TEXT ·f32ToHalfF16C(SB), NOSPLIT, $0-25
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n8+16(FP), CX
+	MOVL         $0x7c00, AX
+	VMOVD        AX, X15
+	VPBROADCASTW X15, X15
+	VPXOR        X14, X14, X14
+	TESTQ        CX, CX
+	JZ           th8done
+
+th8loop:
+	VMOVUPS   (SI), Y0
+	VCVTPS2PH $0, Y0, X1
+	VMOVDQU   X1, (DI)
+	VPAND     X15, X1, X2
+	VPCMPEQW  X15, X2, X2
+	VPOR      X2, X14, X14
+	ADDQ      $32, SI
+	ADDQ      $16, DI
+	DECQ      CX
+	JNZ       th8loop
+
+th8done:
+	VPTEST  X14, X14
+	SETEQ   finite+24(FP)
+	VZEROUPPER
+	RET
+
+// func pv1SumAVX512(p *float32, nk int, v *float32, vs int, out *float32, hd64 int) (sum float64)
+// pv1AVX512 that also returns the float64 sum of p[0:nk] in increasing j
+// (attention's softmax denominator): one scalar add chain per key, beside
+// the four multiply-add chains that bound the loop anyway.
+TEXT ·pv1SumAVX512(SB), NOSPLIT, $0-56
+	MOVQ p+0(FP), SI
+	MOVQ nk+8(FP), R9
+	MOVQ v+16(FP), DI
+	MOVQ vs+24(FP), R10
+	SHLQ $2, R10
+	MOVQ out+32(FP), DX
+	MOVQ hd64+40(FP), R12
+
+pvschunk:
+	VMOVUPS (DX), Z0
+	VMOVUPS 64(DX), Z1
+	VMOVUPS 128(DX), Z2
+	VMOVUPS 192(DX), Z3
+	VXORPD  X5, X5, X5 // the sum, recomputed by every chunk
+	MOVQ   SI, AX
+	MOVQ   DI, BX
+	MOVQ   R9, CX
+	TESTQ  CX, CX
+	JZ     pvsstore
+
+pvsloop:
+	VBROADCASTSS (AX), Z20
+	VCVTSS2SD    (AX), X6, X6
+	VADDSD       X6, X5, X5
+	VFMADD231PS  (BX), Z20, Z0
+	VFMADD231PS  64(BX), Z20, Z1
+	VFMADD231PS  128(BX), Z20, Z2
+	VFMADD231PS  192(BX), Z20, Z3
+	ADDQ         $4, AX
+	ADDQ         R10, BX
+	DECQ         CX
+	JNZ          pvsloop
+
+pvsstore:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, 128(DX)
+	VMOVUPS Z3, 192(DX)
+	ADDQ    $256, DI
+	ADDQ    $256, DX
+	DECQ    R12
+	JNZ     pvschunk
+	VMOVSD  X5, sum+48(FP)
+	VZEROUPPER
+	RET

@@ -52,6 +52,9 @@ type kernels struct {
 	// row over hd64*64 dimensions (see pvRef).
 	pv4 func(p *float32, ps int, nk int, v *float32, vs int, out *float32, os int, hd64 int)
 	pv1 func(p *float32, nk int, v *float32, vs int, out *float32, hd64 int)
+	// pv1sum is pv1 that also returns the float64 sum of p[:nk] in
+	// increasing order.
+	pv1sum func(p *float32, nk int, v *float32, vs int, out *float32, hd64 int) float64
 	// qk1 computes attention's scaled scores of one query row against nk
 	// keys (stride ks) over n16*16 dimensions, out[j] = dot·scale with
 	// the canonical dot, and returns their maximum (its sign unspecified
@@ -72,6 +75,10 @@ type kernels struct {
 	// (as halfTo) and returns its length in values and whether every word
 	// converted is finite.
 	half func(dst []float32, src []byte) (int, bool)
+	// halfOut converts a prefix of src to little-endian f16 words (round
+	// to nearest even) and returns its length in values and whether every
+	// word is finite.
+	halfOut func(dst []byte, src []float32) (int, bool)
 }
 
 // quantizeQ8 quantizes a row to Q8_0 (see the portable quantizeQ8).

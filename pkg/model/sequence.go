@@ -177,6 +177,47 @@ func (s *Sequence) ExportBlock(i int, k, v []float32) error {
 	return nil
 }
 
+// ExportBlockHalf is ExportBlock writing f16 words: k and v, each
+// 2*BlockLen() bytes, receive little-endian binary16 words in the same
+// layout, as the f16 codec stores them (kvblock.EncodeHalf takes them),
+// converted in one pass without a float32 copy. The KV's values are f16,
+// so the words are exact; an infinite or NaN value (a computation that
+// overflowed f16) is written as the f16 codec writes it: saturated to
+// ±65504, NaN as 0.
+func (s *Sequence) ExportBlockHalf(i int, k, v []byte) error {
+	bl := s.BlockLen()
+	if i < 0 || (i+1)*s.block > s.n {
+		return fmt.Errorf("%w: export of block %d needs %d tokens, have %d", ErrBadBlock, i, (i+1)*s.block, s.n)
+	}
+	if len(k) != 2*bl || len(v) != 2*bl {
+		return fmt.Errorf("%w: export buffers have %d/%d bytes, want %d", ErrBadBlock, len(k), len(v), 2*bl)
+	}
+	per := s.block * s.m.cfg.KVDim()
+	for l := range s.k {
+		active.toHalf(k[2*l*per:2*(l+1)*per], s.k[l][i*per:(i+1)*per])
+		active.toHalf(v[2*l*per:2*(l+1)*per], s.v[l][i*per:(i+1)*per])
+	}
+	return nil
+}
+
+// toHalf writes src as little-endian f16 words into dst (2*len(src)
+// bytes), as half.FromFloat32Sat: F16C where the CPU has it, the
+// saturating conversion where a value is not a finite f16.
+func (ks *kernels) toHalf(dst []byte, src []float32) {
+	dst = dst[:2*len(src)]
+	i, finite := 0, true
+	if ks.halfOut != nil {
+		i, finite = ks.halfOut(dst, src)
+	}
+	if !finite {
+		i = 0 // rare: redo it all, saturating
+	}
+	for ; i < len(src); i++ {
+		w := half.FromFloat32Sat(src[i])
+		dst[2*i], dst[2*i+1] = byte(w), byte(w>>8)
+	}
+}
+
 // ImportBlock appends block i from k and v (layout as ExportBlock). It must
 // be the block right after the current length (Len() == i*B), and the
 // sequence must have room for it. Values are rounded to f16, as if computed;

@@ -275,3 +275,81 @@ func benchHotImport(b *testing.B, m *model.Model, prompt []int) {
 func reportCPU(b *testing.B, since time.Duration) {
 	b.ReportMetric(float64(cpuTime()-since)/1e6/float64(b.N), "cpu_ms/op")
 }
+
+// BenchmarkTierHitF16 is issue 13's worker-tier hit without the weight
+// streaming: a 1024-token prompt whose every block the hot tier holds in
+// f16, on the 125M model's KV shape with tiny other dimensions
+// (kvShapeOf125M), so that what is timed is the import, the one-token
+// step's attention over 1024 keys and the request's overhead.
+//
+//	go test -run XXX -bench TierHitF16 -cpuprofile cpu.out ./pkg/worker/
+func BenchmarkTierHitF16(b *testing.B) {
+	m, err := model.Synthetic("kv-125m", kvShapeOf125M(), 7)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := newWorker(b, Config{Model: m, Codec: kvblock.F16, HotCacheBytes: 256 << 20})
+	prompt := make([]int, 1024)
+	for i := range prompt {
+		prompt[i] = (i*37 + 11) % 512
+	}
+	if _, err := w.Generate(context.Background(), Request{Prompt: prompt, MaxTokens: 1}); err != nil {
+		b.Fatal(err)
+	}
+	var imp float64
+	cpu0 := cpuTime()
+	for b.Loop() {
+		res, err := w.Generate(context.Background(), Request{Prompt: prompt, MaxTokens: 1})
+		if err != nil || res.Timings.HotBlocks != 1024/w.BlockTokens() {
+			b.Fatalf("tier hit: %v, %+v", err, res.Timings)
+		}
+		imp += res.Timings.HotMS
+	}
+	b.ReportMetric(b.Elapsed().Seconds()*1e3/float64(b.N), "ttft_ms")
+	b.ReportMetric(imp/float64(b.N), "import_ms")
+	reportCPU(b, cpu0)
+}
+
+// BenchmarkKeepComputed is what a miss of 1024 tokens on the 125M model's
+// KV shape spends putting its 64 computed blocks in the hot tier: half is
+// keepComputed (f16 words out of the sequence, EncodeHalf), f32 the float32
+// export and Encode it did before.
+func BenchmarkKeepComputed(b *testing.B) {
+	m, err := model.Synthetic("kv-125m", kvShapeOf125M(), 7)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := newWorker(b, Config{Model: m, Codec: kvblock.F16, HotCacheBytes: 256 << 20})
+	prompt := make([]int, 1024)
+	for i := range prompt {
+		prompt[i] = (i*37 + 11) % 512
+	}
+	seq := m.NewSequence(w.BlockTokens())
+	if _, err := seq.Prefill(context.Background(), prompt); err != nil {
+		b.Fatal(err)
+	}
+	to := seq.FullBlocks()
+	b.Run("f32", func(b *testing.B) {
+		n := w.shape.Elements()
+		kv := kvblock.KV{Shape: w.shape, K: make([]float32, n), V: make([]float32, n)}
+		cpu0 := cpuTime()
+		for b.Loop() {
+			for i := range to {
+				if err := seq.ExportBlock(i, kv.K, kv.V); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := kvblock.Encode(nil, &kv, kvblock.Meta{Codec: kvblock.F16, StartPos: uint32(i * w.BlockTokens()), RoPE: true, Sinks: -1}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		reportCPU(b, cpu0)
+	})
+	b.Run("half", func(b *testing.B) {
+		cpu0 := cpuTime()
+		for b.Loop() {
+			w.hot.keepComputed(w.ns, seq, w.shape, prompt, 0, to)
+		}
+		reportCPU(b, cpu0)
+	})
+}

@@ -198,17 +198,14 @@ func (w *Worker) keepHot(ns prefix.Namespace, seq *model.Sequence, prompt, gener
 func (h *hotTier) keepComputed(ns prefix.Namespace, seq *model.Sequence, shape kvblock.Shape, tokens []int, from, to int) {
 	b := seq.BlockTokens()
 	keys := prefix.BlockKeys(ns, toU32(tokens[:to*b]), b)
-	n := shape.Elements()
-	kv := kvblock.KV{Shape: shape, K: make([]float32, n), V: make([]float32, n)}
 	for i := from; i < to; i++ {
-		if seq.ExportBlock(i, kv.K, kv.V) != nil {
-			return
-		}
 		m := kvblock.Meta{Codec: kvblock.F16, StartPos: uint32(i * b), RoPE: true, Sinks: -1}
 		if i > 0 {
 			m.Parent, m.HasParent = keys[i-1], true
 		}
-		data, err := kvblock.Encode(nil, &kv, m)
+		// The KV goes out as f16 words straight into the block's payload
+		// (Sequence.ExportBlockHalf): no float32 copy, no second pass.
+		data, err := kvblock.EncodeHalfFunc(nil, shape, m, func(k, v []byte) error { return seq.ExportBlockHalf(i, k, v) })
 		if err != nil {
 			return
 		}

@@ -267,3 +267,42 @@ func TestHotTierDisabled(t *testing.T) {
 		}
 	}
 }
+
+// The blocks keepComputed puts in the tier (f16 words straight from the
+// sequence, kvblock.EncodeHalf) are byte for byte what encoding the
+// exported float32 KV with the f16 codec gives.
+func TestKeepComputedMatchesEncode(t *testing.T) {
+	w := newWorker(t, Config{HotCacheBytes: 64 << 20, BlockTokens: hotB})
+	seq := w.cfg.Model.NewSequence(hotB)
+	tokens := textPrompt(3, 3*hotB+5)
+	if _, err := seq.Prefill(context.Background(), tokens); err != nil {
+		t.Fatal(err)
+	}
+	w.hot.keepComputed(w.ns, seq, w.shape, tokens, 1, 3)
+	keys := prefix.BlockKeys(w.ns, toU32(tokens[:3*hotB]), hotB)
+	n := w.shape.Elements()
+	kv := kvblock.KV{Shape: w.shape, K: make([]float32, n), V: make([]float32, n)}
+	for i := range 3 {
+		b, ok := w.hot.c.Get(hotKey{w.ns, keys[i]})
+		if ok != (i >= 1) {
+			t.Fatalf("block %d in the tier: %v", i, ok)
+		}
+		if !ok {
+			continue
+		}
+		if err := seq.ExportBlock(i, kv.K, kv.V); err != nil {
+			t.Fatal(err)
+		}
+		m := kvblock.Meta{Codec: kvblock.F16, StartPos: uint32(i * hotB), RoPE: true, Sinks: -1, Parent: keys[i-1], HasParent: true}
+		want, err := kvblock.Encode(nil, &kv, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b.data) != string(want) {
+			t.Fatalf("block %d differs from Encode's", i)
+		}
+		if h, err := kvblock.Inspect(b.data); err != nil || h != b.hdr {
+			t.Fatalf("block %d: header %+v (%v), stored %+v", i, h, err, b.hdr)
+		}
+	}
+}
