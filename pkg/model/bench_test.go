@@ -159,3 +159,21 @@ func BenchmarkImportHalf(b *testing.B) {
 		reportCPU(b, cpu0)
 	})
 }
+
+// BenchmarkDecodeAttention12 is BenchmarkDecodeAttention over 12 layers'
+// KV (25 MB), as a decode step reads it: out of the caches.
+func BenchmarkDecodeAttention12(b *testing.B) {
+	const p0, heads, kvHeads, hd, layers = 1024, 12, 4, 64, 12
+	r := rand.New(rand.NewPCG(1, 2))
+	q := randSlice(r, heads*hd)
+	n := (p0 + 1) * kvHeads * hd
+	kc, vc := randSlice(r, layers*n), randSlice(r, layers*n)
+	out := make([]float32, heads*hd)
+	cpu0 := cpuTime()
+	for b.Loop() {
+		for l := range layers {
+			attention(out, q, kc[l*n:(l+1)*n], vc[l*n:(l+1)*n], p0, 1, heads, kvHeads, hd)
+		}
+	}
+	reportCPU(b, cpu0)
+}

@@ -123,7 +123,7 @@ func BenchmarkRestore(b *testing.B) {
 			start := time.Now()
 			for b.Loop() {
 				var t Timings
-				if got := w.restore(context.Background(), w.ns, m.NewSequence(w.BlockTokens()), prompt, &t); got*w.BlockTokens() != n/w.BlockTokens()*w.BlockTokens() {
+				if got := w.restore(context.Background(), w.ns, m.NewSequence(w.BlockTokens()), prompt, &t, nil); got*w.BlockTokens() != n/w.BlockTokens()*w.BlockTokens() {
 					b.Fatalf("restored %d blocks", got)
 				}
 				bytes = t.FetchedBytes

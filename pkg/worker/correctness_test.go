@@ -120,7 +120,7 @@ func measureQuality(t testing.TB, m *model.Model, codec kvblock.Codec, prompts [
 			t.Fatal(err)
 		}
 		seq := m.NewSequence(b)
-		if n := w.restore(ctx, w.ns, seq, p, &Timings{}); n != len(p)/b {
+		if n := w.restore(ctx, w.ns, seq, p, &Timings{}, nil); n != len(p)/b {
 			t.Fatalf("restored %d blocks, want %d", n, len(p)/b)
 		}
 		logits, err := seq.Prefill(ctx, p[seq.Len():])

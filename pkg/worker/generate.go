@@ -155,7 +155,8 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 	t := &res.Timings
 	seq := w.m.NewSequence(w.cfg.BlockTokens)
 	ns := w.namespaceFor(req.Isolation)
-	fetched := w.restore(ctx, ns, seq, req.Prompt, t)
+	var held heldBlocks // fetched for the tier: copied in after the first token
+	fetched := w.restore(ctx, ns, seq, req.Prompt, t, &held)
 	res.CachedTokens = seq.Len()
 	runs := make([]*choiceRun, max(1, req.N))
 	// Whatever this request computed is worth storing, even if it fails
@@ -166,6 +167,7 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 		if runs[0] != nil {
 			gen = runs[0].Tokens
 		}
+		w.keepFetched(&held) // if the request ended before its first token
 		w.keepHot(ns, seq, req.Prompt, gen, fetched)
 		done := w.appendLater(ns, seq, req.Prompt, gen, fetched)
 		if done == nil {
@@ -214,6 +216,11 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 			if r.done {
 				active--
 			}
+		}
+		if step == 0 {
+			// The first token is out: now the tier's copy of the
+			// fetched blocks costs no time to it.
+			w.keepFetched(&held)
 		}
 	}
 	t.DecodeMS = msSince(t1)

@@ -30,7 +30,10 @@ import (
 // lossy --codec a block computed here is served from the tier exactly,
 // while the cluster keeps the quantized copy). Both are inserted before
 // the request returns, so the same prompt sent again at once hits the
-// tier even while the background append is still on its way.
+// tier even while the background append is still on its way. Fetched
+// blocks go in as soon as the request has sampled its first token, each
+// copied out of the pooled buffer it was fetched into (keepFetched,
+// restore.go), so that copy is not on the way to the first token.
 //
 // Why encoded and not decoded float32 (which would skip the decode): on
 // the 125M F16 model (enginebench -ttft) a 1024-token tier hit importing

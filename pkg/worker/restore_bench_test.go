@@ -30,9 +30,14 @@ func kvShapeOf125M() model.Config {
 // For each codec, "batch" is the restore before issue 13's overlap (fetch
 // every block with FetchRaw, then import them), kept here as the baseline
 // the worker's path ("stream": each block imported as it arrives, into
-// recycled buffers as without a hot tier; "stream-tier": with a tier, so
-// fresh buffers) is measured against; "alternate" runs all three in turn
-// in each iteration, which a loaded machine's drift hits alike:
+// recycled buffers as without a hot tier; "stream-tier": with a tier, into
+// recycled buffers too, the tier's copy made after the restore, as a
+// request makes it after its first token) is measured against;
+// "stream-fresh" is the tier path before that (a fresh buffer per block,
+// which the tier keeps). "alternate" runs all four in turn in each
+// iteration, which a loaded machine's drift hits alike; for stream-tier
+// it reports the restore (the time to the first token) and the copy
+// apart:
 //
 //	go test -run XXX -bench RestoreRemote/f16 -count 5 -cpuprofile cpu.out ./pkg/worker/
 func BenchmarkRestoreRemote(b *testing.B) {
@@ -59,6 +64,7 @@ func BenchmarkRestoreRemote(b *testing.B) {
 			// their own as with a real tier, where w (no tier) recycles
 			// them.
 			wt := newWorker(b, Config{Model: m, Cache: c, Codec: codec, HotCacheBytes: 1})
+			var held heldBlocks
 			one := func(b *testing.B, mode string, t *Timings) {
 				*t = Timings{}
 				seq := m.NewSequence(w.BlockTokens())
@@ -67,22 +73,25 @@ func BenchmarkRestoreRemote(b *testing.B) {
 				case "batch":
 					got = restoreBatch(b, w, c, seq, prompt, t)
 				case "stream":
-					got = w.restore(context.Background(), w.ns, seq, prompt, t)
+					got = w.restore(context.Background(), w.ns, seq, prompt, t, nil)
 				case "stream-tier":
-					got = wt.restore(context.Background(), wt.ns, seq, prompt, t)
+					got = wt.restore(context.Background(), wt.ns, seq, prompt, t, &held)
+				case "stream-fresh":
+					got = restoreFresh(b, wt, c, seq, prompt, t)
 				}
 				if got != n/w.BlockTokens() {
 					b.Fatalf("restored %d blocks", got)
 				}
 				seq.Release() // as a request does: the next one reuses its KV buffers
 			}
-			for _, mode := range []string{"batch", "stream", "stream-tier"} {
+			for _, mode := range []string{"batch", "stream", "stream-tier", "stream-fresh"} {
 				b.Run(mode, func(b *testing.B) {
 					var t Timings
 					var lookup, fetch, imp float64
 					start, cpu0 := time.Now(), cpuTime()
 					for b.Loop() {
 						one(b, mode, &t)
+						wt.keepFetched(&held)
 						lookup += t.LookupMS
 						fetch += t.FetchMS
 						imp += t.ImportMS
@@ -101,13 +110,19 @@ func BenchmarkRestoreRemote(b *testing.B) {
 			// CPU time (user + system, the node's included) of each.
 			b.Run("alternate", func(b *testing.B) {
 				var t Timings
-				var wall, cpu [3]time.Duration
+				var wall, cpu [5]time.Duration
 				for b.Loop() {
-					for k, mode := range []string{"batch", "stream", "stream-tier"} {
+					for k, mode := range []string{"batch", "stream", "stream-tier", "stream-fresh"} {
 						t0, c0 := time.Now(), cpuTime()
 						one(b, mode, &t)
 						wall[k] += time.Since(t0)
 						cpu[k] += cpuTime() - c0
+						if mode == "stream-tier" {
+							t0, c0 = time.Now(), cpuTime()
+							wt.keepFetched(&held)
+							wall[4] += time.Since(t0)
+							cpu[4] += cpuTime() - c0
+						}
 					}
 				}
 				per := func(d time.Duration) float64 { return ms(d) / float64(b.N) }
@@ -117,7 +132,13 @@ func BenchmarkRestoreRemote(b *testing.B) {
 				b.ReportMetric(per(cpu[1]), "stream_cpu_ms")
 				b.ReportMetric(per(wall[2]), "tier_ms")
 				b.ReportMetric(per(cpu[2]), "tier_cpu_ms")
+				b.ReportMetric(per(wall[4]), "tier_copy_ms")
+				b.ReportMetric(per(cpu[4]), "tier_copy_cpu_ms")
+				b.ReportMetric(per(wall[3]), "fresh_ms")
+				b.ReportMetric(per(cpu[3]), "fresh_cpu_ms")
 				b.ReportMetric(float64(wall[1])/float64(wall[0]), "stream/batch")
+				b.ReportMetric(float64(wall[2])/float64(wall[3]), "tier/fresh")
+				b.ReportMetric(float64(wall[2]+wall[4])/float64(wall[3]), "tier+copy/fresh")
 			})
 		})
 	}
@@ -166,4 +187,46 @@ func restoreBatch(b *testing.B, w *Worker, c *client.Client, seq *model.Sequence
 		seq.Truncate(len(prompt) - 1)
 	}
 	return len(blocks)
+}
+
+// restoreFresh is restoreRemote's path with a hot tier before the tier's
+// copy moved after the first token: every block fetched into a fresh
+// buffer of its own, which goes into the tier as it is imported.
+func restoreFresh(b *testing.B, w *Worker, c *client.Client, seq *model.Sequence, prompt []int, t *Timings) int {
+	bt := w.cfg.BlockTokens
+	keys := prefix.BlockKeys(w.ns, toU32(prompt[:len(prompt)/bt*bt]), bt)
+	seq.Reserve(len(prompt) + 1)
+	ctx := context.Background()
+	t0 := time.Now()
+	n, err := c.Lookup(ctx, w.ns, keys)
+	t.LookupMS = msSince(t0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t1 := time.Now()
+	var kv kvblock.KV
+	got, err := c.FetchRawFunc(ctx, w.ns, keys[:n], nil, func(i int, blk []byte) error {
+		h, err := kvblock.Inspect(blk)
+		if err == nil {
+			err = w.checkBlock(&h, &kv, i)
+		}
+		if err == nil {
+			err = importBlock(seq, i, &h, blk, &kv)
+		}
+		if err != nil {
+			return err
+		}
+		t.FetchedBlocks++
+		t.FetchedBytes += len(blk)
+		w.hot.put(w.ns, keys[i], &h, blk)
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	t.FetchMS = msSince(t1)
+	if seq.Len() == len(prompt) {
+		seq.Truncate(len(prompt) - 1)
+	}
+	return got
 }

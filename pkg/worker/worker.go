@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -33,9 +34,13 @@ type Worker struct {
 	reg      *prometheus.Registry
 	met      *metrics
 	hot      *hotTier // nil when disabled
-	// fetchBufs recycles fetched blocks' buffers (*[]byte) when the hot
-	// tier is off: then nothing keeps a block past its import.
+	// fetchBufs recycles fetched blocks' buffers (*[]byte): a block is
+	// done with once imported, or, with the hot tier, once copied into it
+	// (keepFetched). Each request takes at most one buffer per block it
+	// fetches and gives them all back before it returns, so the pool holds
+	// what concurrent requests use (until the GC drops it).
 	fetchBufs sync.Pool
+	heldBufs  atomic.Int64 // blocks held for the tier, not yet copied (tests)
 }
 
 // New builds a worker. It computes the model's weights digest (the cache
