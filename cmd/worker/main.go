@@ -42,7 +42,7 @@ func run() error {
 		listen, nodes, path   string
 		codec, hotBytes       string
 		replicas              int
-		cla, unknownPre       bool
+		cla, unknownPre, mmap bool
 		callTimeout, putGrace time.Duration
 		level                 slog.Level
 	)
@@ -50,6 +50,7 @@ func run() error {
 	flag.StringVar(&nodes, "cache-nodes", "", "comma-separated cache node addresses (host:port); empty runs without a cache")
 	flag.StringVar(&path, "model", "", "GGUF model file (default: the embedded synthetic model)")
 	flag.BoolVar(&cla, "cla", false, "embedded model only: cross-layer attention variant (half the KV per token)")
+	flag.BoolVar(&mmap, "mmap", false, "use the GGUF file's pages in place (shared with the page cache, faster to load) instead of a private read-only copy in huge pages; on a VM the mapping may be dropped while idle, costing the next request a refault of every weight page")
 	flag.BoolVar(&unknownPre, "allow-unknown-pretokenizer", false, "load a BPE model whose tokenizer.ggml.pre is unknown with the default split rules (warns; text is then split unlike the model's training)")
 	flag.StringVar(&codec, "codec", "int8", "codec of appended blocks: f16, bf16, fp8_e4m3, int8, int4, int2")
 	flag.IntVar(&cfg.BlockTokens, "block-tokens", worker.DefaultBlockTokens, "tokens per cache block (part of the cache namespace)")
@@ -96,7 +97,7 @@ func run() error {
 		if cla {
 			return errors.New("--cla applies to the embedded model only; a GGUF file declares CLA in its metadata")
 		}
-		opts := model.LoadOptions{Tokenizer: tokenizer.Options{
+		opts := model.LoadOptions{MapFile: mmap, Tokenizer: tokenizer.Options{
 			AcceptUnknownPre: unknownPre,
 			Warn:             func(msg string) { log.Warn(msg) },
 		}}

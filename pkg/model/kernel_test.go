@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -164,15 +166,28 @@ func TestMatmulAccuracy(t *testing.T) {
 }
 
 // TestLoadInPlace checks that Load keeps F16 and Q8_0 matrices in their
-// file encoding, inside the file mapping, and that F16 in place gives the
-// bits of the same weights dequantized to float32 on the heap (FromGGUF).
+// file encoding, inside the loaded file (the private copy or, with
+// MapFile, the mapping), and that F16 in place gives the bits of the same
+// weights dequantized to float32 on the heap (FromGGUF).
 func TestLoadInPlace(t *testing.T) {
 	m := tinyModel(t, nil)
-	for _, typ := range []gguf.TensorType{gguf.F16, gguf.Q8_0} {
+	for _, tc := range []struct {
+		typ  gguf.TensorType
+		mmap bool
+	}{{gguf.F16, false}, {gguf.Q8_0, false}, {gguf.F16, true}, {gguf.Q8_0, true}} {
+		typ := tc.typ
 		path := writeModel(t, m, typ, m.tensors())
-		mapped, err := Load(context.Background(), path)
+		mapped, err := Load(context.Background(), path, LoadOptions{MapFile: tc.mmap})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if !tc.mmap && runtime.GOOS == "linux" {
+			if p := uintptr(unsafe.Pointer(&mapped.mapping[0])); p%hugePage != 0 {
+				t.Errorf("%v: private copy at %#x, not 2 MiB aligned", typ, p)
+			}
+		}
+		if !writeFaults(mapped.mapping) {
+			t.Errorf("%v (MapFile %v): the weights' memory is writable", typ, tc.mmap)
 		}
 		w := mapped.layers[0].wq
 		if w.typ != typ || len(w.raw) == 0 || mapped.mapping == nil {
@@ -200,6 +215,20 @@ func TestLoadInPlace(t *testing.T) {
 			t.Fatal("F16 in place differs from its float32 copy")
 		}
 	}
+}
+
+// writeFaults reports whether writing b's first byte faults (read-only
+// memory), turning the fault into a recovered panic.
+func writeFaults(b []byte) (faulted bool) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() { faulted = recover() != nil }()
+	// A plain store (an atomic one would fault inside the race
+	// detector's C code, which cannot recover); undone if it succeeds.
+	p := (*byte)(unsafe.Pointer(unsafe.SliceData(b)))
+	v := *p
+	*p = v ^ 0xff
+	*p = v
+	return false
 }
 
 // TestParallel checks that parallel runs every item exactly once, with

@@ -19,11 +19,13 @@ import (
 // model: layers 2i+1 have no attn_k/attn_v and reuse layer 2i's KV.
 const CLAKey = "kvcache.cla"
 
-// Load reads a llama- or qwen2-architecture GGUF file. The file is mapped read-only
-// and the weights are used in place, in their file encoding (F32, F16,
-// BF16, Q8_0, Q4_0, Q4_K, Q6_K), so the model's memory is about the file's
-// size and is shared with the page cache. Where mapping is not possible the
-// file is read into memory instead. Cancelling ctx aborts between tensors.
+// Load reads a llama- or qwen2-architecture GGUF file. The weights are used
+// in their file encoding (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K), so the
+// model's memory is about the file's size: by default a private read-only
+// copy in (transparent) huge pages, or with LoadOptions.MapFile the file's
+// own pages, mapped read-only and shared with the page cache. Where neither
+// is possible the file is read onto the heap. Cancelling ctx aborts
+// between tensors.
 func Load(ctx context.Context, path string, opts ...LoadOptions) (*Model, error) {
 	var o LoadOptions
 	if len(opts) > 0 {
@@ -34,7 +36,11 @@ func Load(ctx context.Context, path string, opts ...LoadOptions) (*Model, error)
 		return nil, fmt.Errorf("model: load: %w", err)
 	}
 	defer f.Close()
-	data, unmap, err := mapFile(path, f.Size)
+	load := copyFile
+	if o.MapFile {
+		load = mapFile
+	}
+	data, unmap, err := load(path, f.Size)
 	if err != nil {
 		return nil, fmt.Errorf("model: load: %w", err)
 	}
@@ -200,6 +206,12 @@ type LoadOptions struct {
 	// Tokenizer tunes how the GGUF's tokenizer is built, e.g.
 	// AcceptUnknownPre (worker flag --allow-unknown-pretokenizer).
 	Tokenizer tokenizer.Options
+	// MapFile uses the file's pages in place (mmap) instead of a private
+	// copy: faster to load, shared with other processes, but a virtual
+	// machine may drop the mapping's page-table entries while the process
+	// idles, and the first forward pass after a pause then refaults every
+	// weight page (worker flag --mmap).
+	MapFile bool
 }
 
 func fromGGUF(ctx context.Context, f *gguf.File, src tensorSource, o LoadOptions) (*Model, error) {

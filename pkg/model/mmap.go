@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"os"
+	"unsafe"
 )
 
 // readFile is mapFile's fallback: the whole file on the heap.
@@ -15,4 +16,11 @@ func readFile(path string, size int64) ([]byte, func(), error) {
 		return nil, nil, fmt.Errorf("%w: %s changed size while loading", ErrBadWeights, path)
 	}
 	return data, func() {}, nil
+}
+
+// alignOffset is the offset into b of its first byte aligned to align (a
+// power of two).
+func alignOffset(b []byte, align int) int {
+	p := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
+	return (align - p&(align-1)) & (align - 1)
 }

@@ -23,9 +23,9 @@ type Model struct {
 	output  *weight   // [Vocab][Dim]; aliases embed when tied
 	tied    bool
 
-	// mapping is the read-only mmap of the GGUF file the raw weights point
-	// into (nil when they live on the heap); unmapped when the Model is
-	// collected.
+	// mapping is the read-only memory holding the GGUF file the raw
+	// weights point into (a private huge-page copy, or the file's mmap; nil
+	// when they live on the heap); released when the Model is collected.
 	mapping []byte
 
 	tok      tokenizer.Tokenizer
