@@ -167,7 +167,7 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 		if runs[0] != nil {
 			gen = runs[0].Tokens
 		}
-		w.keepFetched(&held) // if the request ended before its first token
+		w.keepFetchedAsync(&held) // the answer is about to go out
 		w.keepHot(ns, seq, req.Prompt, gen, fetched)
 		done := w.appendLater(ns, seq, req.Prompt, gen, fetched)
 		if done == nil {
@@ -220,7 +220,7 @@ func (w *Worker) generate(ctx context.Context, req Request, hook logitsHook) (re
 		if step == 0 {
 			// The first token is out: now the tier's copy of the
 			// fetched blocks costs no time to it.
-			w.keepFetched(&held)
+			w.keepFetchedAsync(&held)
 		}
 	}
 	t.DecodeMS = msSince(t1)

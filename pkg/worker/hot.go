@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"sync"
 	"time"
 	"unsafe"
 
@@ -28,12 +29,15 @@ import (
 // shape, position, f16 range), and every full block the request computed
 // itself, encoded f16, which is lossless for the engine's KV (so with a
 // lossy --codec a block computed here is served from the tier exactly,
-// while the cluster keeps the quantized copy). Both are inserted before
-// the request returns, so the same prompt sent again at once hits the
-// tier even while the background append is still on its way. Fetched
-// blocks go in as soon as the request has sampled its first token, each
-// copied out of the pooled buffer it was fetched into (keepFetched,
-// restore.go), so that copy is not on the way to the first token.
+// while the cluster keeps the quantized copy). Computed blocks are
+// inserted before the request returns. Fetched blocks are copied out of
+// the pooled buffers they were fetched into once the request has its
+// first token, on a goroutine (keepFetchedAsync, restore.go), so the copy
+// (fresh memory: page faults) delays neither that token nor the answer;
+// a request that needs one of them meanwhile imports it from the fetch
+// buffer itself (importInflight). Either way the same prompt sent again
+// at once hits the tier, even while the background append is still on
+// its way.
 //
 // Why encoded and not decoded float32 (which would skip the decode): on
 // the 125M F16 model (enginebench -ttft) a 1024-token tier hit importing
@@ -76,6 +80,67 @@ func (b *hotBlock) bytes() int64 { return int64(cap(b.data)) + int64(unsafe.Size
 type hotTier struct {
 	c            *hotcache.Cache[hotKey, *hotBlock]
 	hits, misses prometheus.Counter
+
+	// inflight maps a fetched block being copied into the tier
+	// (keepFetchedAsync) to its batch, whose fetch buffer serves it
+	// meanwhile.
+	mu       sync.Mutex
+	inflight map[hotKey]*inflight
+}
+
+// inflight is one request's fetched blocks on their way into the tier.
+// Until the copy ends (done), requests import them from the fetch buffers
+// themselves, holding mu for reading; the copy takes it for writing
+// before the buffers go back to the pool, so none is reused under a
+// reader.
+type inflight struct {
+	mu     sync.RWMutex
+	done   bool
+	blocks map[prefix.Key]*heldBlock
+}
+
+// begin registers blocks (of ns) as in flight.
+func (h *hotTier) begin(ns prefix.Namespace, f *inflight) {
+	h.mu.Lock()
+	for k := range f.blocks {
+		h.inflight[hotKey{ns, k}] = f
+	}
+	h.mu.Unlock()
+}
+
+// end unregisters f's blocks, which the tier now holds (or refused), and
+// waits for the requests reading them; the buffers are then free.
+func (h *hotTier) end(ns prefix.Namespace, f *inflight) {
+	h.mu.Lock()
+	for k := range f.blocks {
+		if hk := (hotKey{ns, k}); h.inflight[hk] == f {
+			delete(h.inflight, hk)
+		}
+	}
+	h.mu.Unlock()
+	f.mu.Lock()
+	f.done = true
+	f.mu.Unlock()
+}
+
+// importInflight imports block i (key of ns) into seq from an in-flight
+// copy's fetch buffer, or from the tier if that copy ended meanwhile.
+func (h *hotTier) importInflight(ns prefix.Namespace, seq *model.Sequence, key prefix.Key, i int, kv *kvblock.KV) bool {
+	hk := hotKey{ns, key}
+	h.mu.Lock()
+	f := h.inflight[hk]
+	h.mu.Unlock()
+	if f == nil {
+		return false
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.done {
+		b, ok := h.c.Get(hk)
+		return ok && importBlock(seq, i, &b.hdr, b.data, kv) == nil
+	}
+	b := f.blocks[key]
+	return importBlock(seq, i, &b.hdr, b.data, kv) == nil
 }
 
 // newHotTier builds the tier of cfg (nil when disabled) and registers its
@@ -83,7 +148,7 @@ type hotTier struct {
 func newHotTier(cfg *Config, reg prometheus.Registerer) *hotTier {
 	var h *hotTier
 	if cfg.HotCacheBytes > 0 {
-		h = &hotTier{c: hotcache.New[hotKey, *hotBlock](cfg.HotCacheBytes, &hotcache.Options{TTL: cfg.HotCacheTTL})}
+		h = &hotTier{c: hotcache.New[hotKey, *hotBlock](cfg.HotCacheBytes, &hotcache.Options{TTL: cfg.HotCacheTTL}), inflight: map[hotKey]*inflight{}}
 	}
 	stat := func(f func(hotcache.Stats) float64) func() float64 {
 		return func() float64 {
@@ -120,29 +185,39 @@ func newHotTier(cfg *Config, reg prometheus.Registerer) *hotTier {
 	return h
 }
 
-// restore imports the longest prefix of keys the tier holds into seq
-// (empty, so block i lands at position i) and returns how many blocks.
-func (h *hotTier) restore(ns prefix.Namespace, seq *model.Sequence, keys []prefix.Key, t *Timings) int {
+// restore imports the longest run of keys[from:] the tier holds into seq
+// (which holds blocks [0, from), so block i lands at position i) and
+// returns how many blocks. The caller counts the misses (missed).
+func (h *hotTier) restore(ns prefix.Namespace, seq *model.Sequence, keys []prefix.Key, from int, t *Timings) int {
 	if h == nil {
 		return 0
 	}
 	t0 := time.Now()
 	var kv kvblock.KV
-	n := 0
+	n := from
 	for ; n < len(keys); n++ {
-		b, ok := h.c.Get(hotKey{ns, keys[n]})
-		if !ok || importBlock(seq, n, &b.hdr, b.data, &kv) != nil {
-			// Decode and import fail only on a block that was not
-			// verified for this position, which the tier never holds:
-			// every path is a miss.
+		// Decode and import fail only on a block that was not verified
+		// for this position, which the tier never holds: every path is
+		// a miss.
+		if b, ok := h.c.Get(hotKey{ns, keys[n]}); ok {
+			if importBlock(seq, n, &b.hdr, b.data, &kv) != nil {
+				break
+			}
+		} else if !h.importInflight(ns, seq, keys[n], n, &kv) {
 			break
 		}
 	}
-	h.hits.Add(float64(n))
-	h.misses.Add(float64(len(keys) - n))
-	t.HotBlocks = n
-	t.HotMS = msSince(t0)
-	return n
+	h.hits.Add(float64(n - from))
+	t.HotBlocks += n - from
+	t.HotMS += msSince(t0)
+	return n - from
+}
+
+// missed counts n prompt blocks the tier did not hold.
+func (h *hotTier) missed(n int) {
+	if h != nil && n > 0 {
+		h.misses.Add(float64(n))
+	}
 }
 
 // importBlock imports the verified block blk (h is its header) into seq

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -62,6 +63,7 @@ func TestHotTierOwnsFetchedBlocks(t *testing.T) {
 		if res.Timings.HotBlocks != s.hot || res.Timings.FetchedBlocks != s.fetched {
 			t.Fatalf("%s: %d hot, %d fetched blocks; want %d, %d", s.name, res.Timings.HotBlocks, res.Timings.FetchedBlocks, s.hot, s.fetched)
 		}
+		w.copies.Wait() // the tier's copies run just after the answer
 		if n := w.heldBufs.Load(); n != 0 {
 			t.Fatalf("%s: %d blocks still held after the request", s.name, n)
 		}
@@ -145,6 +147,7 @@ func TestHotTierAfterFailedFetch(t *testing.T) {
 			if res.Timings.FetchedBlocks != tc.fetched {
 				t.Fatalf("%d fetched blocks, want %d", res.Timings.FetchedBlocks, tc.fetched)
 			}
+			w.copies.Wait()
 			if n := w.heldBufs.Load(); n != 0 {
 				t.Fatalf("%d blocks still held after the request", n)
 			}
@@ -166,4 +169,53 @@ func TestHotTierAfterFailedFetch(t *testing.T) {
 			sameLogits(t, "next request", logits, wantLogits)
 		})
 	}
+}
+
+// The tier's copy of fetched blocks runs after the answer. The same
+// prompt sent again while it is still in flight (held back here by
+// copyHook) imports the blocks from the fetch buffers themselves: all from
+// the worker, none fetched again, bit-identical to a miss; once the copy
+// ends they come from the tier and no buffer is still held.
+func TestHotTierServesBlocksBeingCopied(t *testing.T) {
+	_, c := startNode(t)
+	plain := newWorker(t, Config{BlockTokens: hotB})
+	filler := newWorker(t, Config{Cache: c, Codec: kvblock.F16, BlockTokens: hotB})
+	p := textPrompt(71, 6*hotB+2)
+	req := Request{Prompt: p, MaxTokens: 4}
+	want, wantLogits := run(t, plain, req)
+	run(t, filler, req)
+	flush(t, filler)
+
+	w := newWorker(t, Config{Cache: c, Codec: kvblock.F16, BlockTokens: hotB, HotCacheBytes: 64 << 20})
+	gate, started := make(chan struct{}), make(chan struct{}, 4)
+	var open sync.Once
+	release := func() { open.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	w.copyHook = func() { started <- struct{}{}; <-gate }
+	if res, _ := run(t, w, req); res.Timings.FetchedBlocks != 6 {
+		t.Fatalf("first request fetched %d blocks, want 6", res.Timings.FetchedBlocks)
+	}
+	<-started // its copy is in flight, held at the gate
+	check := func(name string) {
+		t.Helper()
+		res, logits := run(t, w, req)
+		if res.Timings.HotBlocks != 6 || res.Timings.FetchedBlocks != 0 {
+			t.Fatalf("%s: %d hot, %d fetched blocks; want 6, 0", name, res.Timings.HotBlocks, res.Timings.FetchedBlocks)
+		}
+		if !equalInts(res.Tokens, want.Tokens) {
+			t.Fatalf("%s: tokens %v, want %v", name, res.Tokens, want.Tokens)
+		}
+		sameLogits(t, name, logits, wantLogits)
+	}
+	check("while the copy is held")
+	if n := w.heldBufs.Load(); n != 6 {
+		t.Fatalf("%d blocks held while the copy waits, want 6", n)
+	}
+	release()
+	w.copies.Wait()
+	if n := w.heldBufs.Load(); n != 0 {
+		t.Fatalf("%d blocks still held after the copy", n)
+	}
+	scribblePool(w) // the tier must not alias a recycled buffer
+	check("after the copy")
 }

@@ -40,7 +40,9 @@ type Worker struct {
 	// fetches and gives them all back before it returns, so the pool holds
 	// what concurrent requests use (until the GC drops it).
 	fetchBufs sync.Pool
-	heldBufs  atomic.Int64 // blocks held for the tier, not yet copied (tests)
+	heldBufs  atomic.Int64   // blocks held for the tier, not yet copied (tests)
+	copies    sync.WaitGroup // keepFetchedAsync's copies in flight
+	copyHook  func()         // tests: runs before each of those copies
 }
 
 // New builds a worker. It computes the model's weights digest (the cache
@@ -138,6 +140,7 @@ func (w *Worker) Flush(ctx context.Context) error {
 // Close stops the background appender, waiting for queued appends until
 // ctx ends. The Cache is the caller's to close.
 func (w *Worker) Close(ctx context.Context) error {
+	w.copies.Wait() // milliseconds: copies into the hot tier
 	if w.appender == nil {
 		return nil
 	}
