@@ -185,16 +185,16 @@ func newHotTier(cfg *Config, reg prometheus.Registerer) *hotTier {
 	return h
 }
 
-// restore imports the longest run of keys[from:] the tier holds into seq
-// (which holds blocks [0, from), so block i lands at position i) and
-// returns how many blocks. The caller counts the misses (missed).
-func (h *hotTier) restore(ns prefix.Namespace, seq *model.Sequence, keys []prefix.Key, from int, t *Timings) int {
+// restore imports the longest prefix of keys the tier holds (or has on
+// its way in, importInflight) into seq (empty, so block i lands at
+// position i) and returns how many blocks.
+func (h *hotTier) restore(ns prefix.Namespace, seq *model.Sequence, keys []prefix.Key, t *Timings) int {
 	if h == nil {
 		return 0
 	}
 	t0 := time.Now()
 	var kv kvblock.KV
-	n := from
+	n := 0
 	for ; n < len(keys); n++ {
 		// Decode and import fail only on a block that was not verified
 		// for this position, which the tier never holds: every path is
@@ -207,17 +207,11 @@ func (h *hotTier) restore(ns prefix.Namespace, seq *model.Sequence, keys []prefi
 			break
 		}
 	}
-	h.hits.Add(float64(n - from))
-	t.HotBlocks += n - from
-	t.HotMS += msSince(t0)
-	return n - from
-}
-
-// missed counts n prompt blocks the tier did not hold.
-func (h *hotTier) missed(n int) {
-	if h != nil && n > 0 {
-		h.misses.Add(float64(n))
-	}
+	h.hits.Add(float64(n))
+	h.misses.Add(float64(len(keys) - n))
+	t.HotBlocks = n
+	t.HotMS = msSince(t0)
+	return n
 }
 
 // importBlock imports the verified block blk (h is its header) into seq

@@ -40,8 +40,7 @@ func (w *Worker) restore(ctx context.Context, ns prefix.Namespace, seq *model.Se
 	}
 	keys := prefix.BlockKeys(ns, toU32(prompt[:usable*b]), b)
 	seq.Reserve(len(prompt) + 1) // one allocation for every block imported
-	n := w.hot.restore(ns, seq, keys, 0, t)
-	w.hot.missed(len(keys) - n)
+	n := w.hot.restore(ns, seq, keys, t)
 	if n < len(keys) && w.cfg.Cache != nil {
 		n += w.restoreRemote(ctx, ns, seq, keys, n, t, held)
 	}
@@ -183,20 +182,25 @@ func (h *heldBlocks) add(w *Worker, ns prefix.Namespace, key prefix.Key, hdr *kv
 	w.heldBufs.Add(1)
 }
 
-// keepFetched copies the blocks held into the hot tier, each into a
-// buffer of its own (the tier shares its blocks with every request
-// without copying or checking them again, so none may alias a buffer
-// that goes back to the pool and is fetched into again), and returns the
-// fetch buffers to the pool. A request calls it once it has sampled its
-// first token, and again (a no-op then) before it returns, whatever its
-// outcome: every held block was verified and imported whole, and is
-// worth keeping even if the request failed after the restore.
+// keepFetched copies the blocks held into the hot tier and returns the
+// fetch buffers to the pool, on the caller's goroutine (restore without
+// held; requests use keepFetchedAsync). Every held block was verified and
+// imported whole, and is worth keeping even if the request failed after
+// the restore.
 func (w *Worker) keepFetched(h *heldBlocks) {
+	w.copyHeld(h)
+	w.releaseHeld(h)
+}
+
+// copyHeld puts the held blocks into the hot tier, each in a buffer of
+// its own: the tier shares its blocks with every request without copying
+// or checking them again, so none may alias a buffer that goes back to
+// the pool and is fetched into again.
+func (w *Worker) copyHeld(h *heldBlocks) {
 	for i := range h.blocks {
 		b := &h.blocks[i]
 		w.hot.put(h.ns, b.key, &b.hdr, bytes.Clone(b.data)) // Clone: no zeroing of what it copies over
 	}
-	w.releaseHeld(h)
 }
 
 // releaseHeld returns the held blocks' buffers to the pool.
@@ -237,10 +241,7 @@ func (w *Worker) keepFetchedAsync(h *heldBlocks) {
 		if w.copyHook != nil {
 			w.copyHook()
 		}
-		for i := range mine.blocks {
-			b := &mine.blocks[i]
-			w.hot.put(mine.ns, b.key, &b.hdr, bytes.Clone(b.data))
-		}
+		w.copyHeld(mine)
 		w.hot.end(mine.ns, f) // waits for requests still reading the buffers
 		w.releaseHeld(mine)
 	}()
